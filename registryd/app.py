@@ -1,0 +1,86 @@
+"""The composition root: :func:`create_app` wires config, storage and keys into a Starlette app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from . import wire
+from .config import Config
+from .envelope import KeyRing, now_ms
+from .errors import ApiError, MethodNotAllowed, NotFound, StorageError
+from .presence import gc_loop
+from .routes import Registry
+from .storage import Storage
+
+log = logging.getLogger("registryd")
+
+
+def error_response(exc: ApiError, headers: dict[str, str] | None = None) -> Response:
+    """The wire error body (spec 4.6): ``{"error": {"code": ..., "message": ...}}``."""
+    body = wire.encode({"error": {"code": exc.code, "message": exc.message}})
+    return Response(body, exc.status_code, headers=headers, media_type="application/json")
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(MethodNotAllowed(), headers=dict(exc.headers or {}))
+    return error_response(NotFound() if exc.status_code == 404 else ApiError())
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, StorageError):
+        log.error("storage failure: %s", exc)
+    else:
+        log.error("unhandled %s in %s %s", type(exc).__name__, request.method, request.url.path.split("/")[1])
+    return error_response(ApiError())
+
+
+def create_app(
+    config: Config,
+    storage: Storage,
+    *,
+    keyring: KeyRing | None = None,
+    clock: Callable[[], int] = now_ms,
+    run_gc: bool = True,
+) -> Starlette:
+    """Build the ASGI app over an open ``storage``.
+
+    ``clock`` returns Unix time in ms (tests pass a controllable one). With ``run_gc`` the
+    lifespan runs the presence GC task; the caller owns ``storage`` and closes it.
+    """
+    registry = Registry(config, storage, keyring or config.keyring(), clock)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(gc_loop(storage, config.presence, clock)) if run_gc else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    return Starlette(
+        routes=registry.routes(),
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )

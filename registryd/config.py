@@ -1,0 +1,293 @@
+"""The daemon's one typed config, loaded from TOML and validated strictly (spec 4.11 + DESIGN).
+
+Every problem is one :class:`~registryd.errors.ConfigError` naming the dotted key path, e.g.
+``rate_limit.endpoints.resolv_rps: unknown key``. Secrets (``pepper_hex``, ``index_key_hex``,
+``x25519_private_key_hex``) are held as :class:`~registryd.secret.Secret` and never printed.
+Times are in seconds unless the key name says ``_ms``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import time
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import blake3
+import msgspec
+
+from .envelope import EnvelopeKey, KeyRing
+from .errors import ConfigError
+from .secret import Secret
+
+log = logging.getLogger("registryd")
+
+SECONDS = 1
+KIB = 1024
+
+Positive = Annotated[int, msgspec.Meta(gt=0)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+KidHex = Annotated[str, msgspec.Meta(pattern="^[0-9a-fA-F]{16}$")]
+
+
+class _Table(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class EndpointLimits(_Table):
+    """``[rate_limit.endpoints]``: token refill rates in requests per second."""
+
+    register_rps: Positive = 1
+    resolve_rps: Positive = 3
+    check_user_rps: Positive = 10
+
+
+class RateLimitConfig(_Table):
+    """``[rate_limit]`` (spec 4.8): per-IP token buckets; ``ban_seconds`` after a violation."""
+
+    enabled: bool = True
+    per_ip_rps: Positive = 5
+    burst: Positive = 10
+    ban_seconds: NonNegative = 300 * SECONDS
+    endpoints: EndpointLimits = EndpointLimits()
+
+
+class KeyConfig(_Table):
+    """One ``[[envelope.keys]]`` entry: 8-byte kid and 32-byte X25519 private key, in hex."""
+
+    kid_hex: KidHex
+    x25519_private_key_hex: Secret
+    active: bool = False
+    not_after_epoch_ms: NonNegative | None = None
+
+
+class EnvelopeConfig(_Table):
+    """``[envelope]``: the 32-byte pepper every client must know, and the server's keys."""
+
+    pepper_hex: Secret
+    keys: tuple[KeyConfig, ...]
+
+
+class TlsConfig(_Table):
+    """``[tls]``: PEM paths. ``client_ca_pem_path`` makes client certificates required (mTLS)."""
+
+    cert_pem_path: str
+    key_pem_path: str
+    client_ca_pem_path: str | None = None
+
+
+class StorageConfig(_Table):
+    """``[storage]``: ``kind`` is ``"leveldb"`` (directory ``path``) or ``"memory"``.
+
+    ``index_key_hex`` (32 bytes) keys the blind indexes and the at-rest encryption; if absent
+    it is derived from the pepper, which clients know, and a warning is logged.
+    """
+
+    kind: str = "leveldb"
+    path: str = "./registry_db"
+    index_key_hex: Secret | None = None
+
+
+class PresenceConfig(_Table):
+    """``[presence]``: announcements live ``ttl_seconds``; GC runs every ``gc_interval_seconds``."""
+
+    ttl_seconds: Positive = 300 * SECONDS
+    gc_interval_seconds: Positive = 60 * SECONDS
+
+
+class PowConfig(_Table):
+    """``[pow]`` (spec 4.7): hashcash on resolve and check_user. Enforced from issue 3 on."""
+
+    enabled: bool = False
+    difficulty: int = 18
+    ttl_seconds: int = 120 * SECONDS
+
+
+class ServerConfig(_Table):
+    """``[server]`` (registryd only): request body cap in bytes, shutdown grace in seconds."""
+
+    max_body_bytes: Positive = 64 * KIB
+    shutdown_grace_seconds: Positive = 10 * SECONDS
+
+
+class PeersConfig(_Table):
+    """``[peers]`` (registryd only): who may call ``POST /sync`` and ``POST /nodes``.
+
+    ``token_hashes`` are Argon2id hashes of bearer tokens; with ``mtls = true`` (default) a
+    client certificate verified against ``tls.client_ca_pem_path`` also makes a peer.
+    """
+
+    token_hashes: tuple[str, ...] = ()
+    mtls: bool = True
+
+
+class Config(_Table):
+    """The whole config file. ``address`` is ``IP:port`` (``[::1]:8443`` for IPv6)."""
+
+    envelope: EnvelopeConfig
+    address: str = "0.0.0.0:8443"
+    mode: Literal["tls", "http"] = "tls"
+    trusted_proxies: tuple[str, ...] = ()
+    allow_sync: bool = False
+    max_nodes: NonNegative = 2048
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    tls: TlsConfig | None = None
+    storage: StorageConfig = StorageConfig()
+    presence: PresenceConfig = PresenceConfig()
+    pow: PowConfig = PowConfig()
+    server: ServerConfig = ServerConfig()
+    peers: PeersConfig = PeersConfig()
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """``address`` split into (IP string without brackets, port)."""
+        return parse_address(self.address)
+
+    def keyring(self) -> KeyRing:
+        """The envelope keys as a :class:`KeyRing`, in configured order."""
+        keys = tuple(
+            EnvelopeKey.from_private(
+                bytes.fromhex(k.kid_hex),
+                k.x25519_private_key_hex.reveal(),
+                active=k.active,
+                not_after_ms=k.not_after_epoch_ms,
+            )
+            for k in self.envelope.keys
+        )
+        return KeyRing(self.envelope.pepper_hex, keys)
+
+    def index_key(self) -> Secret:
+        """The 32-byte server-only index key, derived from the pepper if not configured."""
+        if self.storage.index_key_hex is not None:
+            return self.storage.index_key_hex
+        return Secret(
+            blake3.blake3(
+                self.envelope.pepper_hex.reveal(), derive_key_context="registryd index key v1"
+            ).digest()
+        )
+
+
+def _dec_hook(type_: type, obj: Any) -> Any:
+    if type_ is Secret:
+        if not isinstance(obj, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", obj):
+            raise ValueError("expected 64 hex characters (32 bytes)")
+        return Secret(bytes.fromhex(obj))
+    raise NotImplementedError
+
+
+_MSGSPEC_ERROR = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_FIELD = re.compile(r"^Object (?P<what>contains unknown|missing required) field `(?P<name>[^`]+)`$")
+
+
+def _config_error(exc: msgspec.ValidationError) -> ConfigError:
+    m = _MSGSPEC_ERROR.match(str(exc))
+    msg, path = (m["msg"], (m["path"] or "").lstrip(".")) if m else (str(exc), "")
+    field = _FIELD.match(msg)
+    if field:
+        path = f"{path}.{field['name']}".lstrip(".")
+        msg = "unknown key" if field["what"] == "contains unknown" else "required key is missing"
+    else:
+        msg = msg.replace("`", "")
+        msg = msg[0].lower() + msg[1:] if msg else msg
+    return ConfigError(path, msg)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """Split ``IP:port`` / ``[IPv6]:port``; raises :class:`ConfigError` ("address")."""
+    m = re.fullmatch(r"\[(?P<v6>[^\]]+)\]:(?P<port>\d{1,5})|(?P<v4>[^:\[\]]+):(?P<port4>\d{1,5})", address.strip())
+    if not m:
+        raise ConfigError("address", "expected IP:port, e.g. 127.0.0.1:8443 or [::1]:8443")
+    host = m["v6"] or m["v4"]
+    port = int(m["port"] or m["port4"])
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError("address", "host must be an IP address, not a name") from None
+    if (ip.version == 6) != bool(m["v6"]) or port > 65535:
+        raise ConfigError("address", "expected IP:port, e.g. 127.0.0.1:8443 or [::1]:8443")
+    return host, port
+
+
+def _validate(cfg: Config, now_ms: int) -> None:
+    parse_address(cfg.address)
+    for i, proxy in enumerate(cfg.trusted_proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"trusted_proxies[{i}]", "expected an IP address or CIDR") from None
+    keys = cfg.envelope.keys
+    if not keys:
+        raise ConfigError("envelope.keys", "at least one key is required")
+    seen: set[str] = set()
+    for i, key in enumerate(keys):
+        kid = key.kid_hex.lower()
+        if kid in seen:
+            raise ConfigError(f"envelope.keys[{i}].kid_hex", f"duplicate kid {kid}")
+        seen.add(kid)
+        if key.not_after_epoch_ms is not None and key.not_after_epoch_ms <= now_ms:
+            raise ConfigError(f"envelope.keys[{i}].not_after_epoch_ms", "is in the past")
+    if not any(key.active for key in keys):
+        raise ConfigError("envelope.keys", "no key has active = true")
+    if cfg.mode == "tls":
+        if cfg.tls is None:
+            raise ConfigError("tls", 'mode = "tls" needs a [tls] table')
+        for name in ("cert_pem_path", "key_pem_path"):
+            if not getattr(cfg.tls, name).strip():
+                raise ConfigError(f"tls.{name}", "must not be empty")
+    if cfg.storage.kind == "sled":
+        raise ConfigError("storage.kind", 'sled is not supported; use "leveldb"')
+    if cfg.storage.kind not in ("leveldb", "memory"):
+        raise ConfigError("storage.kind", 'expected "leveldb" or "memory"')
+    if cfg.storage.kind == "leveldb" and not cfg.storage.path.strip():
+        raise ConfigError("storage.path", "must not be empty for leveldb")
+    if cfg.pow.enabled:
+        if not 1 <= cfg.pow.difficulty <= 30:
+            raise ConfigError("pow.difficulty", "expected 1..=30")
+        if cfg.pow.ttl_seconds <= 0:
+            raise ConfigError("pow.ttl_seconds", "expected > 0")
+        raise ConfigError("pow.enabled", "proof of work is not available in this version")
+    for i, digest in enumerate(cfg.peers.token_hashes):
+        if not digest.startswith("$argon2id$"):
+            raise ConfigError(f"peers.token_hashes[{i}]", "expected an Argon2id hash ($argon2id$...)")
+
+
+def parse(text: str, *, now_ms: int | None = None) -> Config:
+    """Parse and validate TOML ``text``; raises :class:`ConfigError`."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"invalid TOML: {exc}") from None
+    try:
+        cfg = msgspec.convert(raw, Config, strict=True, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise _config_error(exc) from None
+    _validate(cfg, time.time_ns() // 1_000_000 if now_ms is None else now_ms)
+    return cfg
+
+
+def load(path: str | Path) -> Config:
+    """Read, parse and validate the config file at ``path``; raises :class:`ConfigError`.
+
+    Relative ``tls.*`` and ``storage.path`` values are relative to the working directory,
+    as in the reference.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("", f"cannot read config file {path}: {exc.__class__.__name__}") from None
+    return parse(text)
+
+
+def summary(cfg: Config) -> dict[str, Any]:
+    """A printable view of ``cfg`` with every secret redacted (for ``check-config``)."""
+    out: dict[str, Any] = msgspec.to_builtins(cfg, enc_hook=lambda s: "<redacted>")
+    out["envelope"]["keys"] = [
+        {**k, "public_key_hex": key.public.hex()}
+        for k, key in zip(out["envelope"]["keys"], cfg.keyring().keys, strict=True)
+    ]
+    if cfg.storage.index_key_hex is None:
+        out["storage"]["index_key_hex"] = "<derived from pepper>"
+    return out

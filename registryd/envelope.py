@@ -1,0 +1,148 @@
+"""Envelope crypto (spec 4.2) and the envelope key set (spec 4.4).
+
+``aead_key = BLAKE3(b"enigma:registry:envelope:v1" || pepper[32] || handle[32] || X25519 DH[32])``;
+the AEAD is XChaCha20-Poly1305 (24-byte nonce, 16-byte tag) with AAD = the 32 raw handle bytes.
+Wrong-length or low-order X25519 keys and short or forged ciphertexts raise :class:`InvalidInput`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import blake3
+import nacl.exceptions
+from nacl import bindings
+
+from .errors import InvalidInput, KeyUnavailable
+from .secret import Secret
+from .wire import KID_LEN, NONCE_LEN, X25519_LEN, Envelope
+
+ENVELOPE_DOMAIN = b"enigma:registry:envelope:v1"
+TAG_LEN = 16
+
+
+def x25519_public(private: bytes) -> bytes:
+    """The 32-byte X25519 public key of a 32-byte private key (RFC 7748 clamping)."""
+    if len(private) != X25519_LEN:
+        raise InvalidInput("x25519 private key")
+    return bindings.crypto_scalarmult_base(private)
+
+
+def x25519_keypair() -> tuple[bytes, bytes]:
+    """A fresh random (private, public) X25519 key pair, 32 bytes each."""
+    private = os.urandom(X25519_LEN)
+    return private, x25519_public(private)
+
+
+def shared_key(pepper: bytes, handle: bytes, private: bytes, peer_public: bytes) -> bytes:
+    """The 32-byte AEAD key for (pepper, handle, our private key, their public key).
+
+    Raises :class:`InvalidInput` "envelope key" for a wrong-length or low-order public key.
+    """
+    if len(peer_public) != X25519_LEN or len(private) != X25519_LEN:
+        raise InvalidInput("envelope key")
+    try:
+        dh = bindings.crypto_scalarmult(private, peer_public)
+    except nacl.exceptions.RuntimeError as exc:  # low-order point: all-zero shared secret
+        raise InvalidInput("envelope key") from exc
+    return blake3.blake3(ENVELOPE_DOMAIN + pepper + handle + dh).digest()
+
+
+def seal(key: bytes, handle: bytes, plaintext: bytes, nonce: bytes | None = None) -> tuple[bytes, bytes]:
+    """Encrypt ``plaintext`` under ``key`` with AAD ``handle``; returns (nonce, ciphertext||tag)."""
+    nonce = os.urandom(NONCE_LEN) if nonce is None else nonce
+    return nonce, bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, handle, nonce, key)
+
+
+def open_sealed(key: bytes, handle: bytes, nonce: bytes, ciphertext: bytes) -> bytes:
+    """Decrypt and authenticate; raises :class:`InvalidInput` "unable to decrypt envelope"."""
+    if len(ciphertext) < TAG_LEN or len(nonce) != NONCE_LEN:
+        raise InvalidInput("unable to decrypt envelope")
+    try:
+        return bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, handle, nonce, key)
+    except (nacl.exceptions.CryptoError, ValueError) as exc:
+        raise InvalidInput("unable to decrypt envelope") from exc
+
+
+@dataclass(frozen=True)
+class EnvelopeKey:
+    """A server envelope key: ``kid`` (8 B), X25519 ``private`` (32 B, secret) and ``public`` (32 B).
+
+    ``not_after_ms`` is Unix time in milliseconds; the key is expired once ``now_ms`` passes it.
+    """
+
+    kid: bytes
+    private: Secret
+    public: bytes
+    active: bool = False
+    not_after_ms: int | None = None
+
+    @classmethod
+    def from_private(
+        cls, kid: bytes, private: bytes, *, active: bool = False, not_after_ms: int | None = None
+    ) -> EnvelopeKey:
+        if len(kid) != KID_LEN:
+            raise InvalidInput("kid")
+        return cls(kid, Secret(private), x25519_public(private), active, not_after_ms)
+
+    def expired(self, now_ms: int) -> bool:
+        return self.not_after_ms is not None and now_ms > self.not_after_ms
+
+    def describe(self) -> dict[str, object]:
+        """The public wire description (spec 4.5 ``/envelope_pubkey``)."""
+        out: dict[str, object] = {
+            "kid_hex": self.kid.hex(),
+            "x25519_public_key_hex": self.public.hex(),
+            "active": self.active,
+        }
+        if self.not_after_ms is not None:
+            out["not_after_epoch_ms"] = self.not_after_ms
+        return out
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class KeyRing:
+    """The server's envelope keys in configured order, with the pepper (spec 4.4)."""
+
+    def __init__(self, pepper: Secret, keys: tuple[EnvelopeKey, ...]) -> None:
+        self.pepper = pepper
+        self.keys = keys
+
+    def __repr__(self) -> str:
+        return f"KeyRing(kids={[k.kid.hex() for k in self.keys]})"
+
+    def active(self, at_ms: int | None = None) -> EnvelopeKey:
+        """The first active, unexpired key; raises :class:`KeyUnavailable` if there is none."""
+        at_ms = now_ms() if at_ms is None else at_ms
+        for key in self.keys:
+            if key.active and not key.expired(at_ms):
+                return key
+        raise KeyUnavailable()
+
+    def find(self, kid: bytes, at_ms: int | None = None) -> EnvelopeKey:
+        """The first unexpired key with ``kid`` (active or not); :class:`InvalidInput` otherwise."""
+        at_ms = now_ms() if at_ms is None else at_ms
+        for key in self.keys:
+            if key.kid == kid and not key.expired(at_ms):
+                return key
+        raise InvalidInput("unknown envelope key")
+
+    def open_registration(self, handle: bytes, envelope: Envelope) -> bytes:
+        """Decrypt a ``/register`` envelope sealed by a client to one of our keys (spec 4.2)."""
+        key = self.find(envelope.kid_bytes())
+        aead_key = shared_key(
+            self.pepper.reveal(), handle, key.private.reveal(), envelope.sender_bytes()
+        )
+        return open_sealed(aead_key, handle, envelope.nonce_bytes(), envelope.ciphertext_bytes())
+
+    def seal_resolution(self, handle: bytes, requester_public: bytes, plaintext: bytes) -> Envelope:
+        """Seal ``plaintext`` to a requester's ephemeral key with the active key (spec 4.2)."""
+        key = self.active()
+        aead_key = shared_key(self.pepper.reveal(), handle, key.private.reveal(), requester_public)
+        nonce, ciphertext = seal(aead_key, handle, plaintext)
+        return Envelope.build(key.kid, key.public, nonce, ciphertext)

@@ -1,0 +1,130 @@
+"""The one exception tree of registryd.
+
+    RegistrydError
+    ├── ConfigError            bad configuration: names the key path; the daemon exits before binding
+    ├── StorageError           the database cannot be opened or used
+    │   ├── StorageLockedError another process owns the LevelDB directory
+    │   └── SchemaVersionError the database was written by an unknown schema version
+    ├── ApiError               becomes the wire error body {"error": {"code", "message"}} (spec 4.6)
+    │   ├── InvalidInput       400 INVALID_INPUT (also a ValueError: bad usernames, hex, keys ...)
+    │   ├── Unauthorized       401 UNAUTHORIZED
+    │   ├── NotFound           404 NOT_FOUND
+    │   ├── MethodNotAllowed   405 METHOD_NOT_ALLOWED
+    │   ├── Conflict           409 CONFLICT
+    │   ├── PayloadTooLarge    413 PAYLOAD_TOO_LARGE
+    │   └── KeyUnavailable     503 KEY_UNAVAILABLE (no valid active envelope key)
+    └── ClientError            raised by registryd.client
+        ├── TransportError     connection, TLS or timeout failure
+        ├── ServerError        the server answered with an error body (status, code, message)
+        └── ProtocolError      the answer broke the protocol (too large, bad JSON, wrong user_id ...)
+
+Third-party errors (plyvel, nacl, json, httpx) are translated at one boundary each with
+``raise ... from exc``; messages never carry secrets.
+"""
+
+from __future__ import annotations
+
+
+class RegistrydError(Exception):
+    """Base class of every error raised on purpose by registryd."""
+
+
+class ConfigError(RegistrydError):
+    """A configuration value is wrong. ``path`` is the dotted key path (``envelope.keys[0].kid_hex``)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class StorageError(RegistrydError):
+    """The storage backend failed or cannot be opened."""
+
+
+class StorageLockedError(StorageError):
+    """Another process already owns the LevelDB directory."""
+
+
+class SchemaVersionError(StorageError):
+    """The database has a schema version this build does not know."""
+
+
+class ApiError(RegistrydError):
+    """An error with an HTTP status and a wire error code (spec 4.6)."""
+
+    status_code = 500
+    code = "INTERNAL"
+    prefix = "internal error"
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail
+        super().__init__(f"{self.prefix}: {detail}" if detail else self.prefix)
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class InvalidInput(ApiError, ValueError):
+    status_code = 400
+    code = "INVALID_INPUT"
+    prefix = "invalid input"
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+    code = "UNAUTHORIZED"
+    prefix = "unauthorized"
+
+
+class NotFound(ApiError):
+    status_code = 404
+    code = "NOT_FOUND"
+    prefix = "not found"
+
+
+class MethodNotAllowed(ApiError):
+    status_code = 405
+    code = "METHOD_NOT_ALLOWED"
+    prefix = "method not allowed"
+
+
+class Conflict(ApiError):
+    status_code = 409
+    code = "CONFLICT"
+    prefix = "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+    prefix = "payload too large"
+
+
+class KeyUnavailable(ApiError):
+    status_code = 503
+    code = "KEY_UNAVAILABLE"
+    prefix = "no valid envelope key"
+
+
+class ClientError(RegistrydError):
+    """Base class of errors raised by :mod:`registryd.client`."""
+
+
+class TransportError(ClientError):
+    """The request did not complete: connection refused, TLS failure, timeout."""
+
+
+class ServerError(ClientError):
+    """The server answered with an error body. ``status``, ``code`` and ``message`` are its fields."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        super().__init__(f"{status} {code}: {message}")
+
+
+class ProtocolError(ClientError):
+    """The server's answer broke the protocol: oversized, malformed, or an identity for another handle."""

@@ -1,0 +1,45 @@
+"""Presence TTL and the garbage collector that deletes expired presences (spec 4.10, DESIGN)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from .config import PresenceConfig
+from .storage import Storage
+
+log = logging.getLogger("registryd.presence")
+
+GC_BATCH = 1000
+
+
+def expiry_ms(ts_ms: int, now_ms: int, ttl_seconds: int) -> int:
+    """When a presence announced at ``ts_ms`` expires (Unix ms).
+
+    A timestamp from the future counts as ``now_ms``, so no announcement outlives its TTL.
+    """
+    return min(ts_ms, now_ms) + ttl_seconds * 1000
+
+
+async def collect(storage: Storage, now_ms: int, batch: int = GC_BATCH) -> int:
+    """Delete every presence expired at ``now_ms``, ``batch`` at a time, yielding between batches."""
+    total = 0
+    while True:
+        purged = await storage.purge_expired(now_ms, batch)
+        total += purged
+        if purged < batch:
+            return total
+        await asyncio.sleep(0)
+
+
+async def gc_loop(storage: Storage, config: PresenceConfig, clock: Callable[[], int]) -> None:
+    """Run :func:`collect` at start-up and then every ``gc_interval_seconds`` until cancelled."""
+    while True:
+        try:
+            purged = await collect(storage, clock())
+            if purged:
+                log.debug("presence gc removed %d expired entries", purged)
+        except Exception:
+            log.exception("presence gc failed; retrying next interval")
+        await asyncio.sleep(config.gc_interval_seconds)

@@ -1,0 +1,184 @@
+"""Endpoint handlers (spec 4.5): the same methods, paths, bodies and status codes as the reference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import wire
+from .config import Config
+from .encoding import decode_hex
+from .envelope import KeyRing, seal, shared_key
+from .errors import Conflict, InvalidInput, PayloadTooLarge, Unauthorized
+from .identity import PublicIdentity, parse_handle
+from .presence import expiry_ms
+from .storage import Storage
+
+T = TypeVar("T")
+
+OK = b'{"ok":true}'
+TOKEN_CHECKS_AT_ONCE = 2  # Argon2 verifications in flight: bounds memory and threads
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    content = body if isinstance(body, bytes) else wire.encode(body)
+    return Response(content, status, media_type="application/json")
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+class Registry:
+    """The registry's endpoints over one config, storage and key ring."""
+
+    def __init__(
+        self, config: Config, storage: Storage, keyring: KeyRing, clock: Callable[[], int]
+    ) -> None:
+        self.config = config
+        self.storage = storage
+        self.keyring = keyring
+        self.clock = clock
+        self._hasher = PasswordHasher()
+        self._token_checks = anyio.CapacityLimiter(TOKEN_CHECKS_AT_ONCE)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/register", self.register, methods=["POST"]),
+            Route("/resolve", self.resolve, methods=["POST"]),
+            Route("/check_user/{handle}", self.check_user, methods=["GET"]),
+            Route("/announce", self.announce, methods=["POST"]),
+            Route("/sync", self.sync, methods=["POST"]),
+            Route("/nodes", self.get_nodes, methods=["GET"]),
+            Route("/nodes", self.post_nodes, methods=["POST"]),
+            Route("/envelope_pubkey", self.envelope_pubkey, methods=["GET"]),
+            Route("/envelope_pubkeys", self.envelope_pubkeys, methods=["GET"]),
+        ]
+
+    async def read_json(self, request: Request, type_: type[T]) -> T:
+        """The body decoded strictly as ``type_``: JSON content type, at most ``max_body_bytes``."""
+        if not _is_json(request.headers.get("content-type", "")):
+            raise InvalidInput("Content type error: expected application/json")
+        limit = self.config.server.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise InvalidInput("bad content-length")
+            if int(declared) > limit:
+                raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        return wire.decode(bytes(body), type_)
+
+    async def register(self, request: Request) -> Response:
+        req = await self.read_json(request, wire.RegisterRequest)
+        handle = parse_handle(req.handle)
+        plaintext = self.keyring.open_registration(handle, req.envelope)
+        identity = wire.decode(plaintext, PublicIdentity)
+        if identity.handle != handle:
+            raise InvalidInput("handle does not match identity")
+        identity.validate()
+        if not await self.storage.register(handle, identity.to_json()):
+            raise Conflict()
+        return json_response(OK)
+
+    async def resolve(self, request: Request) -> Response:
+        req = await self.read_json(request, wire.ResolveRequest)
+        handle = parse_handle(req.handle)
+        field = "requester_ephemeral_pubkey_hex"
+        requester = decode_hex(req.requester_ephemeral_pubkey_hex, 32, field)
+        key = self.keyring.active()
+        try:  # before the lookup, so a bad key is refused alike for hits and misses
+            aead_key = shared_key(self.keyring.pepper.reveal(), handle, key.private.reveal(), requester)
+        except InvalidInput:
+            raise InvalidInput(field) from None
+        identity = await self.storage.get_identity(handle)
+        envelope = None
+        if identity is not None:
+            nonce, ciphertext = seal(aead_key, handle, identity)
+            envelope = wire.Envelope.build(key.kid, key.public, nonce, ciphertext)
+        return json_response(wire.ResolveResponse(req.handle, envelope))
+
+    async def check_user(self, request: Request) -> Response:
+        handle = parse_handle(request.path_params["handle"])
+        exists = await self.storage.exists(handle)
+        return json_response(b'{"exists":true}' if exists else b'{"exists":false}')
+
+    async def announce(self, request: Request) -> Response:
+        presence = await self.read_json(request, wire.Presence)
+        handle = decode_hex(presence.user_id, 32, "user_id")
+        presence.validate()
+        now = self.clock()
+        presence.user_id = handle.hex()
+        expires = expiry_ms(presence.ts_ms, now, self.config.presence.ttl_seconds)
+        await self.storage.announce(handle, wire.encode(presence), expires)
+        return json_response(OK)
+
+    async def sync(self, request: Request) -> Response:
+        if not self.config.allow_sync:
+            raise Unauthorized()
+        await self.require_peer(request)
+        req = await self.read_json(request, wire.SyncRequest)
+        records = []
+        for identity in req.identities:
+            try:
+                identity.validate()
+            except InvalidInput:
+                continue  # the reference skips invalid identities silently
+            records.append((identity.handle, identity.to_json()))
+        return json_response({"merged": await self.storage.merge(records)})
+
+    async def get_nodes(self, request: Request) -> Response:
+        nodes = await self.storage.nodes()
+        return json_response({"nodes": [{"base_url": url} for url in nodes]})
+
+    async def post_nodes(self, request: Request) -> Response:
+        await self.require_peer(request)
+        payload = await self.read_json(request, wire.NodesPayload)
+        urls = [node.validated() for node in payload.nodes]  # all valid, or nothing stored
+        added = await self.storage.add_nodes(urls, self.config.max_nodes)
+        return json_response({"merged": added})
+
+    async def envelope_pubkey(self, request: Request) -> Response:
+        return json_response(self.keyring.active(self.clock()).describe() | {"active": True})
+
+    async def envelope_pubkeys(self, request: Request) -> Response:
+        return json_response([key.describe() for key in self.keyring.keys])
+
+    async def require_peer(self, request: Request) -> None:
+        """Pass authenticated peers (verified mTLS client, or an Argon2id-hashed bearer token)."""
+        tls = self.config.tls
+        if (
+            self.config.peers.mtls
+            and tls is not None
+            and tls.client_ca_pem_path
+            and request.url.scheme == "https"
+            and self.config.mode == "tls"
+        ):
+            return  # the TLS layer already required a certificate from the configured CA
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token and self.config.peers.token_hashes:
+            if await anyio.to_thread.run_sync(self._token_ok, token, limiter=self._token_checks):
+                return
+        raise Unauthorized()
+
+    def _token_ok(self, token: str) -> bool:
+        for digest in self.config.peers.token_hashes:
+            try:
+                if self._hasher.verify(digest, token):
+                    return True
+            except (VerificationError, InvalidHashError):
+                continue
+        return False

@@ -1,0 +1,22 @@
+"""Storage backends behind one interface: :class:`Storage`; pick one with :func:`open_storage`."""
+
+from __future__ import annotations
+
+from ..config import Config
+from .base import Storage
+
+__all__ = ["Storage", "open_storage"]
+
+
+def open_storage(config: Config) -> Storage:
+    """Open the backend named by ``[storage] kind`` (``"memory"`` or ``"leveldb"``).
+
+    Raises :class:`~registryd.errors.StorageError` (or its subclasses) if it cannot be opened.
+    """
+    if config.storage.kind == "memory":
+        from .memory import MemoryStorage
+
+        return MemoryStorage(config.index_key())
+    from .leveldb import LevelDBStorage
+
+    return LevelDBStorage(config.index_key(), config.storage.path)

@@ -1,0 +1,175 @@
+"""LevelDB backend (plyvel). One process owns the directory; writes are synced before returning.
+
+Key layout (every key after its one-byte prefix is binary):
+
+    b"\\x00schema_version"        → SCHEMA_VERSION
+    b"i" + blind                  → sealed identity
+    b"p" + blind                  → expiry_be64 + sealed presence
+    b"x" + expiry_be64 + blind    → b""   (expiry index: GC walks it in order, O(expired))
+    b"n" + seq_be64               → node base URL (UTF-8; public data)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import plyvel
+
+from ..errors import SchemaVersionError, StorageError, StorageLockedError
+from ..secret import Secret
+from .base import SCHEMA_VERSION, Storage
+
+SCHEMA_KEY = b"\x00schema_version"
+IDENT, PRES, EXPIRY, NODE = b"i", b"p", b"x", b"n"
+BE64 = struct.Struct(">Q")
+
+
+class LevelDBStorage(Storage):
+    """Storage in a LevelDB directory at ``path`` (created if missing).
+
+    Raises :class:`StorageLockedError` if another process has it open, and
+    :class:`SchemaVersionError` if it was written with an unknown schema.
+    """
+
+    kind = "leveldb"
+
+    def __init__(self, index_key: Secret, path: str | Path) -> None:
+        super().__init__(index_key)
+        self.path = Path(path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._db: Any = plyvel.DB(str(self.path), create_if_missing=True)
+        except plyvel.IOError as exc:
+            if "lock" in str(exc).lower():
+                raise StorageLockedError(
+                    f"{self.path} is in use by another registryd process (LevelDB lock held)"
+                ) from exc
+            raise StorageError(f"cannot open LevelDB at {self.path}: {exc}") from exc
+        except (plyvel.Error, OSError) as exc:
+            raise StorageError(f"cannot open LevelDB at {self.path}: {exc}") from exc
+        self._check_schema()
+        self._write_lock = asyncio.Lock()
+        self._node_list = [url.decode() for _, url in self._db.iterator(prefix=NODE)]
+        self._node_set = set(self._node_list)
+
+    def __repr__(self) -> str:
+        return f"LevelDBStorage(path={str(self.path)!r})"
+
+    def _check_schema(self) -> None:
+        version = self._db.get(SCHEMA_KEY)
+        if version is None:
+            if next(self._db.iterator(include_value=False), None) is not None:
+                self._db.close()
+                raise SchemaVersionError(f"{self.path} holds data but no schema_version")
+            self._db.put(SCHEMA_KEY, SCHEMA_VERSION, sync=True)
+        elif version != SCHEMA_VERSION:
+            self._db.close()
+            raise SchemaVersionError(
+                f"{self.path} has schema_version {version!r}; this build reads {SCHEMA_VERSION!r}"
+            )
+
+    async def _in_thread(self, fn: Any, *args: Any) -> Any:
+        try:
+            return await anyio.to_thread.run_sync(fn, *args)
+        except plyvel.Error as exc:
+            raise StorageError(f"LevelDB error: {exc.__class__.__name__}") from exc
+
+    # -- identities -------------------------------------------------------------------------
+
+    async def _insert(self, blind: bytes, sealed: bytes) -> bool:
+        return await self._insert_many([(blind, sealed)]) == 1
+
+    async def _get(self, blind: bytes) -> bytes | None:
+        value: bytes | None = self._db.get(IDENT + blind)
+        return value
+
+    async def _contains(self, blind: bytes) -> bool:
+        return self._db.get(IDENT + blind) is not None
+
+    async def _insert_many(self, records: Sequence[tuple[bytes, bytes]]) -> int:
+        def write() -> int:
+            fresh: dict[bytes, bytes] = {}
+            for blind, sealed in records:
+                key = IDENT + blind
+                if key not in fresh and self._db.get(key) is None:
+                    fresh[key] = sealed
+            if fresh:
+                with self._db.write_batch(transaction=True, sync=True) as batch:
+                    for key, sealed in fresh.items():
+                        batch.put(key, sealed)
+            return len(fresh)
+
+        async with self._write_lock:
+            added: int = await self._in_thread(write)
+        return added
+
+    # -- presence ---------------------------------------------------------------------------
+
+    async def _put_presence(self, blind: bytes, expires_at_ms: int, sealed: bytes) -> None:
+        def write() -> None:
+            old = self._db.get(PRES + blind)
+            with self._db.write_batch(transaction=True, sync=True) as batch:
+                if old is not None:
+                    batch.delete(EXPIRY + old[:8] + blind)
+                batch.put(PRES + blind, BE64.pack(expires_at_ms) + sealed)
+                batch.put(EXPIRY + BE64.pack(expires_at_ms) + blind, b"")
+
+        async with self._write_lock:
+            await self._in_thread(write)
+
+    async def _get_presence(self, blind: bytes) -> tuple[int, bytes] | None:
+        value = self._db.get(PRES + blind)
+        if value is None:
+            return None
+        return BE64.unpack(value[:8])[0], value[8:]
+
+    async def purge_expired(self, now_ms: int, limit: int) -> int:
+        def purge() -> int:
+            stop = EXPIRY + BE64.pack(now_ms)
+            keys = []
+            for key in self._db.iterator(start=EXPIRY, stop=stop, include_value=False):
+                keys.append(key)
+                if len(keys) >= limit:
+                    break
+            with self._db.write_batch(transaction=True) as batch:
+                for key in keys:
+                    batch.delete(key)
+                    blind = key[9:]
+                    current = self._db.get(PRES + blind)
+                    if current is not None and current[:8] == key[1:9]:
+                        batch.delete(PRES + blind)
+            return len(keys)
+
+        async with self._write_lock:
+            purged: int = await self._in_thread(purge)
+        return purged
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    async def add_nodes(self, base_urls: Sequence[str], max_nodes: int) -> int:
+        def write(new: list[str]) -> None:
+            with self._db.write_batch(transaction=True, sync=True) as batch:
+                for seq, url in enumerate(new, start=len(self._node_list)):
+                    batch.put(NODE + BE64.pack(seq), url.encode())
+
+        async with self._write_lock:
+            room = max(max_nodes, 1) - len(self._node_list)
+            new = list(dict.fromkeys(u for u in base_urls if u not in self._node_set))[: max(room, 0)]
+            if new:
+                await self._in_thread(write, new)
+                self._node_list.extend(new)
+                self._node_set.update(new)
+        return len(new)
+
+    async def nodes(self) -> list[str]:
+        return list(self._node_list)
+
+    async def close(self) -> None:
+        if not self._db.closed:
+            async with self._write_lock:
+                self._db.close()

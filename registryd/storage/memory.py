@@ -1,0 +1,72 @@
+"""In-memory backend: dicts of blind index → sealed record; lost when the process stops."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+
+from ..secret import Secret
+from .base import Storage
+
+
+class MemoryStorage(Storage):
+    """Storage held in this process. Operations never await, so each one is atomic."""
+
+    kind = "memory"
+
+    def __init__(self, index_key: Secret) -> None:
+        super().__init__(index_key)
+        self._identities: dict[bytes, bytes] = {}
+        self._presences: dict[bytes, tuple[int, bytes]] = {}
+        self._expiry: list[tuple[int, bytes]] = []  # heap; stale entries skipped on pop
+        self._nodes: dict[str, None] = {}
+
+    async def _insert(self, blind: bytes, sealed: bytes) -> bool:
+        return await self._insert_many([(blind, sealed)]) == 1
+
+    async def _get(self, blind: bytes) -> bytes | None:
+        return self._identities.get(blind)
+
+    async def _contains(self, blind: bytes) -> bool:
+        return blind in self._identities
+
+    async def _insert_many(self, records: Sequence[tuple[bytes, bytes]]) -> int:
+        added = 0
+        for blind, sealed in records:
+            if blind not in self._identities:
+                self._identities[blind] = sealed
+                added += 1
+        return added
+
+    async def _put_presence(self, blind: bytes, expires_at_ms: int, sealed: bytes) -> None:
+        self._presences[blind] = (expires_at_ms, sealed)
+        heapq.heappush(self._expiry, (expires_at_ms, blind))
+
+    async def _get_presence(self, blind: bytes) -> tuple[int, bytes] | None:
+        return self._presences.get(blind)
+
+    async def purge_expired(self, now_ms: int, limit: int) -> int:
+        purged = 0
+        while self._expiry and self._expiry[0][0] < now_ms and purged < limit:
+            expires_at_ms, blind = heapq.heappop(self._expiry)
+            current = self._presences.get(blind)
+            if current is not None and current[0] == expires_at_ms:
+                del self._presences[blind]
+                purged += 1
+        return purged
+
+    async def add_nodes(self, base_urls: Sequence[str], max_nodes: int) -> int:
+        added = 0
+        for url in base_urls:
+            if len(self._nodes) >= max(max_nodes, 1):
+                break
+            if url not in self._nodes:
+                self._nodes[url] = None
+                added += 1
+        return added
+
+    async def nodes(self) -> list[str]:
+        return list(self._nodes)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,136 @@
+"""Strict JSON wire types (spec 3, 4.1, 4.5) and the one JSON decoding boundary.
+
+serde_json strictness is copied: unknown and duplicate keys, floats where integers belong,
+NaN/Infinity, byte values outside 0-255 and deep nesting are all :class:`InvalidInput`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+import msgspec
+
+from .encoding import decode_b64, decode_hex, encode_b64
+from .errors import InvalidInput
+from .identity import NonNegative, PublicIdentity
+
+T = TypeVar("T")
+
+KID_LEN = 8
+X25519_LEN = 32
+NONCE_LEN = 24
+MAX_ADDR_BYTES = 256
+MAX_BASE_URL_BYTES = 256
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        keys = [key for key, _ in pairs]
+        dup = next(key for key in keys if keys.count(key) > 1)
+        raise InvalidInput(f"duplicate field `{dup}`")
+    return out
+
+
+def _reject_constant(name: str) -> None:
+    raise InvalidInput(f"invalid number {name}")
+
+
+def decode(raw: bytes, type_: type[T]) -> T:
+    """Decode ``raw`` JSON into ``type_`` strictly; raises :class:`InvalidInput` with the reason."""
+    try:
+        obj = json.loads(
+            raw, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+        )
+    except RecursionError as exc:
+        raise InvalidInput("json nested too deeply") from exc
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        if isinstance(exc, InvalidInput):
+            raise
+        raise InvalidInput("malformed json") from exc
+    try:
+        return msgspec.convert(obj, type_, strict=True)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
+def encode(obj: Any) -> bytes:
+    return msgspec.json.encode(obj)
+
+
+class Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    """IdentityEnvelope (spec 4.1): hex ``kid`` (8 B), ``sender_pubkey`` (32 B), ``nonce`` (24 B);
+    base64 ``ciphertext`` (plaintext + 16-byte tag)."""
+
+    kid: str
+    sender_pubkey: str
+    nonce: str
+    ciphertext: str
+
+    def kid_bytes(self) -> bytes:
+        return decode_hex(self.kid, KID_LEN, "envelope.kid")
+
+    def sender_bytes(self) -> bytes:
+        return decode_hex(self.sender_pubkey, X25519_LEN, "envelope.sender_pubkey")
+
+    def nonce_bytes(self) -> bytes:
+        return decode_hex(self.nonce, NONCE_LEN, "envelope.nonce")
+
+    def ciphertext_bytes(self) -> bytes:
+        return decode_b64(self.ciphertext, "envelope.ciphertext")
+
+    @classmethod
+    def build(cls, kid: bytes, sender_pubkey: bytes, nonce: bytes, ciphertext: bytes) -> Envelope:
+        return cls(kid.hex(), sender_pubkey.hex(), nonce.hex(), encode_b64(ciphertext))
+
+
+class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
+    handle: str
+    envelope: Envelope
+
+
+class ResolveRequest(msgspec.Struct, forbid_unknown_fields=True):
+    handle: str
+    requester_ephemeral_pubkey_hex: str
+
+
+class ResolveResponse(msgspec.Struct, forbid_unknown_fields=True):
+    handle: str
+    envelope: Envelope | None
+
+
+class Presence(msgspec.Struct, forbid_unknown_fields=True):
+    """Presence announcement (spec 3): ``addr`` ≤ 256 bytes trimmed, ``ts_ms`` Unix ms ≠ 0."""
+
+    user_id: str
+    addr: str
+    ts_ms: NonNegative
+
+    def validate(self) -> None:
+        addr = self.addr.strip()
+        if not addr or len(addr.encode("utf-8")) > MAX_ADDR_BYTES or not 0 < self.ts_ms < 2**64:
+            raise InvalidInput("presence")
+
+
+class NodeInfo(msgspec.Struct, forbid_unknown_fields=True):
+    base_url: str
+
+    def validated(self) -> str:
+        """The trimmed ``base_url``; raises :class:`InvalidInput` "node" (spec 3 NodeInfo)."""
+        url = self.base_url.strip()
+        if (
+            not url
+            or len(url.encode("utf-8")) > MAX_BASE_URL_BYTES
+            or not url.startswith(("http://", "https://"))
+        ):
+            raise InvalidInput("node")
+        return url
+
+
+class NodesPayload(msgspec.Struct, forbid_unknown_fields=True):
+    nodes: list[NodeInfo]
+
+
+class SyncRequest(msgspec.Struct, forbid_unknown_fields=True):
+    identities: list[PublicIdentity]

@@ -1,0 +1,87 @@
+"""Shared fixtures: the spec 7.2 key material, configs, and in-process apps over both backends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from registryd import config as config_mod
+from registryd.app import create_app
+from registryd.config import Config
+from registryd.storage import Storage, open_storage
+
+# Spec section 7.2 inputs.
+PEPPER_HEX = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20"
+SERVER_PRIVATE_HEX = "101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f"
+SERVER_PUBLIC_HEX = "d89e3bad79437dbed9f843418304f460ff05c7fe81fe4a9577a804cb9367ff66"
+KID_HEX = "0001020304050607"
+INDEX_KEY_HEX = "a5" * 32
+ALICE_HANDLE_HEX = "4e586a7d57683f7ae69c6dbe407c986df78603ca12e9cab26d245df1349f08b5"
+
+
+def config_text(
+    *, kind: str = "memory", path: str = "", mode: str = "http", extra: str = "", tls: str = ""
+) -> str:
+    """A valid TOML config using the spec 7.2 keys; ``extra`` is appended as top-level keys."""
+    storage = f'[storage]\nkind = "{kind}"\nindex_key_hex = "{INDEX_KEY_HEX}"\n'
+    if path:
+        storage += f'path = "{path}"\n'
+    return (
+        f'address = "127.0.0.1:0"\nmode = "{mode}"\n{extra}\n'
+        f"{storage}{tls}"
+        f'[envelope]\npepper_hex = "{PEPPER_HEX}"\n'
+        f'[[envelope.keys]]\nkid_hex = "{KID_HEX}"\n'
+        f'x25519_private_key_hex = "{SERVER_PRIVATE_HEX}"\nactive = true\n'
+    )
+
+
+def make_config(**kwargs: str) -> Config:
+    return config_mod.parse(config_text(**kwargs))
+
+
+@pytest.fixture(params=["memory", "leveldb"])
+def backend_config(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
+    """A config for each storage backend (LevelDB under ``tmp_path/db``)."""
+    kind = str(request.param)
+    return make_config(kind=kind, path=str(tmp_path / "db") if kind == "leveldb" else "")
+
+
+@pytest.fixture
+async def storage(backend_config: Config) -> AsyncIterator[Storage]:
+    store = open_storage(backend_config)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+class Clock:
+    """A controllable clock in Unix milliseconds."""
+
+    def __init__(self, now_ms: int = 1_700_000_000_000) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def advance(self, seconds: float) -> None:
+        self.now_ms += int(seconds * 1000)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+
+
+@pytest.fixture
+async def api(backend_config: Config, storage: Storage, clock: Clock) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client talking in-process to the app, over each backend, GC task off."""
+    app = create_app(backend_config, storage, clock=clock, run_gc=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client:
+        yield client
