@@ -45,7 +45,12 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, StorageError):
         log.error("storage failure: %s", exc)
     else:
-        log.error("unhandled %s in %s %s", type(exc).__name__, request.method, request.url.path.split("/")[1])
+        log.error(
+            "unhandled %s in %s %s",
+            type(exc).__name__,
+            request.method,
+            request.url.path.split("/")[1],
+        )
     return error_response(ApiError())
 
 

@@ -33,11 +33,7 @@ NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 KidHex = Annotated[str, msgspec.Meta(pattern="^[0-9a-fA-F]{16}$")]
 
 
-class _Table(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    pass
-
-
-class EndpointLimits(_Table):
+class EndpointLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``[rate_limit.endpoints]``: token refill rates in requests per second."""
 
     register_rps: Positive = 1
@@ -45,7 +41,7 @@ class EndpointLimits(_Table):
     check_user_rps: Positive = 10
 
 
-class RateLimitConfig(_Table):
+class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``[rate_limit]`` (spec 4.8): per-IP token buckets; ``ban_seconds`` after a violation."""
 
     enabled: bool = True
@@ -55,7 +51,7 @@ class RateLimitConfig(_Table):
     endpoints: EndpointLimits = EndpointLimits()
 
 
-class KeyConfig(_Table):
+class KeyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One ``[[envelope.keys]]`` entry: 8-byte kid and 32-byte X25519 private key, in hex."""
 
     kid_hex: KidHex
@@ -64,14 +60,14 @@ class KeyConfig(_Table):
     not_after_epoch_ms: NonNegative | None = None
 
 
-class EnvelopeConfig(_Table):
+class EnvelopeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``[envelope]``: the 32-byte pepper every client must know, and the server's keys."""
 
     pepper_hex: Secret
     keys: tuple[KeyConfig, ...]
 
 
-class TlsConfig(_Table):
+class TlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``[tls]``: PEM paths. ``client_ca_pem_path`` makes client certificates required (mTLS)."""
 
     cert_pem_path: str
@@ -79,7 +75,7 @@ class TlsConfig(_Table):
     client_ca_pem_path: str | None = None
 
 
-class StorageConfig(_Table):
+class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``[storage]``: ``kind`` is ``"leveldb"`` (directory ``path``) or ``"memory"``.
 
     ``index_key_hex`` (32 bytes) keys the blind indexes and the at-rest encryption; if absent
@@ -91,14 +87,14 @@ class StorageConfig(_Table):
     index_key_hex: Secret | None = None
 
 
-class PresenceConfig(_Table):
+class PresenceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``[presence]``: announcements live ``ttl_seconds``; GC runs every ``gc_interval_seconds``."""
 
     ttl_seconds: Positive = 300 * SECONDS
     gc_interval_seconds: Positive = 60 * SECONDS
 
 
-class PowConfig(_Table):
+class PowConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``[pow]`` (spec 4.7): hashcash on resolve and check_user. Enforced from issue 3 on."""
 
     enabled: bool = False
@@ -106,14 +102,14 @@ class PowConfig(_Table):
     ttl_seconds: int = 120 * SECONDS
 
 
-class ServerConfig(_Table):
+class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``[server]`` (registryd only): request body cap in bytes, shutdown grace in seconds."""
 
     max_body_bytes: Positive = 64 * KIB
     shutdown_grace_seconds: Positive = 10 * SECONDS
 
 
-class PeersConfig(_Table):
+class PeersConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``[peers]`` (registryd only): who may call ``POST /sync`` and ``POST /nodes``.
 
     ``token_hashes`` are Argon2id hashes of bearer tokens; with ``mtls = true`` (default) a
@@ -124,7 +120,7 @@ class PeersConfig(_Table):
     mtls: bool = True
 
 
-class Config(_Table):
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole config file. ``address`` is ``IP:port`` (``[::1]:8443`` for IPv6)."""
 
     envelope: EnvelopeConfig
@@ -197,7 +193,10 @@ def _config_error(exc: msgspec.ValidationError) -> ConfigError:
 
 def parse_address(address: str) -> tuple[str, int]:
     """Split ``IP:port`` / ``[IPv6]:port``; raises :class:`ConfigError` ("address")."""
-    m = re.fullmatch(r"\[(?P<v6>[^\]]+)\]:(?P<port>\d{1,5})|(?P<v4>[^:\[\]]+):(?P<port4>\d{1,5})", address.strip())
+    m = re.fullmatch(
+        r"\[(?P<v6>[^\]]+)\]:(?P<port>\d{1,5})|(?P<v4>[^:\[\]]+):(?P<port4>\d{1,5})",
+        address.strip(),
+    )
     if not m:
         raise ConfigError("address", "expected IP:port, e.g. 127.0.0.1:8443 or [::1]:8443")
     host = m["v6"] or m["v4"]
@@ -251,7 +250,9 @@ def _validate(cfg: Config, now_ms: int) -> None:
         raise ConfigError("pow.enabled", "proof of work is not available in this version")
     for i, digest in enumerate(cfg.peers.token_hashes):
         if not digest.startswith("$argon2id$"):
-            raise ConfigError(f"peers.token_hashes[{i}]", "expected an Argon2id hash ($argon2id$...)")
+            raise ConfigError(
+                f"peers.token_hashes[{i}]", "expected an Argon2id hash ($argon2id$...)"
+            )
 
 
 def parse(text: str, *, now_ms: int | None = None) -> Config:

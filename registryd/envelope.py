@@ -50,7 +50,9 @@ def shared_key(pepper: bytes, handle: bytes, private: bytes, peer_public: bytes)
     return blake3.blake3(ENVELOPE_DOMAIN + pepper + handle + dh).digest()
 
 
-def seal(key: bytes, handle: bytes, plaintext: bytes, nonce: bytes | None = None) -> tuple[bytes, bytes]:
+def seal(
+    key: bytes, handle: bytes, plaintext: bytes, nonce: bytes | None = None
+) -> tuple[bytes, bytes]:
     """Encrypt ``plaintext`` under ``key`` with AAD ``handle``; returns (nonce, ciphertext||tag)."""
     nonce = os.urandom(NONCE_LEN) if nonce is None else nonce
     return nonce, bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, handle, nonce, key)
@@ -68,7 +70,7 @@ def open_sealed(key: bytes, handle: bytes, nonce: bytes, ciphertext: bytes) -> b
 
 @dataclass(frozen=True)
 class EnvelopeKey:
-    """A server envelope key: ``kid`` (8 B), X25519 ``private`` (32 B, secret) and ``public`` (32 B).
+    """A server envelope key: ``kid`` (8 B), X25519 ``private`` (32 B, secret), ``public`` (32 B).
 
     ``not_after_ms`` is Unix time in milliseconds; the key is expired once ``now_ms`` passes it.
     """

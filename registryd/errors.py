@@ -1,7 +1,7 @@
 """The one exception tree of registryd.
 
     RegistrydError
-    ├── ConfigError            bad configuration: names the key path; the daemon exits before binding
+    ├── ConfigError            bad configuration, naming the key path; stops the daemon
     ├── StorageError           the database cannot be opened or used
     │   ├── StorageLockedError another process owns the LevelDB directory
     │   └── SchemaVersionError the database was written by an unknown schema version
@@ -16,7 +16,7 @@
     └── ClientError            raised by registryd.client
         ├── TransportError     connection, TLS or timeout failure
         ├── ServerError        the server answered with an error body (status, code, message)
-        └── ProtocolError      the answer broke the protocol (too large, bad JSON, wrong user_id ...)
+        └── ProtocolError      the answer broke the protocol (too large, bad JSON, wrong user)
 
 Third-party errors (plyvel, nacl, json, httpx) are translated at one boundary each with
 ``raise ... from exc``; messages never carry secrets.
@@ -30,7 +30,7 @@ class RegistrydError(Exception):
 
 
 class ConfigError(RegistrydError):
-    """A configuration value is wrong. ``path`` is the dotted key path (``envelope.keys[0].kid_hex``)."""
+    """A config value is wrong; ``path`` is its dotted key path (``envelope.keys[0].kid_hex``)."""
 
     def __init__(self, path: str, message: str) -> None:
         self.path = path
@@ -117,7 +117,7 @@ class TransportError(ClientError):
 
 
 class ServerError(ClientError):
-    """The server answered with an error body. ``status``, ``code`` and ``message`` are its fields."""
+    """The server answered with an error body: HTTP ``status``, wire ``code`` and ``message``."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         self.status = status
@@ -127,4 +127,4 @@ class ServerError(ClientError):
 
 
 class ProtocolError(ClientError):
-    """The server's answer broke the protocol: oversized, malformed, or an identity for another handle."""
+    """The answer broke the protocol: oversized, malformed, or an identity for another handle."""

@@ -74,7 +74,7 @@ class PublicIdentity(msgspec.Struct, forbid_unknown_fields=True):
 
     @property
     def handle(self) -> bytes:
-        """The 32 raw bytes of ``user_id``; raises :class:`InvalidInput` if it is not 64 hex chars."""
+        """The 32 raw bytes of ``user_id``; :class:`InvalidInput` unless it is 64 hex chars."""
         return parse_handle(self.user_id)
 
     def validate(self) -> None:
@@ -105,7 +105,8 @@ class PublicIdentity(msgspec.Struct, forbid_unknown_fields=True):
 
     def verify_signature(self) -> bool:
         """True if ``signature`` is a valid Ed25519 signature of :func:`signed_payload`."""
-        from nacl.exceptions import BadSignatureError, ValueError as NaclValueError
+        from nacl.exceptions import BadSignatureError
+        from nacl.exceptions import ValueError as NaclValueError
         from nacl.signing import VerifyKey
 
         try:

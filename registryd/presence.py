@@ -23,7 +23,7 @@ def expiry_ms(ts_ms: int, now_ms: int, ttl_seconds: int) -> int:
 
 
 async def collect(storage: Storage, now_ms: int, batch: int = GC_BATCH) -> int:
-    """Delete every presence expired at ``now_ms``, ``batch`` at a time, yielding between batches."""
+    """Delete every presence expired at ``now_ms``, ``batch`` at a time, yielding in between."""
     total = 0
     while True:
         purged = await storage.purge_expired(now_ms, batch)

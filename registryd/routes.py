@@ -1,4 +1,4 @@
-"""Endpoint handlers (spec 4.5): the same methods, paths, bodies and status codes as the reference."""
+"""Endpoint handlers (spec 4.5): the reference's methods, paths, bodies and status codes."""
 
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 class Registry:
@@ -101,7 +103,9 @@ class Registry:
         requester = decode_hex(req.requester_ephemeral_pubkey_hex, 32, field)
         key = self.keyring.active()
         try:  # before the lookup, so a bad key is refused alike for hits and misses
-            aead_key = shared_key(self.keyring.pepper.reveal(), handle, key.private.reveal(), requester)
+            aead_key = shared_key(
+                self.keyring.pepper.reveal(), handle, key.private.reveal(), requester
+            )
         except InvalidInput:
             raise InvalidInput(field) from None
         identity = await self.storage.get_identity(handle)

@@ -6,7 +6,7 @@ import hmac
 
 
 class Secret:
-    """Wraps secret bytes (pepper, private keys, index key). ``repr`` is ``Secret('**********')``."""
+    """Secret bytes (pepper, private keys, index key); ``repr`` is ``Secret('**********')``."""
 
     __slots__ = ("_value",)
 
@@ -28,5 +28,5 @@ class Secret:
     def __hash__(self) -> int:
         return hash(Secret)
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("secrets cannot be pickled")

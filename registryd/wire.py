@@ -40,9 +40,7 @@ def _reject_constant(name: str) -> None:
 def decode(raw: bytes, type_: type[T]) -> T:
     """Decode ``raw`` JSON into ``type_`` strictly; raises :class:`InvalidInput` with the reason."""
     try:
-        obj = json.loads(
-            raw, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
-        )
+        obj = json.loads(raw, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
     except RecursionError as exc:
         raise InvalidInput("json nested too deeply") from exc
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError

@@ -76,10 +76,10 @@ def clock() -> Clock:
     return Clock()
 
 
-
-
 @pytest.fixture
-async def api(backend_config: Config, storage: Storage, clock: Clock) -> AsyncIterator[httpx.AsyncClient]:
+async def api(
+    backend_config: Config, storage: Storage, clock: Clock
+) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client talking in-process to the app, over each backend, GC task off."""
     app = create_app(backend_config, storage, clock=clock, run_gc=False)
     transport = httpx.ASGITransport(app=app)

@@ -98,7 +98,9 @@ class Storage(ABC):
     async def announce(self, user_id: bytes, presence: bytes, expires_at_ms: int) -> None:
         """Upsert the presence of ``user_id``; it expires at ``expires_at_ms`` (Unix ms)."""
         blind = self.blind(user_id)
-        await self._put_presence(blind, expires_at_ms, self._seal(PRESENCE, user_id, blind, presence))
+        await self._put_presence(
+            blind, expires_at_ms, self._seal(PRESENCE, user_id, blind, presence)
+        )
 
     async def get_presence(self, user_id: bytes) -> tuple[bytes, int] | None:
         """(presence bytes, expiry Unix ms) for ``user_id``, or None (expired ones until GC)."""

@@ -159,7 +159,9 @@ class LevelDBStorage(Storage):
 
         async with self._write_lock:
             room = max(max_nodes, 1) - len(self._node_list)
-            new = list(dict.fromkeys(u for u in base_urls if u not in self._node_set))[: max(room, 0)]
+            new = list(dict.fromkeys(u for u in base_urls if u not in self._node_set))[
+                : max(room, 0)
+            ]
             if new:
                 await self._in_thread(write, new)
                 self._node_list.extend(new)

@@ -1,0 +1,90 @@
+"""Fresh config files for ``registryd init``: random pepper, index key and one active key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEV_DATA = "./data/registry"
+
+
+def random_hex(n: int) -> str:
+    """``n`` random bytes as hex (``2 * n`` chars)."""
+    return os.urandom(n).hex()
+
+
+def server_config(pepper_hex: str, *, dev: bool) -> str:
+    """A valid registry.toml with new secrets (dev: TLS from certs/, LevelDB in ./data)."""
+    if dev:
+        address, cert, key, ca, data = (
+            "127.0.0.1:8443",
+            "certs/server.pem",
+            "certs/server-key.pem",
+            "certs/ca.pem",
+            DEV_DATA,
+        )
+    else:
+        address, cert, key, ca, data = (
+            "0.0.0.0:8443",
+            "/etc/registryd/tls/server.pem",
+            "/etc/registryd/tls/server-key.pem",
+            "/etc/registryd/tls/client-ca.pem",
+            "/var/lib/registryd",
+        )
+    return f"""\
+# registryd config written by `registryd init`. It holds secrets: keep it mode 0600.
+# Every key is documented in config/registry.example.toml.
+address = "{address}"
+mode = "tls"
+
+[tls]
+cert_pem_path = "{cert}"
+key_pem_path = "{key}"
+# client_ca_pem_path = "{ca}"   # uncomment to require client certificates (mTLS)
+
+[storage]
+kind = "leveldb"
+path = "{data}"
+index_key_hex = "{random_hex(32)}"   # server-only secret: blind indexes and at-rest sealing
+
+[envelope]
+pepper_hex = "{pepper_hex}"      # give this to your clients; it enters the envelope KDF
+
+[[envelope.keys]]
+kid_hex = "{random_hex(8)}"
+x25519_private_key_hex = "{random_hex(32)}"
+active = true
+
+[presence]
+ttl_seconds = 300
+gc_interval_seconds = 60
+"""
+
+
+def client_config(pepper_hex: str, *, url: str = "https://127.0.0.1:8443") -> str:
+    """A client.toml for the dev server: URL, the dev CA and the server's pepper."""
+    return f"""\
+# Client settings for `registryd client`, written by `registryd init --dev`.
+[client]
+url = "{url}"
+ca_file = "certs/ca.pem"
+pepper_hex = "{pepper_hex}"
+keys_dir = "data/client-keys"
+# cert_file = "certs/client.pem"      # for a server that requires mTLS
+# key_file = "certs/client-key.pem"
+"""
+
+
+def write_private(path: Path, text: str, *, force: bool = False) -> None:
+    """Write ``text`` to ``path`` with mode 0600; refuses to overwrite unless ``force``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists; pass --force to overwrite it") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(path, 0o600)

@@ -1,0 +1,142 @@
+"""Serving with Hypercorn, programmatically: TLS, mTLS, IPv4/IPv6, clean stop on SIGINT/SIGTERM.
+
+The Hypercorn ``Config`` is built in code from our validated config (never ``from_mapping``,
+which silently ignores misspelt keys), and the TLS context is built once before binding so a
+bad certificate stops the daemon with a :class:`ConfigError` instead of serving plain HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config as HypercornConfig
+
+from .app import create_app
+from .config import Config
+from .errors import ConfigError
+from .storage import open_storage
+
+log = logging.getLogger("registryd")
+
+HANDSHAKE_TIMEOUT_SECONDS = 10
+MAX_HEADER_BYTES = 16 * 1024
+
+
+def _require_file(path: str, key: str) -> None:
+    if not Path(path).is_file():
+        raise ConfigError(key, f"file not found: {path}")
+
+
+def hypercorn_config(config: Config) -> HypercornConfig:
+    """The Hypercorn config for ``config``; raises :class:`ConfigError` if TLS cannot be set up."""
+    hc = HypercornConfig()
+    hc.accesslog = None  # an access log would pair client IPs with handles in /check_user paths
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    hc.graceful_timeout = config.server.shutdown_grace_seconds
+    hc.include_server_header = False
+    hc.h11_max_incomplete_size = MAX_HEADER_BYTES
+    hc.ssl_handshake_timeout = HANDSHAKE_TIMEOUT_SECONDS
+    if config.mode == "tls":
+        tls = config.tls
+        if tls is None:  # config validation guarantees this; kept for type narrowing
+            raise ConfigError("tls", 'mode = "tls" needs a [tls] table')
+        _require_file(tls.cert_pem_path, "tls.cert_pem_path")
+        _require_file(tls.key_pem_path, "tls.key_pem_path")
+        hc.certfile, hc.keyfile = tls.cert_pem_path, tls.key_pem_path
+        if tls.client_ca_pem_path:
+            _require_file(tls.client_ca_pem_path, "tls.client_ca_pem_path")
+            hc.ca_certs = tls.client_ca_pem_path
+            hc.verify_mode = ssl.CERT_REQUIRED  # ca_certs alone would still serve cert-less clients
+        try:
+            context = hc.create_ssl_context()
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError("tls", f"cannot build the TLS context: {exc}") from None
+        if context is None:
+            raise ConfigError("tls", "TLS was asked for but no TLS context could be built")
+    return hc
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host`` (IPv4 or IPv6 literal) and ``port`` (0 = any free)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def url_of(config: Config, sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    host = f"[{host}]" if ":" in host else host
+    return f"{'https' if config.mode == 'tls' else 'http'}://{host}:{port}"
+
+
+async def serve(
+    config: Config,
+    *,
+    sock: socket.socket | None = None,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until ``shutdown_trigger`` returns (default: SIGINT or SIGTERM).
+
+    Order: TLS context and keys are checked, storage is opened, then the socket is bound (or
+    ``sock`` used), so every configuration or storage error surfaces before anything listens.
+    In-flight requests get ``server.shutdown_grace_seconds`` to finish; storage is then closed.
+    ``on_ready`` receives the base URL once listening. Raises :class:`ConfigError` and
+    :class:`~registryd.errors.StorageError`.
+    """
+    hc = hypercorn_config(config)
+    keyring = config.keyring()
+    active = keyring.active()
+    if config.storage.index_key_hex is None:
+        log.warning(
+            "storage.index_key_hex is not set: the index key is derived from the pepper, which "
+            "every client knows, so blind indexes and at-rest sealing do not protect the database "
+            "from anyone who has the pepper; set storage.index_key_hex (see `registryd init`)"
+        )
+    if config.mode == "http":
+        log.warning('mode = "http": serving plain HTTP without TLS, for local development only')
+    if config.rate_limit.enabled:
+        log.warning("[rate_limit] is validated but not yet enforced by this version")
+    storage = open_storage(config)
+    try:
+        if sock is None:
+            sock = bind_socket(*config.host_port)
+        url = url_of(config, sock)
+        hc.bind = [f"fd://{sock.detach()}"]  # Hypercorn takes ownership of the descriptor
+        app = create_app(config, storage, keyring=keyring)
+        stop = asyncio.Event()
+        if shutdown_trigger is None:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            shutdown_trigger = stop.wait
+        log.info(
+            "registryd listening on %s (storage=%s, active kid=%s%s)",
+            url,
+            storage.kind,
+            active.kid.hex(),
+            ", mTLS required" if hc.verify_mode == ssl.CERT_REQUIRED else "",
+        )
+        if on_ready is not None:
+            on_ready(url)
+        # Starlette's ASGI signature is not structurally Hypercorn's TypedDict one; same protocol.
+        await hypercorn_serve(app, hc, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+        log.info("registryd stopped")
+    finally:
+        await storage.close()
