@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import blake3
@@ -134,17 +135,30 @@ class KeyRing:
                 return key
         raise InvalidInput("unknown envelope key")
 
-    def open_registration(self, handle: bytes, envelope: Envelope) -> bytes:
+    def open_registration(
+        self, handle: bytes, envelope: Envelope, at_ms: int | None = None
+    ) -> bytes:
         """Decrypt a ``/register`` envelope sealed by a client to one of our keys (spec 4.2)."""
-        key = self.find(envelope.kid_bytes())
+        key = self.find(envelope.kid_bytes(), at_ms)
         aead_key = shared_key(
             self.pepper.reveal(), handle, key.private.reveal(), envelope.sender_bytes()
         )
         return open_sealed(aead_key, handle, envelope.nonce_bytes(), envelope.ciphertext_bytes())
 
-    def seal_resolution(self, handle: bytes, requester_public: bytes, plaintext: bytes) -> Envelope:
-        """Seal ``plaintext`` to a requester's ephemeral key with the active key (spec 4.2)."""
-        key = self.active()
+    def resolution_sealer(
+        self, handle: bytes, requester_public: bytes, at_ms: int | None = None
+    ) -> Callable[[bytes], Envelope]:
+        """Prepare to seal a ``/resolve`` answer to a requester's ephemeral key (spec 4.2).
+
+        The DH with the active key happens now, so a bad requester key (wrong length, low order:
+        :class:`InvalidInput`) is refused before anything is looked up. The returned function
+        seals a plaintext with a fresh random nonce. :class:`KeyUnavailable` if no key is active.
+        """
+        key = self.active(at_ms)
         aead_key = shared_key(self.pepper.reveal(), handle, key.private.reveal(), requester_public)
-        nonce, ciphertext = seal(aead_key, handle, plaintext)
-        return Envelope.build(key.kid, key.public, nonce, ciphertext)
+
+        def seal_to_requester(plaintext: bytes) -> Envelope:
+            nonce, ciphertext = seal(aead_key, handle, plaintext)
+            return Envelope.build(key.kid, key.public, nonce, ciphertext)
+
+        return seal_to_requester

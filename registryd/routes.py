@@ -16,7 +16,7 @@ from starlette.routing import Route
 from . import wire
 from .config import Config
 from .encoding import decode_hex
-from .envelope import KeyRing, seal, shared_key
+from .envelope import KeyRing
 from .errors import Conflict, InvalidInput, PayloadTooLarge, Unauthorized
 from .identity import PublicIdentity, parse_handle
 from .presence import expiry_ms
@@ -73,9 +73,9 @@ class Registry:
         limit = self.config.server.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None:
-            if not declared.isdigit():
+            if not (declared.isascii() and declared.isdigit()):
                 raise InvalidInput("bad content-length")
-            if int(declared) > limit:
+            if len(declared) > 20 or int(declared) > limit:
                 raise PayloadTooLarge(f"body exceeds {limit} bytes")
         body = bytearray()
         async for chunk in request.stream():
@@ -87,7 +87,7 @@ class Registry:
     async def register(self, request: Request) -> Response:
         req = await self.read_json(request, wire.RegisterRequest)
         handle = parse_handle(req.handle)
-        plaintext = self.keyring.open_registration(handle, req.envelope)
+        plaintext = self.keyring.open_registration(handle, req.envelope, self.clock())
         identity = wire.decode(plaintext, PublicIdentity)
         if identity.handle != handle:
             raise InvalidInput("handle does not match identity")
@@ -101,18 +101,12 @@ class Registry:
         handle = parse_handle(req.handle)
         field = "requester_ephemeral_pubkey_hex"
         requester = decode_hex(req.requester_ephemeral_pubkey_hex, 32, field)
-        key = self.keyring.active()
         try:  # before the lookup, so a bad key is refused alike for hits and misses
-            aead_key = shared_key(
-                self.keyring.pepper.reveal(), handle, key.private.reveal(), requester
-            )
+            seal_to_requester = self.keyring.resolution_sealer(handle, requester, self.clock())
         except InvalidInput:
             raise InvalidInput(field) from None
         identity = await self.storage.get_identity(handle)
-        envelope = None
-        if identity is not None:
-            nonce, ciphertext = seal(aead_key, handle, identity)
-            envelope = wire.Envelope.build(key.kid, key.public, nonce, ciphertext)
+        envelope = None if identity is None else seal_to_requester(identity)
         return json_response(wire.ResolveResponse(req.handle, envelope))
 
     async def check_user(self, request: Request) -> Response:

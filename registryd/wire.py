@@ -48,6 +48,10 @@ def decode(raw: bytes, type_: type[T]) -> T:
             raise
         raise InvalidInput("malformed json") from exc
     try:
+        msgspec.json.encode(obj)  # a lone surrogate ("\ud800") is not UTF-8; serde_json refuses it
+    except UnicodeEncodeError as exc:
+        raise InvalidInput("lone surrogate in string") from exc
+    try:
         return msgspec.convert(obj, type_, strict=True)
     except msgspec.ValidationError as exc:
         raise InvalidInput(str(exc)) from exc

@@ -113,7 +113,7 @@ class Storage(ABC):
 
     @abstractmethod
     async def purge_expired(self, now_ms: int, limit: int) -> int:
-        """Delete up to ``limit`` presences with expiry < ``now_ms``; returns how many."""
+        """Delete up to ``limit`` presences whose expiry <= ``now_ms``; returns the count."""
 
     # -- nodes ------------------------------------------------------------------------------
 

@@ -130,12 +130,12 @@ class LevelDBStorage(Storage):
 
     async def purge_expired(self, now_ms: int, limit: int) -> int:
         def purge() -> int:
-            stop = EXPIRY + BE64.pack(now_ms)
-            keys = []
+            stop = EXPIRY + BE64.pack(now_ms + 1)
+            keys: list[bytes] = []
             for key in self._db.iterator(start=EXPIRY, stop=stop, include_value=False):
-                keys.append(key)
                 if len(keys) >= limit:
                     break
+                keys.append(key)
             with self._db.write_batch(transaction=True) as batch:
                 for key in keys:
                     batch.delete(key)

@@ -47,7 +47,7 @@ class MemoryStorage(Storage):
 
     async def purge_expired(self, now_ms: int, limit: int) -> int:
         purged = 0
-        while self._expiry and self._expiry[0][0] < now_ms and purged < limit:
+        while self._expiry and self._expiry[0][0] <= now_ms and purged < limit:
             expires_at_ms, blind = heapq.heappop(self._expiry)
             current = self._presences.get(blind)
             if current is not None and current[0] == expires_at_ms:

@@ -1,0 +1,593 @@
+"""Malformed requests: always a 4xx with the structured error body, never a 5xx (DESIGN).
+
+Each case goes through the in-process app on every backend. The app's exceptions are not
+re-raised into the test (``raise_app_exceptions=False``), so a crash shows up as the 500 a real
+client would get.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from argon2 import PasswordHasher
+
+from registryd import config as config_mod
+from registryd.app import create_app
+from registryd.config import Config
+from registryd.envelope import seal, shared_key
+from registryd.identity import user_id
+from registryd.storage import Storage, open_storage
+from tests.conftest import ALICE_HANDLE_HEX, KID_HEX, PEPPER_HEX, SERVER_PUBLIC_HEX, config_text
+
+TOKEN = "malformed-peer-token"
+TOKEN_HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(TOKEN)
+AUTH = ((b"authorization", f"Bearer {TOKEN}".encode()),)
+
+ALICE = ALICE_HANDLE_HEX  # registered by the fixture
+BOB = user_id("bob").hex()  # never registered
+CAROL = user_id("carol")  # the handle of the sealed-identity cases
+CLIENT_PRIVATE = bytes([0x09]) * 32
+CLIENT_PUBLIC = "57db4b359f23ae5e146e4e2512056704722506348c150c14753d0c933d04d421"
+NONCE = "000102030405060708090a0b0c0d0e0f1011121314151617"
+CIPHERTEXT = (
+    "yBvCsN34bTymEqey2k+Mi2ff6vWhsMhVF5jFDXmkIsUnHdzcGzN4v7leGx7jN+2EPE9xr3cO7hGqAA+latjq30PEa2Yf"
+    "jVnFcuOz2/afkHnOmtC/mc96zx6DzgXzWPoVZH8+6snPIskVvDTW8EFm/qytUtUp2e+vbAp0LRIizk5sqrQweebNV4OD"
+    "2il+WAHSS6jn3o1mTlXqIFbTLkWj4/smGrmP35dX8ObmfxU+N8oaHkGXJW5ZWIJRemX5vjB5WMPcVkxZz5VDvNm9m+i/"
+    "+XUPw0rDT1zDyA=="
+)
+ZERO_KEY = "00" * 32
+ORDER8_KEY = "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"
+MAX_BODY = 64 * 1024  # [server] max_body_bytes default
+
+PREFIX = {
+    "INVALID_INPUT": "invalid input",
+    "UNAUTHORIZED": "unauthorized",
+    "NOT_FOUND": "not found",
+    "METHOD_NOT_ALLOWED": "method not allowed",
+    "PAYLOAD_TOO_LARGE": "payload too large",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    method: str
+    path: str
+    body: bytes | None = None
+    content_type: str | None = "application/json"
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    stream: bool = False  # send the body as chunks without a Content-Length
+    status: int = 400
+    code: str = "INVALID_INPUT"
+    message: str | None = None  # exact message when the spec fixes it, else the code's prefix
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def dump(obj: object) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def envelope(**overrides: object) -> dict[str, object]:
+    env: dict[str, object] = {
+        "kid": KID_HEX,
+        "sender_pubkey": CLIENT_PUBLIC,
+        "nonce": NONCE,
+        "ciphertext": CIPHERTEXT,
+    }
+    env.update(overrides)
+    return env
+
+
+def register(handle: str = ALICE, **overrides: object) -> bytes:
+    return dump({"handle": handle, "envelope": envelope(**overrides)})
+
+
+def resolve(handle: str = ALICE, key: str = CLIENT_PUBLIC) -> bytes:
+    return dump({"handle": handle, "requester_ephemeral_pubkey_hex": key})
+
+
+def announce(user: object = ALICE, addr: object = "203.0.113.7:51820", ts: object = 1) -> bytes:
+    return dump({"user_id": user, "addr": addr, "ts_ms": ts})
+
+
+def identity_text(
+    signing: str = "[1,2,3]",
+    created: str = "1",
+    hint: str = '"carol"',
+    user: str | None = None,
+    extra: str = "",
+) -> bytes:
+    uid = CAROL.hex() if user is None else user
+    return (
+        f'{{"user_id":"{uid}","username_hint":{hint},"signing_public_key":{signing},'
+        f'"encryption_public_key":[4,5,6],"signature":[7,8,9],"created_at_ms":{created}{extra}}}'
+    ).encode()
+
+
+def sealed(plaintext: bytes, handle: bytes = CAROL) -> bytes:
+    """A valid /register envelope (spec 7.2 client key) around ``plaintext``."""
+    key = shared_key(
+        bytes.fromhex(PEPPER_HEX), handle, CLIENT_PRIVATE, bytes.fromhex(SERVER_PUBLIC_HEX)
+    )
+    nonce, ciphertext = seal(key, handle, plaintext, bytes.fromhex(NONCE))
+    return register(handle.hex(), nonce=nonce.hex(), ciphertext=b64(ciphertext))
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def nodes(*urls: object) -> bytes:
+    return dump({"nodes": [{"base_url": u} for u in urls]})
+
+
+def identities(*items: bytes) -> bytes:
+    return b'{"identities":[' + b",".join(items) + b"]}"
+
+
+REQUESTER = "invalid input: requester_ephemeral_pubkey_hex"
+HANDLE = "invalid input: handle"
+DECRYPT = "invalid input: unable to decrypt envelope"
+IDENTITY = "invalid input: identity"
+PRESENCE = "invalid input: presence"
+NODE = "invalid input: node"
+
+
+def post(id: str, path: str, body: bytes | None, **kwargs: Any) -> Case:
+    return Case(id, "POST", path, body, **kwargs)
+
+
+def get(id: str, path: str, **kwargs: Any) -> Case:
+    return Case(id, "GET", path, None, content_type=None, **kwargs)
+
+
+CASES = [
+    # /resolve: low-order requester keys are refused alike for registered and unknown handles
+    post(
+        "resolve-requester-zero-registered", "/resolve", resolve(ALICE, ZERO_KEY), message=REQUESTER
+    ),
+    post(
+        "resolve-requester-zero-unregistered", "/resolve", resolve(BOB, ZERO_KEY), message=REQUESTER
+    ),
+    post(
+        "resolve-requester-order8-registered",
+        "/resolve",
+        resolve(ALICE, ORDER8_KEY),
+        message=REQUESTER,
+    ),
+    post(
+        "resolve-requester-order8-unregistered",
+        "/resolve",
+        resolve(BOB, ORDER8_KEY),
+        message=REQUESTER,
+    ),
+    post(
+        "resolve-requester-short", "/resolve", resolve(ALICE, CLIENT_PUBLIC[:62]), message=REQUESTER
+    ),
+    post(
+        "resolve-requester-odd", "/resolve", resolve(ALICE, CLIENT_PUBLIC[:63]), message=REQUESTER
+    ),
+    post("resolve-requester-non-hex", "/resolve", resolve(ALICE, "zz" * 32), message=REQUESTER),
+    post("resolve-handle-odd", "/resolve", resolve(ALICE[:63]), message=HANDLE),
+    post("resolve-handle-short", "/resolve", resolve(ALICE[:62]), message=HANDLE),
+    post("resolve-handle-long", "/resolve", resolve(ALICE + "00"), message=HANDLE),
+    post("resolve-handle-0x-prefix", "/resolve", resolve("0x" + ALICE[:62]), message=HANDLE),
+    post("resolve-handle-0x-prefix-full", "/resolve", resolve("0x" + ALICE), message=HANDLE),
+    post("resolve-handle-non-hex", "/resolve", resolve("g" + ALICE[1:]), message=HANDLE),
+    post("resolve-handle-whitespace", "/resolve", resolve(" " + ALICE[1:]), message=HANDLE),
+    post(
+        "resolve-handle-not-string",
+        "/resolve",
+        b'{"handle":1,"requester_ephemeral_pubkey_hex":"' + CLIENT_PUBLIC.encode() + b'"}',
+    ),
+    post("resolve-missing-field", "/resolve", dump({"handle": ALICE})),
+    # /register: envelope fields
+    post("register-sender-zero", "/register", register(sender_pubkey=ZERO_KEY)),
+    post("register-sender-order8", "/register", register(sender_pubkey=ORDER8_KEY)),
+    post(
+        "register-ciphertext-short",
+        "/register",
+        register(ciphertext=b64(bytes(15))),
+        message=DECRYPT,
+    ),
+    post("register-ciphertext-empty", "/register", register(ciphertext=""), message=DECRYPT),
+    post(
+        "register-ciphertext-tampered",
+        "/register",
+        register(ciphertext="A" + CIPHERTEXT[1:]),
+        message=DECRYPT,
+    ),
+    post("register-kid-odd", "/register", register(kid=KID_HEX[:15])),
+    post("register-kid-short", "/register", register(kid=KID_HEX[:14])),
+    post("register-kid-long", "/register", register(kid=KID_HEX + "08")),
+    post("register-kid-non-hex", "/register", register(kid="000102030405060x")),
+    post(
+        "register-kid-unknown",
+        "/register",
+        register(kid="0706050403020100"),
+        message="invalid input: unknown envelope key",
+    ),
+    post("register-nonce-short", "/register", register(nonce=NONCE[:46])),
+    post("register-nonce-long", "/register", register(nonce=NONCE + "18")),
+    post("register-nonce-odd", "/register", register(nonce=NONCE[:47])),
+    post("register-sender-odd", "/register", register(sender_pubkey=CLIENT_PUBLIC[:63])),
+    post("register-sender-short", "/register", register(sender_pubkey=CLIENT_PUBLIC[:62])),
+    post(
+        "register-sender-0x-prefix", "/register", register(sender_pubkey="0x" + CLIENT_PUBLIC[:62])
+    ),
+    post("register-handle-short", "/register", register(ALICE[:62]), message=HANDLE),
+    post("register-handle-non-hex", "/register", register("z" * 64), message=HANDLE),
+    post("register-ciphertext-bad-base64", "/register", register(ciphertext="!!!!")),
+    post(
+        "register-ciphertext-url-safe",
+        "/register",
+        register(ciphertext=CIPHERTEXT.replace("+", "-").replace("/", "_")),
+    ),
+    post(
+        "register-ciphertext-noncanonical-bits",
+        "/register",
+        register(ciphertext=CIPHERTEXT[:-3] + "B=="),
+    ),
+    post("register-ciphertext-bad-padding", "/register", register(ciphertext=CIPHERTEXT[:-1])),
+    post("register-ciphertext-inner-padding", "/register", register(ciphertext="QQ==QQ==")),
+    post("register-ciphertext-not-string", "/register", register(ciphertext=[1, 2, 3])),
+    post(
+        "register-unknown-top-level-key",
+        "/register",
+        dump({"handle": ALICE, "envelope": envelope(), "pow": "x"}),
+    ),
+    post("register-unknown-envelope-key", "/register", register(aad="")),
+    post(
+        "register-missing-envelope-key",
+        "/register",
+        dump({"handle": ALICE, "envelope": {"kid": KID_HEX}}),
+    ),
+    post("register-envelope-null", "/register", dump({"handle": ALICE, "envelope": None})),
+    post(
+        "register-duplicate-top-level-key",
+        "/register",
+        b'{"handle":"' + BOB.encode() + b'",' + register()[1:],
+    ),
+    post(
+        "register-duplicate-envelope-key",
+        "/register",
+        register().replace(b'"kid": ', b'"kid": "' + KID_HEX.encode() + b'", "kid": ', 1),
+    ),
+    # /register: a valid envelope around malformed identity JSON reaches the inner parser
+    post("identity-float-byte", "/register", sealed(identity_text(signing="[1.0,2,3]"))),
+    post("identity-exponent-byte", "/register", sealed(identity_text(signing="[1e0,2,3]"))),
+    post("identity-negative-byte", "/register", sealed(identity_text(signing="[-1,2,3]"))),
+    post("identity-byte-256", "/register", sealed(identity_text(signing="[1,256,3]"))),
+    post("identity-string-byte", "/register", sealed(identity_text(signing='["1",2,3]'))),
+    post("identity-bytes-as-base64", "/register", sealed(identity_text(signing='"AQID"'))),
+    post("identity-created-float", "/register", sealed(identity_text(created="1.0"))),
+    post("identity-created-negative", "/register", sealed(identity_text(created="-1"))),
+    post("identity-created-over-u64", "/register", sealed(identity_text(created=str(2**64)))),
+    post("identity-unknown-field", "/register", sealed(identity_text(extra=',"nickname":"c"'))),
+    post(
+        "identity-duplicate-field", "/register", sealed(identity_text(extra=',"created_at_ms":2'))
+    ),
+    post("identity-not-object", "/register", sealed(b"[]")),
+    post(
+        "identity-invalid-utf8",
+        "/register",
+        sealed(identity_text(hint='"\xff"').replace(b"\xc3\xbf", b"\xff")),
+    ),
+    post("identity-nan", "/register", sealed(identity_text(created="NaN"))),
+    post(
+        "identity-empty-signing-key",
+        "/register",
+        sealed(identity_text(signing="[]")),
+        message=IDENTITY,
+    ),
+    post(
+        "identity-created-zero", "/register", sealed(identity_text(created="0")), message=IDENTITY
+    ),
+    post(
+        "identity-hint-control-char",
+        "/register",
+        sealed(identity_text(hint='"carol\\n"')),
+        message=IDENTITY,
+    ),
+    post("identity-hint-lone-surrogate", "/register", sealed(identity_text(hint='"\\ud800"'))),
+    post(
+        "identity-user-id-mismatch",
+        "/register",
+        sealed(identity_text(user=BOB)),
+        message="invalid input: handle does not match identity",
+    ),
+    post("identity-user-id-not-hex", "/register", sealed(identity_text(user="zz" * 32))),
+    # whole-body problems
+    post("body-deep-nesting", "/register", b"[" * 10_000),
+    post("body-deep-nesting-closed", "/resolve", b"[" * 5_000 + b"]" * 5_000),
+    post(
+        "body-oversized-content-length",
+        "/register",
+        b" " * (MAX_BODY + 1),
+        status=413,
+        code="PAYLOAD_TOO_LARGE",
+    ),
+    post(
+        "body-oversized-streamed",
+        "/register",
+        b" " * (4 * MAX_BODY),
+        stream=True,
+        status=413,
+        code="PAYLOAD_TOO_LARGE",
+    ),
+    post(
+        "body-oversized-declared-only",
+        "/resolve",
+        resolve(),
+        headers=((b"content-length", str(MAX_BODY + 1).encode()),),
+        status=413,
+        code="PAYLOAD_TOO_LARGE",
+    ),
+    post("content-type-text-plain", "/resolve", resolve(), content_type="text/plain"),
+    post("content-type-missing", "/resolve", resolve(), content_type=None),
+    post(
+        "content-type-form",
+        "/resolve",
+        b"handle=" + ALICE.encode(),
+        content_type="application/x-www-form-urlencoded",
+    ),
+    post(
+        "content-type-multipart",
+        "/announce",
+        announce(),
+        content_type="multipart/form-data; boundary=x",
+    ),
+    post(
+        "content-length-not-a-number", "/resolve", resolve(), headers=((b"content-length", b"12a"),)
+    ),
+    post(
+        "content-length-non-ascii-digit",
+        "/resolve",
+        resolve(),
+        headers=((b"content-length", "\u00b2".encode("latin-1")),),
+    ),
+    post(
+        "content-length-5000-digits",
+        "/resolve",
+        resolve(),
+        headers=((b"content-length", b"9" * 5000),),
+        status=413,
+        code="PAYLOAD_TOO_LARGE",
+    ),
+    post("body-empty", "/register", b""),
+    post("body-whitespace", "/register", b" \n "),
+    post("body-invalid-utf8", "/resolve", resolve().replace(b'"handle"', b'"hand\xffle"')),
+    post("body-json-array", "/register", b"[]"),
+    post("body-json-string", "/register", b'"register"'),
+    post("body-json-number", "/register", b"42"),
+    post("body-json-null", "/resolve", b"null"),
+    post("body-nan", "/announce", announce(ts=1).replace(b"1}", b"NaN}")),
+    post("body-infinity", "/announce", announce(ts=1).replace(b"1}", b"Infinity}")),
+    post("body-trailing-garbage", "/resolve", resolve() + b" {}"),
+    post("body-truncated", "/resolve", resolve()[:-5]),
+    # routing
+    get("unknown-route", "/does-not-exist", status=404, code="NOT_FOUND"),
+    post("unknown-subroute", "/register/extra", register(), status=404, code="NOT_FOUND"),
+    get("check-user-without-handle", "/check_user/", status=404, code="NOT_FOUND"),
+    get("wrong-method-get-register", "/register", status=405, code="METHOD_NOT_ALLOWED"),
+    Case(
+        "wrong-method-delete-nodes",
+        "DELETE",
+        "/nodes",
+        None,
+        content_type=None,
+        status=405,
+        code="METHOD_NOT_ALLOWED",
+    ),
+    post(
+        "wrong-method-post-check-user",
+        f"/check_user/{ALICE}",
+        b"{}",
+        status=405,
+        code="METHOD_NOT_ALLOWED",
+    ),
+    Case(
+        "wrong-method-put-envelope-pubkey",
+        "PUT",
+        "/envelope_pubkey",
+        b"{}",
+        status=405,
+        code="METHOD_NOT_ALLOWED",
+    ),
+    # GET /check_user/{handle}
+    get("check-user-short", f"/check_user/{ALICE[:62]}", message=HANDLE),
+    get("check-user-odd", f"/check_user/{ALICE[:63]}", message=HANDLE),
+    get("check-user-non-hex", "/check_user/" + "zz" * 32, message=HANDLE),
+    get("check-user-0x-prefix", f"/check_user/0x{ALICE[:62]}", message=HANDLE),
+    get("check-user-encoded-space", f"/check_user/%20{ALICE[1:]}", message=HANDLE),
+    # /announce
+    post("announce-empty-addr", "/announce", announce(addr=""), message=PRESENCE),
+    post("announce-blank-addr", "/announce", announce(addr="   \t"), message=PRESENCE),
+    post("announce-addr-257-bytes", "/announce", announce(addr="a" * 257), message=PRESENCE),
+    post(
+        "announce-addr-257-bytes-multibyte",
+        "/announce",
+        announce(addr="é" * 128 + "a"),
+        message=PRESENCE,
+    ),
+    post("announce-addr-not-string", "/announce", announce(addr=7)),
+    post("announce-addr-lone-surrogate", "/announce", announce(addr="\ud800")),
+    post("announce-ts-zero", "/announce", announce(ts=0), message=PRESENCE),
+    post("announce-ts-float", "/announce", announce(ts=1.5)),
+    post("announce-ts-float-integral", "/announce", announce(ts=1.0)),
+    post("announce-ts-negative", "/announce", announce(ts=-1)),
+    post("announce-ts-over-u64", "/announce", announce(ts=2**64)),
+    post("announce-ts-huge-exponent", "/announce", announce(ts=1).replace(b"1}", b"1e400}")),
+    post("announce-ts-string", "/announce", announce(ts="1")),
+    post("announce-user-id-short", "/announce", announce(user=ALICE[:62])),
+    post("announce-user-id-non-hex", "/announce", announce(user="x" * 64)),
+    post("announce-user-id-number", "/announce", announce(user=5)),
+    post("announce-missing-ts", "/announce", dump({"user_id": ALICE, "addr": "a"})),
+    post(
+        "announce-unknown-key",
+        "/announce",
+        dump({"user_id": ALICE, "addr": "a", "ts_ms": 1, "port": 1}),
+    ),
+    # POST /nodes (authenticated, so the body is validated)
+    post(
+        "nodes-unauthenticated",
+        "/nodes",
+        nodes("https://a.example"),
+        status=401,
+        code="UNAUTHORIZED",
+        message="unauthorized",
+    ),
+    post("nodes-ftp-url", "/nodes", nodes("ftp://a.example"), headers=AUTH, message=NODE),
+    post(
+        "nodes-upper-case-scheme", "/nodes", nodes("HTTPS://a.example"), headers=AUTH, message=NODE
+    ),
+    post("nodes-empty-url", "/nodes", nodes(""), headers=AUTH, message=NODE),
+    post("nodes-blank-url", "/nodes", nodes("   "), headers=AUTH, message=NODE),
+    post(
+        "nodes-url-257-bytes", "/nodes", nodes("https://" + "a" * 249), headers=AUTH, message=NODE
+    ),
+    post(
+        "nodes-one-bad-of-two",
+        "/nodes",
+        nodes("https://ok.example", "gopher://x"),
+        headers=AUTH,
+        message=NODE,
+    ),
+    post("nodes-url-not-string", "/nodes", nodes(1), headers=AUTH),
+    post(
+        "nodes-not-a-list",
+        "/nodes",
+        dump({"nodes": {"base_url": "https://a.example"}}),
+        headers=AUTH,
+    ),
+    post("nodes-url-lone-surrogate", "/nodes", nodes("https://\udc00"), headers=AUTH),
+    # POST /sync (authenticated)
+    post(
+        "sync-unauthenticated",
+        "/sync",
+        identities(),
+        status=401,
+        code="UNAUTHORIZED",
+        message="unauthorized",
+    ),
+    post(
+        "sync-wrong-token",
+        "/sync",
+        identities(),
+        headers=((b"authorization", b"Bearer nope"),),
+        status=401,
+        code="UNAUTHORIZED",
+        message="unauthorized",
+    ),
+    post("sync-byte-256", "/sync", identities(identity_text(signing="[256]")), headers=AUTH),
+    post("sync-float-created", "/sync", identities(identity_text(created="1.5")), headers=AUTH),
+    post("sync-identities-not-list", "/sync", dump({"identities": {}}), headers=AUTH),
+    post(
+        "sync-hint-lone-surrogate",
+        "/sync",
+        identities(identity_text(hint='"\\ud800"')),
+        headers=AUTH,
+    ),
+]
+
+
+@pytest.fixture
+async def client(backend_config: Config) -> AsyncIterator[httpx.AsyncClient]:
+    """The app over each backend with a peer token and ``allow_sync``; alice is registered."""
+    kind = backend_config.storage.kind
+    text = config_text(
+        kind=kind,
+        path=backend_config.storage.path if kind == "leveldb" else "",
+        extra="allow_sync = true",
+    )
+    config = config_mod.parse(text + f'[peers]\ntoken_hashes = ["{TOKEN_HASH}"]\n')
+    storage: Storage = open_storage(config)
+    try:
+        assert await storage.register(bytes.fromhex(ALICE), b'{"registered":"alice"}')
+        app = create_app(config, storage, run_gc=False)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as c:
+            yield c
+    finally:
+        await storage.close()
+
+
+async def _chunks(body: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), 4096):
+        yield body[start : start + 4096]
+
+
+async def send(client: httpx.AsyncClient, case: Case) -> httpx.Response:
+    headers = list(case.headers)
+    if case.content_type is not None:
+        headers.append((b"content-type", case.content_type.encode()))
+    content = _chunks(case.body or b"") if case.stream else case.body
+    return await client.request(case.method, case.path, content=content, headers=headers)
+
+
+def problems(case: Case, response: httpx.Response) -> list[str]:
+    """Everything wrong with ``response`` as an answer to ``case`` (empty if all is well)."""
+    found = []
+    text = response.text
+    if "Traceback" in text or 'File "' in text:
+        found.append("traceback in body")
+    if not 400 <= response.status_code < 500:
+        found.append(f"status {response.status_code}")
+    elif response.status_code != case.status:
+        found.append(f"status {response.status_code}, expected {case.status}")
+    if response.headers.get("content-type", "").split(";")[0] != "application/json":
+        found.append(f"content-type {response.headers.get('content-type')!r}")
+    try:
+        body = response.json()
+    except ValueError:
+        return [*found, f"body is not JSON: {text[:80]!r}"]
+    shape_ok = (
+        isinstance(body, dict)
+        and list(body) == ["error"]
+        and isinstance(body["error"], dict)
+        and sorted(body["error"]) == ["code", "message"]
+        and isinstance(body["error"]["code"], str)
+        and isinstance(body["error"]["message"], str)
+    )
+    if not shape_ok:
+        return [*found, f"body shape: {text[:120]!r}"]
+    code, message = body["error"]["code"], body["error"]["message"]
+    if code != case.code:
+        found.append(f"code {code}, expected {case.code}")
+    if case.message is not None and message != case.message:
+        found.append(f"message {message!r}, expected {case.message!r}")
+    elif case.message is None and not message.startswith(PREFIX[case.code]):
+        found.append(f"message {message!r} does not start with {PREFIX[case.code]!r}")
+    return found
+
+
+def test_table_is_large_and_ids_unique() -> None:
+    ids = [case.id for case in CASES]
+    assert len(ids) >= 40
+    assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+async def test_malformed_request(client: httpx.AsyncClient, case: Case) -> None:
+    response = await send(client, case)
+    assert problems(case, response) == []
+
+
+async def test_no_response_in_the_table_leaks_a_traceback_or_5xx(client: httpx.AsyncClient) -> None:
+    """The whole table against one app: one list of every offender, for an overview."""
+    offenders = {}
+    for case in CASES:
+        response = await send(client, case)
+        text = response.text
+        if response.status_code >= 500 or "Traceback" in text or 'File "' in text:
+            offenders[case.id] = f"{response.status_code} {text[:80]}"
+    assert offenders == {}
+    # Nothing in the table registered anything or stored a node.
+    assert (await client.get(f"/check_user/{CAROL.hex()}")).json() == {"exists": False}
+    assert (await client.get("/nodes")).json() == {"nodes": []}
