@@ -34,7 +34,7 @@ from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
 from . import __version__, wire
-from .config import _config_error, _dec_hook
+from .config import config_error, dec_hook
 from .encoding import decode_hex
 from .envelope import now_ms, open_sealed, seal, shared_key, x25519_keypair
 from .errors import ConfigError, InvalidInput, ProtocolError, ServerError, TransportError
@@ -233,9 +233,9 @@ def load_client_config(path: str | os.PathLike[str]) -> ClientConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"invalid TOML in {path}: {exc}") from exc
     try:
-        cfg = msgspec.convert(raw, _ClientFile, strict=True, dec_hook=_dec_hook).client
+        cfg = msgspec.convert(raw, _ClientFile, strict=True, dec_hook=dec_hook).client
     except msgspec.ValidationError as exc:
-        raise _config_error(exc) from exc
+        raise config_error(exc) from exc
     if (cfg.cert_file is None) != (cfg.key_file is None):
         raise ConfigError("client.cert_file", "cert_file and key_file must be set together")
     return cfg

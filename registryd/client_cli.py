@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         settings = _settings(args)
         with _open_client(settings, args) as client:
             return ACTIONS[args.client_command](client, settings.keys_dir, args)
-    except (_UsageError, InvalidInput) as exc:
+    except (_UsageError, InvalidInput, UnicodeError) as exc:  # UnicodeError: undecodable argv
         return _fail(exc, 2)
     except (RegistrydError, OSError) as exc:
         return _fail(exc, 1)

@@ -30,7 +30,7 @@ KIB = 1024
 
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
-KidHex = Annotated[str, msgspec.Meta(pattern="^[0-9a-fA-F]{16}$")]
+KidHex = Annotated[str, msgspec.Meta(pattern="^[0-9a-fA-F]{16}\\Z")]
 
 
 class EndpointLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -98,8 +98,8 @@ class PowConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     """``[pow]`` (spec 4.7): hashcash on resolve and check_user. Enforced from issue 3 on."""
 
     enabled: bool = False
-    difficulty: int = 18
-    ttl_seconds: int = 120 * SECONDS
+    difficulty: Annotated[int, msgspec.Meta(ge=0, le=255)] = 18
+    ttl_seconds: NonNegative = 120 * SECONDS
 
 
 class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -166,7 +166,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         )
 
 
-def _dec_hook(type_: type, obj: Any) -> Any:
+def dec_hook(type_: type, obj: Any) -> Any:
     if type_ is Secret:
         if not isinstance(obj, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", obj):
             raise ValueError("expected 64 hex characters (32 bytes)")
@@ -178,7 +178,7 @@ _MSGSPEC_ERROR = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.
 _FIELD = re.compile(r"^Object (?P<what>contains unknown|missing required) field `(?P<name>[^`]+)`$")
 
 
-def _config_error(exc: msgspec.ValidationError) -> ConfigError:
+def config_error(exc: msgspec.ValidationError) -> ConfigError:
     m = _MSGSPEC_ERROR.match(str(exc))
     msg, path = (m["msg"], (m["path"] or "").lstrip(".")) if m else (str(exc), "")
     field = _FIELD.match(msg)
@@ -194,7 +194,7 @@ def _config_error(exc: msgspec.ValidationError) -> ConfigError:
 def parse_address(address: str) -> tuple[str, int]:
     """Split ``IP:port`` / ``[IPv6]:port``; raises :class:`ConfigError` ("address")."""
     m = re.fullmatch(
-        r"\[(?P<v6>[^\]]+)\]:(?P<port>\d{1,5})|(?P<v4>[^:\[\]]+):(?P<port4>\d{1,5})",
+        r"\[(?P<v6>[^\]]+)\]:(?P<port>[0-9]{1,5})|(?P<v4>[^:\[\]]+):(?P<port4>[0-9]{1,5})",
         address.strip(),
     )
     if not m:
@@ -262,9 +262,9 @@ def parse(text: str, *, now_ms: int | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"invalid TOML: {exc}") from None
     try:
-        cfg = msgspec.convert(raw, Config, strict=True, dec_hook=_dec_hook)
+        cfg = msgspec.convert(raw, Config, strict=True, dec_hook=dec_hook)
     except msgspec.ValidationError as exc:
-        raise _config_error(exc) from None
+        raise config_error(exc) from None
     _validate(cfg, time.time_ns() // 1_000_000 if now_ms is None else now_ms)
     return cfg
 

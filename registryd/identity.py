@@ -33,7 +33,11 @@ def normalize_username(username: str) -> str:
     if any(unicodedata.category(c) == "Cc" for c in username):
         raise InvalidInput("username")
     trimmed = username.strip()
-    if not trimmed or len(trimmed.encode("utf-8")) > MAX_USERNAME_BYTES:
+    try:
+        size = len(trimmed.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate is not UTF-8 (Rust strings cannot hold one)
+        raise InvalidInput("username") from None
+    if not trimmed or size > MAX_USERNAME_BYTES:
         raise InvalidInput("username")
     return trimmed
 
@@ -71,6 +75,10 @@ class PublicIdentity(msgspec.Struct, forbid_unknown_fields=True):
     signature: list[Byte]
     created_at_ms: NonNegative
     username_hint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.created_at_ms > U64_MAX:  # msgspec cannot bound ints beyond int64 declaratively
+            raise ValueError("created_at_ms: expected an integer that fits in u64")
 
     @property
     def handle(self) -> bytes:

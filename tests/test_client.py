@@ -1,0 +1,532 @@
+"""registryd.client: both clients against the real app in-process, and forged or broken servers."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import itertools
+import json
+import os
+import socket
+import stat
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from registryd import client as client_mod
+from registryd import scaffold, wire
+from registryd.app import create_app
+from registryd.client import (
+    MIB,
+    AsyncRegistryClient,
+    IdentityKeys,
+    RegistryClient,
+    ServerKey,
+    load_client_config,
+)
+from registryd.config import Config
+from registryd.envelope import seal, shared_key
+from registryd.errors import (
+    ConfigError,
+    InvalidInput,
+    ProtocolError,
+    ServerError,
+    TransportError,
+)
+from registryd.identity import PublicIdentity, user_id
+from registryd.storage import Storage, open_storage
+
+from .conftest import (
+    KID_HEX,
+    PEPPER_HEX,
+    SERVER_PRIVATE_HEX,
+    SERVER_PUBLIC_HEX,
+    Clock,
+    make_config,
+)
+
+PEPPER = bytes.fromhex(PEPPER_HEX)
+URL = "http://registry.test"
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+# -- helpers shared with test_client_cli ------------------------------------------------------
+
+
+class SyncASGITransport(httpx.BaseTransport):
+    """Serves a blocking httpx client from an ASGI app running on a portal's event loop."""
+
+    def __init__(self, app: Callable[..., object], portal: BlockingPortal) -> None:
+        self._inner = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        self._portal = portal
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.read()
+
+        async def forward() -> httpx.Response:
+            copy = httpx.Request(request.method, request.url, headers=request.headers, content=body)
+            response = await self._inner.handle_async_request(copy)
+            content = await response.aread()
+            return httpx.Response(response.status_code, headers=response.headers, content=content)
+
+        return self._portal.call(forward)
+
+
+@contextlib.contextmanager
+def in_process_app() -> Iterator[SyncASGITransport]:
+    """The real app over memory storage, for blocking clients (ASGITransport is async only)."""
+    config = make_config()
+    with start_blocking_portal() as portal:
+        storage = open_storage(config)
+        try:
+            yield SyncASGITransport(create_app(config, storage, run_gc=False), portal)
+        finally:
+            portal.call(storage.close)
+
+
+def answering(body: object, status: int = 200) -> httpx.MockTransport:
+    """A server that gives every request the same JSON (or raw bytes) answer."""
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.MockTransport(lambda request: httpx.Response(status, content=content))
+
+
+def sync_client(transport: httpx.BaseTransport, max_response_bytes: int = MIB) -> RegistryClient:
+    return RegistryClient(URL, PEPPER, transport=transport, max_response_bytes=max_response_bytes)
+
+
+# -- the real app -------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def aclient(
+    backend_config: Config, storage: Storage, clock: Clock
+) -> AsyncIterator[AsyncRegistryClient]:
+    app = create_app(backend_config, storage, clock=clock, run_gc=False)
+    transport = httpx.ASGITransport(app=app)
+    async with AsyncRegistryClient(URL, PEPPER, transport=transport) as client:
+        yield client
+
+
+def assert_identity_of(identity: PublicIdentity | None, name: str, keys: IdentityKeys) -> None:
+    assert identity is not None
+    assert identity.handle == user_id(name)
+    assert identity.username_hint == name
+    assert bytes(identity.signing_public_key) == keys.signing_public_key
+    assert bytes(identity.encryption_public_key) == keys.encryption_public_key
+    assert identity.verify_signature()
+
+
+async def test_register_then_resolve_alice_and_bob(aclient: AsyncRegistryClient) -> None:
+    keys = {name: IdentityKeys.generate() for name in ("alice", "bob")}
+    for name, k in keys.items():
+        assert await aclient.check_user(name) is False
+        await aclient.register(name, k, created_at_ms=1234)
+    for name, k in keys.items():
+        identity = await aclient.resolve(name)
+        assert_identity_of(identity, name, k)
+        assert identity is not None and identity.created_at_ms == 1234
+        assert await aclient.resolve(user_id(name)) == identity  # by raw handle
+        assert await aclient.check_user(name) is True
+        assert await aclient.check_user(user_id(name)) is True
+
+
+async def test_unregistered_name_resolves_to_none(aclient: AsyncRegistryClient) -> None:
+    assert await aclient.resolve("carol") is None
+    assert await aclient.check_user("carol") is False
+
+
+async def test_register_normalizes_the_username(aclient: AsyncRegistryClient) -> None:
+    keys = IdentityKeys.generate()
+    await aclient.register("  Bob ", keys)
+    assert_identity_of(await aclient.resolve("Bob"), "Bob", keys)
+    assert await aclient.check_user("bob") is False  # no case folding (spec 1)
+
+
+async def test_second_registration_is_a_409_conflict(aclient: AsyncRegistryClient) -> None:
+    await aclient.register("alice", IdentityKeys.generate())
+    with pytest.raises(ServerError) as err:
+        await aclient.register("alice", IdentityKeys.generate())
+    assert (err.value.status, err.value.code, err.value.message) == (409, "CONFLICT", "conflict")
+    assert str(err.value) == "409 CONFLICT: conflict"
+
+
+async def test_announce_stores_presence(
+    aclient: AsyncRegistryClient, storage: Storage, clock: Clock
+) -> None:
+    await aclient.announce("alice", "203.0.113.7:51820", ts_ms=clock.now_ms)
+    found = await storage.get_presence(user_id("alice"))
+    assert found is not None
+    assert wire.decode(found[0], wire.Presence) == wire.Presence(
+        user_id("alice").hex(), "203.0.113.7:51820", clock.now_ms
+    )
+    await aclient.announce(user_id("alice"), "wss://alice.example.com")  # ts_ms defaults to now
+
+
+async def test_invalid_arguments_fail_before_any_request(aclient: AsyncRegistryClient) -> None:
+    with pytest.raises(InvalidInput):
+        await aclient.register("\talice", IdentityKeys.generate())
+    with pytest.raises(InvalidInput):
+        await aclient.register("alice", IdentityKeys.generate(), created_at_ms=0)
+    with pytest.raises(InvalidInput):
+        await aclient.announce("alice", "   ")
+    for bad in (b"\x00" * 31, b"\x00" * 33):
+        with pytest.raises(ValueError):
+            await aclient.resolve(bad)
+
+
+async def test_envelope_pubkey_is_the_servers_active_key(aclient: AsyncRegistryClient) -> None:
+    key = await aclient.envelope_pubkey()
+    assert key == ServerKey(bytes.fromhex(KID_HEX), bytes.fromhex(SERVER_PUBLIC_HEX), None)
+
+
+def test_blocking_client_against_the_real_app() -> None:
+    keys = IdentityKeys.generate()
+    with in_process_app() as transport, sync_client(transport) as client:
+        client.register("alice", keys)
+        assert_identity_of(client.resolve("alice"), "alice", keys)
+        assert client.resolve("bob") is None
+        assert client.check_user("alice") is True
+        client.announce("alice", "203.0.113.7:51820")
+        with pytest.raises(ServerError) as err:
+            client.register("alice", keys)
+        assert err.value.status == 409
+
+
+# -- forged and broken servers ------------------------------------------------------------
+
+
+def forging_server(identity: bytes, *, echo: str | None = None) -> httpx.MockTransport:
+    """A /resolve server that seals ``identity`` correctly, with the real server key and pepper."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        req = wire.decode(request.content, wire.ResolveRequest)
+        handle = bytes.fromhex(req.handle)
+        requester = bytes.fromhex(req.requester_ephemeral_pubkey_hex)
+        key = shared_key(PEPPER, handle, bytes.fromhex(SERVER_PRIVATE_HEX), requester)
+        nonce, ciphertext = seal(key, handle, identity)
+        envelope = wire.Envelope.build(
+            bytes.fromhex(KID_HEX), bytes.fromhex(SERVER_PUBLIC_HEX), nonce, ciphertext
+        )
+        answer = wire.ResolveResponse(req.handle if echo is None else echo, envelope)
+        return httpx.Response(200, content=wire.encode(answer))
+
+    return httpx.MockTransport(handler)
+
+
+def test_a_correctly_sealed_forgery_is_opened() -> None:
+    keys = IdentityKeys.generate()
+    alice = keys.identity("alice").to_json()
+    with sync_client(forging_server(alice)) as client:
+        assert_identity_of(client.resolve("alice"), "alice", keys)
+
+
+def test_identity_of_another_handle_is_a_protocol_error() -> None:
+    bob = IdentityKeys.generate().identity("bob").to_json()
+    with sync_client(forging_server(bob)) as client, pytest.raises(ProtocolError) as err:
+        client.resolve("alice")
+    assert "another handle" in str(err.value)
+
+
+def test_answer_for_another_handle_is_a_protocol_error() -> None:
+    alice = IdentityKeys.generate().identity("alice").to_json()
+    with sync_client(forging_server(alice, echo=user_id("bob").hex())) as client:
+        with pytest.raises(ProtocolError):
+            client.resolve("alice")
+
+
+def test_envelope_sealed_with_another_pepper_is_a_protocol_error() -> None:
+    alice = IdentityKeys.generate().identity("alice").to_json()
+    transport = forging_server(alice)
+    with RegistryClient(URL, b"\xff" * 32, transport=transport) as client:
+        with pytest.raises(ProtocolError, match="unable to decrypt"):
+            client.resolve("alice")
+
+
+def test_each_request_uses_a_fresh_ephemeral_key() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        req = wire.decode(request.content, wire.ResolveRequest)
+        seen.append(req.requester_ephemeral_pubkey_hex)
+        return httpx.Response(200, content=wire.encode(wire.ResolveResponse(req.handle, None)))
+
+    with sync_client(httpx.MockTransport(handler)) as client:
+        assert client.resolve("alice") is None
+        assert client.resolve("alice") is None
+    assert len(set(seen)) == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b'{"exists":1}',
+        b'{"exists":true,"exists":false}',
+        b'{"exists":true,"extra":1}',
+        b"{}",
+    ],
+)
+def test_malformed_answer_is_a_protocol_error(body: bytes) -> None:
+    with sync_client(answering(body)) as client, pytest.raises(ProtocolError):
+        client.check_user("alice")
+
+
+def test_ok_false_is_a_protocol_error() -> None:
+    with sync_client(answering({"ok": False})) as client, pytest.raises(ProtocolError):
+        client.announce("alice", "203.0.113.7:51820")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        {"kid_hex": "00", "x25519_public_key_hex": SERVER_PUBLIC_HEX, "active": True},
+        {"kid_hex": KID_HEX, "x25519_public_key_hex": "00" * 32, "active": True},  # low order
+    ],
+)
+def test_bad_server_key_is_a_protocol_error(key: dict[str, object]) -> None:
+    with sync_client(answering(key)) as client, pytest.raises(ProtocolError):
+        client.register("alice", IdentityKeys.generate())
+
+
+def test_oversized_answer_with_content_length_is_refused() -> None:
+    with sync_client(answering(b"x" * 101), max_response_bytes=100) as client:
+        with pytest.raises(ProtocolError, match="100-byte limit"):
+            client.check_user("alice")
+
+
+def test_endless_streamed_answer_is_cut_at_the_limit() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=itertools.repeat(b"x" * 1000))  # no Content-Length
+
+    with sync_client(httpx.MockTransport(handler), max_response_bytes=5000) as client:
+        with pytest.raises(ProtocolError, match="5000-byte limit"):
+            client.check_user("alice")
+
+
+def test_compressed_answer_is_refused() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"content-encoding": "gzip"}
+        return httpx.Response(200, headers=headers, content=gzip.compress(b'{"exists":true}'))
+
+    with sync_client(httpx.MockTransport(handler)) as client, pytest.raises(ProtocolError):
+        client.check_user("alice")
+
+
+def test_slow_answer_is_cut_at_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = iter([0.0, 5.0, 11.0])  # deadline = 0 + 10 s; the second chunk arrives at 11 s
+    monkeypatch.setattr(client_mod, "monotonic", lambda: next(ticks))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=iter([b'{"exists":', b"true}"]))
+
+    with sync_client(httpx.MockTransport(handler)) as client:
+        with pytest.raises(TransportError, match="timed out"):
+            client.check_user("alice")
+
+
+def test_structured_error_body_becomes_server_error() -> None:
+    body = {"error": {"code": "INVALID_INPUT", "message": "invalid input: handle"}}
+    with sync_client(answering(body, 400)) as client, pytest.raises(ServerError) as err:
+        client.check_user("alice")
+    assert (err.value.status, err.value.code, err.value.message) == (
+        400,
+        "INVALID_INPUT",
+        "invalid input: handle",
+    )
+
+
+def test_unstructured_error_body_uses_the_status() -> None:
+    with sync_client(answering(b"<html>bad gateway</html>", 502)) as client:
+        with pytest.raises(ServerError) as err:
+            client.check_user("alice")
+    assert (err.value.status, err.value.code, err.value.message) == (502, "HTTP_502", "Bad Gateway")
+
+
+def test_error_text_is_made_printable_and_short() -> None:
+    body = {"error": {"code": "X\n", "message": "\x1b[31mred\n" + "y" * 500}}
+    with sync_client(answering(body, 500)) as client, pytest.raises(ServerError) as err:
+        client.check_user("alice")
+    assert err.value.code == "X?"
+    assert err.value.message.startswith("?[31mred?y")
+    assert len(err.value.message) == 200
+
+
+@pytest.mark.parametrize("exc", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")])
+def test_httpx_transport_errors_become_transport_error(exc: httpx.TransportError) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    with sync_client(httpx.MockTransport(handler)) as client:
+        with pytest.raises(TransportError) as err:
+            client.check_user("alice")
+    assert err.value.__cause__ is exc
+    assert str(err.value).startswith(f"GET {URL}/check_user/")
+
+
+def test_connection_refused_is_a_transport_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with RegistryClient(url, PEPPER, timeout=5) as client, pytest.raises(TransportError):
+            client.check_user("alice")
+
+
+async def test_async_client_maps_errors_the_same_way() -> None:
+    body = {"error": {"code": "RATE_LIMITED", "message": "rate limited"}}
+    async with AsyncRegistryClient(URL, PEPPER, transport=answering(body, 429)) as client:
+        with pytest.raises(ServerError) as err:
+            await client.check_user("alice")
+    assert err.value.code == "RATE_LIMITED"
+
+
+# -- construction and secrets -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"base_url": URL, "pepper": b"\x01" * 31},
+        {"base_url": "registry.test", "pepper": PEPPER},
+    ],
+)
+def test_bad_constructor_arguments(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        RegistryClient(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_reprs_hide_the_pepper_and_private_keys() -> None:
+    keys = IdentityKeys.generate()
+    private = (keys.signing_private_hex(), keys.encryption_private_hex())
+    assert keys.signing_public_key.hex() in repr(keys)
+    with RegistryClient(URL, PEPPER) as client:
+        shown = [repr(keys), str(keys), repr(client), str(client)]
+    async with AsyncRegistryClient(URL, PEPPER) as aclient:
+        shown.append(repr(aclient))
+    for text in shown:
+        assert PEPPER_HEX not in text
+        assert not any(secret in text for secret in private)
+
+
+def test_identity_is_signed_and_bound_to_the_handle() -> None:
+    keys = IdentityKeys.generate()
+    identity = keys.identity(" José ", created_at_ms=7)
+    assert identity.username_hint == "José"
+    assert identity.handle == user_id("José")
+    assert identity.created_at_ms == 7
+    assert identity.verify_signature()
+
+
+# -- keys files ---------------------------------------------------------------------------
+
+
+def test_keys_file_round_trip_with_mode_0600(tmp_path: Path) -> None:
+    keys = IdentityKeys.generate()
+    path = tmp_path / "alice.json"
+    keys.save(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert os.listdir(tmp_path) == ["alice.json"]  # no temporary file left behind
+    assert set(json.loads(path.read_text())) == {
+        "signing_private_key_hex",
+        "encryption_private_key_hex",
+        "created_at_ms",
+    }
+    loaded = IdentityKeys.load(path)
+    assert repr(loaded) == repr(keys)
+    assert loaded.signing_private_hex() == keys.signing_private_hex()
+    assert loaded.created_at_ms == keys.created_at_ms
+
+
+def test_keys_file_is_never_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "alice.json"
+    IdentityKeys.generate().save(path)
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        IdentityKeys.generate().save(path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["alice.json"]
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_keys_file_readable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "alice.json"
+    IdentityKeys.generate().save(path)
+    path.chmod(mode)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        IdentityKeys.load(path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{}",
+        b'{"signing_private_key_hex":"00","encryption_private_key_hex":"00","created_at_ms":1}',
+        json.dumps(
+            {
+                "signing_private_key_hex": "11" * 32,
+                "encryption_private_key_hex": "22" * 32,
+                "created_at_ms": 1,
+                "extra": 1,
+            }
+        ).encode(),
+    ],
+)
+def test_malformed_keys_file_is_refused(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "alice.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, content)
+    os.close(fd)
+    with pytest.raises(ConfigError, match="not a keys file") as err:
+        IdentityKeys.load(path)
+    assert "11" * 32 not in str(err.value)
+
+
+# -- client config ------------------------------------------------------------------------
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_client_config_written_by_init_dev_loads(tmp_path: Path) -> None:
+    cfg = load_client_config(write(tmp_path / "client.toml", scaffold.client_config(PEPPER_HEX)))
+    assert cfg.url == "https://127.0.0.1:8443"
+    assert cfg.ca_file == "certs/ca.pem"
+    assert cfg.keys_dir == "data/client-keys"
+    assert cfg.cert_file is None and cfg.key_file is None
+    assert cfg.pepper_hex is not None and cfg.pepper_hex.reveal() == PEPPER
+    assert PEPPER_HEX not in repr(cfg)
+
+
+def test_client_config_defaults(tmp_path: Path) -> None:
+    cfg = load_client_config(write(tmp_path / "c.toml", "[client]\n"))
+    assert (cfg.url, cfg.pepper_hex, cfg.keys_dir) == (None, None, "./data/client-keys")
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "message"),
+    [
+        ('[client]\nurll = "x"\n', "client.urll", "unknown key"),
+        ('[client]\nurl = "x"\n[server]\n', "server", "unknown key"),
+        ('[client]\npepper_hex = "abcd"\n', "client.pepper_hex", "expected 64 hex characters"),
+        ("[client]\nurl = 3\n", "client.url", "expected str"),
+        ('[client]\ncert_file = "c.pem"\n', "client.cert_file", "set together"),
+        ("", "client", "required key is missing"),
+        ("[client\n", "", "invalid TOML"),
+    ],
+)
+def test_client_config_errors_name_the_key(
+    tmp_path: Path, text: str, path: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_client_config(write(tmp_path / "c.toml", text))
+    assert err.value.path == path
+    assert message.lower() in err.value.message.lower()
+
+
+def test_missing_client_config_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read client config"):
+        load_client_config(tmp_path / "nope.toml")

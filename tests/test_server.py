@@ -1,0 +1,344 @@
+"""Real Hypercorn on 127.0.0.1:0: TLS and mTLS in-process, and the daemon as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from registryd import config as config_mod
+from registryd.certs import DevCerts, write_dev_certs
+from registryd.client import AsyncRegistryClient, IdentityKeys, RegistryClient
+from registryd.config import Config
+from registryd.errors import ConfigError, ServerError, TransportError
+from registryd.identity import user_id
+from registryd.server import bind_socket, serve
+
+from .conftest import INDEX_KEY_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX, config_text
+
+pytestmark = pytest.mark.e2e
+PEPPER = bytes.fromhex(PEPPER_HEX)
+SECRETS = [PEPPER_HEX, INDEX_KEY_HEX, SERVER_PRIVATE_HEX]
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> DevCerts:
+    return write_dev_certs(tmp_path_factory.mktemp("certs"))
+
+
+def tls_table(certs: DevCerts, *, mtls: bool = False) -> str:
+    table = f'[tls]\ncert_pem_path = "{certs.server_cert}"\nkey_pem_path = "{certs.server_key}"\n'
+    if mtls:
+        table += f'client_ca_pem_path = "{certs.ca}"\n'
+    return table
+
+
+def tls_config(certs: DevCerts, db: Path, *, mtls: bool = False) -> Config:
+    text = config_text(kind="leveldb", path=str(db), mode="tls", tls=tls_table(certs, mtls=mtls))
+    return config_mod.parse(text)
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config) -> AsyncIterator[str]:
+    """Serve ``config`` in this event loop on 127.0.0.1:0; yields the base URL."""
+    stop = asyncio.Event()
+    urls: list[str] = []
+    task = asyncio.create_task(
+        serve(
+            config,
+            sock=bind_socket("127.0.0.1", 0),
+            shutdown_trigger=stop.wait,
+            on_ready=urls.append,
+        )
+    )
+    while not urls and not task.done():
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()
+    try:
+        yield urls[0]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_tls_e2e_with_client_library(certs: DevCerts, tmp_path: Path) -> None:
+    async with running(tls_config(certs, tmp_path / "db")) as url:
+        assert url.startswith("https://127.0.0.1:")
+        async with AsyncRegistryClient(url, PEPPER, cafile=str(certs.ca)) as client:
+            keys = {name: IdentityKeys.generate() for name in ("alice", "bob")}
+            for name, k in keys.items():
+                await client.register(name, k)
+            for name, k in keys.items():
+                identity = await client.resolve(name)
+                assert identity is not None
+                assert identity.handle == user_id(name)
+                assert identity.username_hint == name
+                assert bytes(identity.encryption_public_key) == k.encryption_public_key
+                assert identity.verify_signature()
+                assert await client.check_user(name) is True
+                await client.announce(name, "203.0.113.7:51820")
+            assert await client.resolve("carol") is None
+            assert await client.check_user("carol") is False
+            with pytest.raises(ServerError) as conflict:
+                await client.register("alice", keys["alice"])
+            assert (conflict.value.status, conflict.value.code) == (409, "CONFLICT")
+        # the TLS port speaks TLS only: a plain-HTTP request gets no answer
+        async with httpx.AsyncClient() as plain:
+            with pytest.raises(httpx.HTTPError):
+                await plain.get(url.replace("https://", "http://") + "/nodes", timeout=5)
+
+
+async def test_mtls_requires_client_certificate(certs: DevCerts, tmp_path: Path) -> None:
+    async with running(tls_config(certs, tmp_path / "db", mtls=True)) as url:
+        async with AsyncRegistryClient(url, PEPPER, cafile=str(certs.ca)) as anonymous:
+            with pytest.raises(TransportError):
+                await anonymous.check_user("alice")
+        cert = (str(certs.client_cert), str(certs.client_key))
+        async with AsyncRegistryClient(
+            url, PEPPER, cafile=str(certs.ca), client_cert=cert
+        ) as client:
+            assert await client.check_user("alice") is False
+        # a verified client certificate makes a peer: POST /nodes is allowed
+        context = ssl.create_default_context(cafile=str(certs.ca))
+        context.load_cert_chain(*cert)
+        async with httpx.AsyncClient(verify=context) as raw:
+            nodes = {"nodes": [{"base_url": "https://peer.example"}]}
+            response = await raw.post(url + "/nodes", json=nodes)
+        assert (response.status_code, response.json()) == (200, {"merged": 1})
+
+
+async def test_bad_tls_files_stop_before_binding(certs: DevCerts, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot a cert\n-----END CERTIFICATE-----\n")
+    cases = {
+        "tls.cert_pem_path": f'[tls]\ncert_pem_path = "{tmp_path / "missing.pem"}"\n'
+        f'key_pem_path = "{certs.server_key}"\n',
+        "tls": f'[tls]\ncert_pem_path = "{garbage}"\nkey_pem_path = "{certs.server_key}"\n',
+        "tls.client_ca_pem_path": tls_table(certs)
+        + f'client_ca_pem_path = "{tmp_path / "nope"}"\n',
+    }
+    for path, table in cases.items():
+        cfg = config_mod.parse(config_text(kind="memory", mode="tls", tls=table))
+        with pytest.raises(ConfigError) as err:
+            await serve(cfg, shutdown_trigger=asyncio.Event().wait)
+        assert err.value.path == path
+
+
+# -- the daemon as a separate process --------------------------------------------------------
+
+
+class Daemon:
+    """``python -m registryd serve`` in a subprocess; the URL is read from its start-up log."""
+
+    def __init__(self, config_path: Path, log_level: str = "info") -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "registryd",
+                "serve",
+                "--config",
+                str(config_path),
+                "--log-level",
+                log_level,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.url = ""
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            found = re.search(r"listening on (\S+)", line)
+            if found:
+                self.url = found.group(1)
+                break
+        if not self.url:
+            self.proc.wait(10)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=30)
+        self.lines.append(err)
+        return self.proc.returncode
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+
+@pytest.fixture
+def daemon_config(certs: DevCerts, tmp_path: Path) -> Path:
+    path = tmp_path / "registry.toml"
+    db = tmp_path / "db"
+    path.write_text(config_text(kind="leveldb", path=str(db), mode="tls", tls=tls_table(certs)))
+    return path
+
+
+@contextlib.contextmanager
+def daemon(config_path: Path, log_level: str = "info") -> Iterator[Daemon]:
+    d = Daemon(config_path, log_level)
+    try:
+        assert d.url, d.log
+        yield d
+    finally:
+        d.stop()
+
+
+CANARIES = ["canary-zebra-4417", "Zoë-canary-∆", "  spaced canary  "]
+
+
+def test_restart_persistence_and_nothing_in_clear_at_rest(
+    certs: DevCerts, daemon_config: Path, tmp_path: Path
+) -> None:
+    keys = {name: IdentityKeys.generate() for name in CANARIES}
+    with daemon(daemon_config) as d, RegistryClient(d.url, PEPPER, cafile=str(certs.ca)) as c:
+        for name, k in keys.items():
+            c.register(name, k)
+            c.announce(name, "canary-addr-198.51.100.77:4242")
+    # a fresh process on the same directory serves what the first acknowledged
+    with daemon(daemon_config) as d, RegistryClient(d.url, PEPPER, cafile=str(certs.ca)) as c:
+        for name, k in keys.items():
+            identity = c.resolve(name)
+            assert identity is not None and identity.handle == user_id(name)
+            assert bytes(identity.signing_public_key) == k.signing_public_key
+    needles: list[bytes] = [b"canary-addr-198.51.100.77"]
+    for name in CANARIES:
+        handle = user_id(name)
+        needles += [
+            name.strip().encode(),
+            handle,
+            handle.hex().encode(),
+            handle.hex().upper().encode(),
+        ]
+    needles += [bytes.fromhex(s) for s in SECRETS] + [s.encode() for s in SECRETS]
+    files = [p for p in (tmp_path / "db").rglob("*") if p.is_file()]
+    assert files
+    hits = [(p.name, n) for p in files for n in needles if n in p.read_bytes()]
+    assert hits == []
+
+
+def test_second_process_on_same_database_exits_with_clear_error(daemon_config: Path) -> None:
+    with daemon(daemon_config):
+        second = subprocess.run(
+            [sys.executable, "-m", "registryd", "serve", "--config", str(daemon_config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert second.returncode == 1
+    assert "in use by another registryd process" in second.stderr
+    assert "listening" not in second.stderr
+
+
+def test_bad_config_exits_before_binding(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(config_text() + "\n[rate_limit.endpoints]\nresolv_rps = 3\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "registryd", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "rate_limit.endpoints.resolv_rps: unknown key" in result.stderr
+    assert "listening" not in result.stderr
+
+
+async def test_sigterm_lets_in_flight_request_finish(certs: DevCerts, daemon_config: Path) -> None:
+    handle = user_id("in-flight").hex()
+    requester = IdentityKeys.generate().encryption_public_key.hex()
+    body = b'{"handle":"%s","requester_ephemeral_pubkey_hex":"%s"}' % (
+        handle.encode(),
+        requester.encode(),
+    )
+    half_sent, resume = asyncio.Event(), asyncio.Event()
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield body[:10]
+        half_sent.set()
+        await resume.wait()
+        yield body[10:]
+
+    d = Daemon(daemon_config)
+    try:
+        assert d.url, d.log
+        context = ssl.create_default_context(cafile=str(certs.ca))
+        async with httpx.AsyncClient(verify=context, timeout=30) as client:
+            request = asyncio.create_task(
+                client.post(
+                    d.url + "/resolve",
+                    content=trickle(),
+                    headers={"content-type": "application/json"},
+                )
+            )
+            await half_sent.wait()
+            await asyncio.sleep(0.3)  # the server has read the first chunk
+            d.proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)  # the server is shutting down with the request in flight
+            resume.set()
+            response = await request
+        assert response.status_code == 200
+        assert response.json()["envelope"] is None
+        assert await asyncio.to_thread(d.stop) == 0
+        assert "registryd stopped" in d.log
+    finally:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait(10)
+
+
+def test_logs_hold_no_secrets_and_no_handles(certs: DevCerts, daemon_config: Path) -> None:
+    keys = IdentityKeys.generate()
+    logs = {}
+    for level in ("info", "debug"):
+        with (
+            daemon(daemon_config, level) as d,
+            RegistryClient(d.url, PEPPER, cafile=str(certs.ca)) as c,
+        ):
+            name = f"log-canary-{level}"
+            c.register(name, keys)
+            assert c.resolve(name) is not None
+            c.check_user(name)
+            c.announce(name, "192.0.2.1:1")
+            with pytest.raises(ServerError):
+                c.register(name, keys)
+            httpx.post(
+                d.url + "/register",
+                content=b"{",
+                verify=ssl.create_default_context(cafile=str(certs.ca)),
+            )
+        logs[level] = d.log
+    everything = "".join(logs.values())
+    for secret in [*SECRETS, keys.signing_private_hex(), keys.encryption_private_hex()]:
+        assert secret.lower() not in everything.lower()
+    assert "listening on" in logs["info"]
+    for level in ("info",):
+        handle = user_id(f"log-canary-{level}").hex()
+        assert handle not in logs[level].lower()
+        assert f"log-canary-{level}" not in logs[level]
+
+
+def test_daemon_serves_ipv6_loopback(certs: DevCerts, tmp_path: Path) -> None:
+    if not os.path.exists("/proc/net/if_inet6"):
+        pytest.fail("this machine has no IPv6; the test needs ::1")
+    path = tmp_path / "v6.toml"
+    text = config_text(kind="memory", mode="tls", tls=tls_table(certs))
+    path.write_text(text.replace('address = "127.0.0.1:0"', 'address = "[::1]:0"'))
+    with daemon(path) as d:
+        assert d.url.startswith("https://[::1]:")
+        with RegistryClient(d.url, PEPPER, cafile=str(certs.ca)) as client:
+            assert client.check_user("alice") is False
