@@ -18,7 +18,6 @@ Errors: :class:`~registryd.errors.TransportError` (connection, TLS, timeout),
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import ssl
 import tomllib
@@ -30,8 +29,6 @@ from typing import Any, NamedTuple, TypeAlias, TypeVar
 
 import httpx
 import msgspec
-from nacl.public import PrivateKey
-from nacl.signing import SigningKey
 
 from . import __version__, wire
 from .config import config_error, dec_hook
@@ -42,10 +39,9 @@ from .identity import (
     USER_ID_LEN,
     NonNegative,
     PublicIdentity,
-    normalize_username,
-    signed_payload,
     user_id,
 )
+from .identity_keys import KEY_LEN, IdentityKeys
 from .secret import Secret
 
 __all__ = [
@@ -59,8 +55,6 @@ __all__ = [
 
 T = TypeVar("T")
 MIB = 1024 * 1024
-KEY_LEN = 32
-MAX_KEYS_FILE_BYTES = 64 * 1024
 MAX_ERROR_TEXT = 200
 DEFAULT_KEYS_DIR = "./data/client-keys"
 HEADERS = {
@@ -71,134 +65,7 @@ HEADERS = {
 JSON_CONTENT = {"content-type": "application/json"}
 
 
-# -- keys and config ------------------------------------------------------------------------
-
-
-class IdentityKeys:
-    """A user's long-term keys: Ed25519 signing key and X25519 encryption key, 32 bytes each.
-
-    ``created_at_ms`` is when the keys were generated (Unix ms). The repr shows public keys only.
-    Keys files are JSON ``{"signing_private_key_hex", "encryption_private_key_hex",
-    "created_at_ms"}`` (the Ed25519 seed and the X25519 private key, 64 hex chars each).
-    """
-
-    def __init__(self, signing_key: SigningKey, encryption_key: PrivateKey, created_at_ms: int):
-        self.signing_key = signing_key
-        self.encryption_key = encryption_key
-        self.created_at_ms = created_at_ms
-
-    @classmethod
-    def generate(cls) -> IdentityKeys:
-        """Fresh random keys, stamped with the current time."""
-        return cls(SigningKey.generate(), PrivateKey.generate(), now_ms())
-
-    @property
-    def signing_public_key(self) -> bytes:
-        """The 32-byte Ed25519 public key."""
-        return bytes(self.signing_key.verify_key)
-
-    @property
-    def encryption_public_key(self) -> bytes:
-        """The 32-byte X25519 public key."""
-        return bytes(self.encryption_key.public_key)
-
-    def signing_private_hex(self) -> str:
-        """The Ed25519 seed as 64 hex chars. Secret: never print or log it."""
-        return bytes(self.signing_key).hex()
-
-    def encryption_private_hex(self) -> str:
-        """The X25519 private key as 64 hex chars. Secret: never print or log it."""
-        return bytes(self.encryption_key).hex()
-
-    def identity(self, username: str, *, created_at_ms: int | None = None) -> PublicIdentity:
-        """The signed :class:`PublicIdentity` of ``username`` with these keys (spec 1, 2).
-
-        ``user_id`` is the handle of the normalized name, ``username_hint`` the normalized name,
-        ``signature`` Ed25519 over ``signed_payload``; ``created_at_ms`` (Unix ms) defaults to
-        now. Raises :class:`InvalidInput` for an invalid username or ``created_at_ms == 0``.
-        """
-        name = normalize_username(username)
-        signing, encryption = self.signing_public_key, self.encryption_public_key
-        signature = self.signing_key.sign(signed_payload(name, signing, encryption)).signature
-        identity = PublicIdentity(
-            user_id=user_id(name).hex(),
-            username_hint=name,
-            signing_public_key=list(signing),
-            encryption_public_key=list(encryption),
-            signature=list(signature),
-            created_at_ms=now_ms() if created_at_ms is None else created_at_ms,
-        )
-        identity.validate()
-        return identity
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write a keys file at ``path`` with mode 0600, atomically and durably.
-
-        Raises ``FileExistsError`` if ``path`` exists (keys are never overwritten), ``OSError``
-        if it cannot be written.
-        """
-        path = Path(path)
-        data = {
-            "signing_private_key_hex": self.signing_private_hex(),
-            "encryption_private_key_hex": self.encryption_private_hex(),
-            "created_at_ms": self.created_at_ms,
-        }
-        tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f)
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)  # atomic, and unlike rename it never replaces a file
-            except FileExistsError:
-                raise FileExistsError(f"{path} exists; refusing to overwrite keys") from None
-        finally:
-            tmp.unlink()
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> IdentityKeys:
-        """Read a keys file written by :meth:`save`.
-
-        Raises :class:`ConfigError` if the file is accessible by group or others (it must be
-        0600 or stricter) or is not a valid keys file; ``OSError`` if it cannot be read.
-        """
-        with open(path, "rb") as f:
-            mode = os.fstat(f.fileno()).st_mode & 0o777
-            if mode & 0o077:
-                raise ConfigError(
-                    str(path),
-                    f"keys file is accessible by group or others (mode {mode:04o}); "
-                    "run chmod 600 on it",
-                )
-            raw = f.read(MAX_KEYS_FILE_BYTES)
-        try:
-            data = wire.decode(raw, _KeyFile)
-            signing = decode_hex(data.signing_private_key_hex, KEY_LEN, "signing_private_key_hex")
-            encryption = decode_hex(
-                data.encryption_private_key_hex, KEY_LEN, "encryption_private_key_hex"
-            )
-        except InvalidInput as exc:
-            raise ConfigError(str(path), f"not a keys file ({exc.detail})") from exc
-        return cls(SigningKey(signing), PrivateKey(encryption), data.created_at_ms)
-
-    def __repr__(self) -> str:
-        return (
-            f"IdentityKeys(signing_public_key={self.signing_public_key.hex()!r}, "
-            f"encryption_public_key={self.encryption_public_key.hex()!r})"
-        )
-
-
-class _KeyFile(msgspec.Struct, forbid_unknown_fields=True):
-    signing_private_key_hex: str
-    encryption_private_key_hex: str
-    created_at_ms: NonNegative
+# -- config ---------------------------------------------------------------------------------
 
 
 class ClientConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
