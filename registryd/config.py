@@ -14,7 +14,7 @@ import re
 import time
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import blake3
 import msgspec
@@ -125,7 +125,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
     envelope: EnvelopeConfig
     address: str = "0.0.0.0:8443"
-    mode: Literal["tls", "http"] = "tls"
+    mode: str = "tls"
     trusted_proxies: tuple[str, ...] = ()
     allow_sync: bool = False
     max_nodes: NonNegative = 2048
@@ -230,6 +230,8 @@ def _validate(cfg: Config, now_ms: int) -> None:
             raise ConfigError(f"envelope.keys[{i}].not_after_epoch_ms", "is in the past")
     if not any(key.active for key in keys):
         raise ConfigError("envelope.keys", "no key has active = true")
+    if cfg.mode not in ("tls", "http"):
+        raise ConfigError("mode", 'expected "tls" or "http"')
     if cfg.mode == "tls":
         if cfg.tls is None:
             raise ConfigError("tls", 'mode = "tls" needs a [tls] table')

@@ -111,7 +111,7 @@ CASES: list[tuple[str, str, str, str]] = [
         "expected int, got float",
     ),
     ("negative max_nodes", toml("max_nodes = -1\n"), "max_nodes", "expected int >= 0"),
-    ("mode not a choice", toml().replace('"http"', '"https"'), "mode", "'https'"),
+    ("mode not a choice", toml().replace('"http"', '"https"'), "mode", 'expected "tls" or "http"'),
     (
         "trusted_proxies not an array",
         toml('trusted_proxies = "10.0.0.1"\n'),

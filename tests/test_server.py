@@ -99,6 +99,28 @@ async def test_tls_e2e_with_client_library(certs: DevCerts, tmp_path: Path) -> N
                 await plain.get(url.replace("https://", "http://") + "/nodes", timeout=5)
 
 
+async def test_fifty_concurrent_registrations_of_one_handle(
+    certs: DevCerts, tmp_path: Path
+) -> None:
+    async with (
+        running(tls_config(certs, tmp_path / "db")) as url,
+        AsyncRegistryClient(url, PEPPER, cafile=str(certs.ca)) as client,
+    ):
+        contenders = [IdentityKeys.generate() for _ in range(50)]
+        outcomes = await asyncio.gather(
+            *(client.register("contested", keys) for keys in contenders), return_exceptions=True
+        )
+        winners = [
+            keys for keys, outcome in zip(contenders, outcomes, strict=True) if outcome is None
+        ]
+        losers = [o for o in outcomes if isinstance(o, ServerError)]
+        assert len(winners) == 1
+        assert len(losers) == 49 and {(o.status, o.code) for o in losers} == {(409, "CONFLICT")}
+        identity = await client.resolve("contested")
+        assert identity is not None
+        assert bytes(identity.signing_public_key) == winners[0].signing_public_key
+
+
 async def test_mtls_requires_client_certificate(certs: DevCerts, tmp_path: Path) -> None:
     async with running(tls_config(certs, tmp_path / "db", mtls=True)) as url:
         async with AsyncRegistryClient(url, PEPPER, cafile=str(certs.ca)) as anonymous:
@@ -231,14 +253,19 @@ def test_restart_persistence_and_nothing_in_clear_at_rest(
     assert hits == []
 
 
+def serve_to_exit(config_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``registryd serve`` expecting it to exit by itself (bounded by a timeout)."""
+    return subprocess.run(
+        [sys.executable, "-m", "registryd", "serve", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def test_second_process_on_same_database_exits_with_clear_error(daemon_config: Path) -> None:
     with daemon(daemon_config):
-        second = subprocess.run(
-            [sys.executable, "-m", "registryd", "serve", "--config", str(daemon_config)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        second = serve_to_exit(daemon_config)
     assert second.returncode == 1
     assert "in use by another registryd process" in second.stderr
     assert "listening" not in second.stderr
@@ -247,12 +274,7 @@ def test_second_process_on_same_database_exits_with_clear_error(daemon_config: P
 def test_bad_config_exits_before_binding(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(config_text() + "\n[rate_limit.endpoints]\nresolv_rps = 3\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "registryd", "serve", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = serve_to_exit(path)
     assert result.returncode == 1
     assert "rate_limit.endpoints.resolv_rps: unknown key" in result.stderr
     assert "listening" not in result.stderr
