@@ -29,28 +29,19 @@ def error_response(exc: ApiError, headers: dict[str, str] | None = None) -> Resp
     return Response(body, exc.status_code, headers=headers, media_type="application/json")
 
 
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return error_response(exc)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        return error_response(MethodNotAllowed(), headers=dict(exc.headers or {}))
-    return error_response(NotFound() if exc.status_code == 404 else ApiError())
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
+async def _error_response(request: Request, exc: Exception) -> Response:
+    """Every error becomes the wire error body; nothing else (no traceback) reaches a client."""
+    if isinstance(exc, ApiError):
+        return error_response(exc)
+    if isinstance(exc, HTTPException):  # routing: unknown path, wrong method
+        if exc.status_code == 405:
+            return error_response(MethodNotAllowed(), headers=dict(exc.headers or {}))
+        return error_response(NotFound() if exc.status_code == 404 else ApiError())
     if isinstance(exc, StorageError):
         log.error("storage failure: %s", exc)
-    else:
-        log.error(
-            "unhandled %s in %s %s",
-            type(exc).__name__,
-            request.method,
-            request.url.path.split("/")[1],
-        )
+    else:  # the path's first segment only: never a handle
+        endpoint = request.url.path.split("/")[1]
+        log.error("unhandled %s in %s /%s", type(exc).__name__, request.method, endpoint)
     return error_response(ApiError())
 
 
@@ -84,8 +75,8 @@ def create_app(
         routes=registry.routes(),
         lifespan=lifespan,
         exception_handlers={
-            ApiError: _api_error,
-            HTTPException: _http_error,
-            Exception: _internal_error,
+            ApiError: _error_response,
+            HTTPException: _error_response,
+            Exception: _error_response,
         },
     )
