@@ -34,20 +34,33 @@ KidHex = Annotated[str, msgspec.Meta(pattern="^[0-9a-fA-F]{16}\\Z")]
 
 
 class EndpointLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``[rate_limit.endpoints]``: token refill rates in requests per second."""
+    """``[rate_limit.endpoints]``: token refill rates in requests per second.
+
+    Each bucket holds ``rate_limit.burst`` tokens. ``pow_challenge_rps`` (registryd only) limits
+    ``GET /pow/challenge``.
+    """
 
     register_rps: Positive = 1
     resolve_rps: Positive = 3
     check_user_rps: Positive = 10
+    pow_challenge_rps: Positive = 2
 
 
 class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``[rate_limit]`` (spec 4.8): per-IP token buckets; ``ban_seconds`` after a violation."""
+    """``[rate_limit]`` (spec 4.8): per-client token buckets; ``ban_seconds`` after a violation.
+
+    A client is its TCP peer address (IPv6: its /64), or, behind a ``trusted_proxies`` peer, the
+    right-most untrusted ``X-Forwarded-For`` hop. ``max_clients`` bounds the clients tracked at
+    once (about 300 bytes each). ``storage_uri`` names the limiter store; only ``memory://``
+    exists in this version.
+    """
 
     enabled: bool = True
     per_ip_rps: Positive = 5
     burst: Positive = 10
     ban_seconds: NonNegative = 300 * SECONDS
+    max_clients: Positive = 100_000
+    storage_uri: str = "memory://"
     endpoints: EndpointLimits = EndpointLimits()
 
 
@@ -95,18 +108,46 @@ class PresenceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
 
 
 class PowConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``[pow]`` (spec 4.7): hashcash on resolve and check_user. Enforced from issue 3 on."""
+    """``[pow]`` (spec 4.7): hashcash on ``/resolve`` and ``/check_user``.
+
+    ``difficulty`` is in leading zero bits of SHA-256 (expected work ``2**difficulty`` hashes);
+    a challenge lives ``ttl_seconds``. With ``adaptive`` (registryd only) each doubling of a
+    client's request rate above ``adaptive_free_rps`` adds one bit, up to 30.
+    """
 
     enabled: bool = False
     difficulty: Annotated[int, msgspec.Meta(ge=0, le=255)] = 18
     ttl_seconds: NonNegative = 120 * SECONDS
+    adaptive: bool = False
+    adaptive_free_rps: Annotated[float, msgspec.Meta(gt=0)] = 1.0
 
 
 class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``[server]`` (registryd only): request body cap in bytes, shutdown grace in seconds."""
+    """``[server]`` (registryd only): request body cap in bytes; deadlines in seconds.
+
+    A client must finish its TLS handshake within ``handshake_timeout_seconds``, its request
+    headers within ``header_timeout_seconds`` and its whole body within ``body_timeout_seconds``
+    of the request's start, or it is disconnected. ``shutdown_grace_seconds`` is how long
+    in-flight requests get to finish on SIGINT/SIGTERM.
+    """
 
     max_body_bytes: Positive = 64 * KIB
     shutdown_grace_seconds: Positive = 10 * SECONDS
+    handshake_timeout_seconds: Positive = 10 * SECONDS
+    header_timeout_seconds: Positive = 10 * SECONDS
+    body_timeout_seconds: Positive = 10 * SECONDS
+
+
+class PrivacyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[privacy]`` (registryd only).
+
+    ``constant_shape_resolve``: a resolve miss returns an envelope shaped like a hit (same
+    status, headers and length) instead of ``"envelope": null``. ``check_user_enabled = false``
+    makes ``/check_user`` answer 404.
+    """
+
+    constant_shape_resolve: bool = True
+    check_user_enabled: bool = True
 
 
 class PeersConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -135,6 +176,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     presence: PresenceConfig = PresenceConfig()
     pow: PowConfig = PowConfig()
     server: ServerConfig = ServerConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     peers: PeersConfig = PeersConfig()
 
     @property
@@ -249,7 +291,8 @@ def _validate(cfg: Config, now_ms: int) -> None:
             raise ConfigError("pow.difficulty", "expected 1..=30")
         if cfg.pow.ttl_seconds <= 0:
             raise ConfigError("pow.ttl_seconds", "expected > 0")
-        raise ConfigError("pow.enabled", "proof of work is not available in this version")
+    if cfg.rate_limit.storage_uri != "memory://":
+        raise ConfigError("rate_limit.storage_uri", 'only "memory://" is supported in this version')
     for i, digest in enumerate(cfg.peers.token_hashes):
         if not digest.startswith("$argon2id$"):
             raise ConfigError(

@@ -11,7 +11,10 @@
     │   ├── NotFound           404 NOT_FOUND
     │   ├── MethodNotAllowed   405 METHOD_NOT_ALLOWED
     │   ├── Conflict           409 CONFLICT
+    │   ├── RequestTimeout     408 REQUEST_TIMEOUT (body not received within its deadline)
     │   ├── PayloadTooLarge    413 PAYLOAD_TOO_LARGE
+    │   ├── RateLimited        429 RATE_LIMITED
+    │   ├── PowRequired        400 POW_REQUIRED (missing, wrong, expired or spent proof of work)
     │   └── KeyUnavailable     503 KEY_UNAVAILABLE (no valid active envelope key)
     └── ClientError            raised by registryd.client
         ├── TransportError     connection, TLS or timeout failure
@@ -94,6 +97,24 @@ class Conflict(ApiError):
     status_code = 409
     code = "CONFLICT"
     prefix = "conflict"
+
+
+class RequestTimeout(ApiError):
+    status_code = 408
+    code = "REQUEST_TIMEOUT"
+    prefix = "request timeout"
+
+
+class RateLimited(ApiError):
+    status_code = 429
+    code = "RATE_LIMITED"
+    prefix = "rate limited"
+
+
+class PowRequired(ApiError):
+    status_code = 400
+    code = "POW_REQUIRED"
+    prefix = "pow required"
 
 
 class PayloadTooLarge(ApiError):

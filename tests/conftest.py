@@ -22,16 +22,26 @@ INDEX_KEY_HEX = "a5" * 32
 ALICE_HANDLE_HEX = "4e586a7d57683f7ae69c6dbe407c986df78603ca12e9cab26d245df1349f08b5"
 
 
+NO_RATE_LIMIT = "[rate_limit]\nenabled = false\n"
+
+
 def config_text(
-    *, kind: str = "memory", path: str = "", mode: str = "http", extra: str = "", tls: str = ""
+    *,
+    kind: str = "memory",
+    path: str = "",
+    mode: str = "http",
+    extra: str = "",
+    tls: str = "",
+    tables: str = NO_RATE_LIMIT,
 ) -> str:
-    """A valid TOML config using the spec 7.2 keys; ``extra`` is appended as top-level keys."""
+    """A valid TOML config using the spec 7.2 keys; ``extra`` is inserted as top-level keys and
+    ``tables`` as TOML tables (by default rate limiting is off: most tests are not about it)."""
     storage = f'[storage]\nkind = "{kind}"\nindex_key_hex = "{INDEX_KEY_HEX}"\n'
     if path:
         storage += f'path = "{path}"\n'
     return (
         f'address = "127.0.0.1:0"\nmode = "{mode}"\n{extra}\n'
-        f"{storage}{tls}"
+        f"{storage}{tls}{tables}"
         f'[envelope]\npepper_hex = "{PEPPER_HEX}"\n'
         f'[[envelope.keys]]\nkid_hex = "{KID_HEX}"\n'
         f'x25519_private_key_hex = "{SERVER_PRIVATE_HEX}"\nactive = true\n'

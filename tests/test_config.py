@@ -391,10 +391,10 @@ CASES: list[tuple[str, str, str, str]] = [
         "expected an Argon2id hash",
     ),
     (
-        "pow enabled",
-        toml("", "[pow]\nenabled = true\n"),
-        "pow.enabled",
-        "proof of work is not available",
+        "rate limit storage other than memory",
+        toml("", '[rate_limit]\nstorage_uri = "redis://localhost:6379"\n'),
+        "rate_limit.storage_uri",
+        'only "memory://" is supported',
     ),
     (
         "pow difficulty out of range when enabled",
