@@ -26,6 +26,8 @@ log = logging.getLogger("registryd")
 def error_response(exc: ApiError, headers: dict[str, str] | None = None) -> Response:
     """The wire error body (spec 4.6): ``{"error": {"code": ..., "message": ...}}``."""
     body = wire.encode({"error": {"code": exc.code, "message": exc.message}})
+    if exc.close_connection:
+        headers = {**(headers or {}), "connection": "close"}
     return Response(body, exc.status_code, headers=headers, media_type="application/json")
 
 

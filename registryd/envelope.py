@@ -22,6 +22,14 @@ from .wire import KID_LEN, NONCE_LEN, X25519_LEN, Envelope
 
 ENVELOPE_DOMAIN = b"enigma:registry:envelope:v1"
 TAG_LEN = 16
+PAD_MIN = 1024
+
+
+def padded(plaintext: bytes) -> bytes:
+    """``plaintext`` padded with trailing spaces to its size bucket: the next power of two, and
+    at least :data:`PAD_MIN` (1024) bytes. JSON decoders ignore trailing whitespace."""
+    size = max(PAD_MIN, 1 << (len(plaintext) - 1).bit_length())
+    return plaintext.ljust(size, b" ")
 
 
 def x25519_public(private: bytes) -> bytes:

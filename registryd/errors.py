@@ -59,6 +59,7 @@ class ApiError(RegistrydError):
     status_code = 500
     code = "INTERNAL"
     prefix = "internal error"
+    close_connection = False  # answered before the body was read: the connection cannot be reused
 
     def __init__(self, detail: str | None = None) -> None:
         self.detail = detail
@@ -103,6 +104,7 @@ class RequestTimeout(ApiError):
     status_code = 408
     code = "REQUEST_TIMEOUT"
     prefix = "request timeout"
+    close_connection = True
 
 
 class RateLimited(ApiError):
@@ -121,6 +123,7 @@ class PayloadTooLarge(ApiError):
     status_code = 413
     code = "PAYLOAD_TOO_LARGE"
     prefix = "payload too large"
+    close_connection = True
 
 
 class KeyUnavailable(ApiError):

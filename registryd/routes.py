@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -9,15 +10,22 @@ import anyio
 import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from . import wire
 from .config import Config
 from .encoding import decode_hex
-from .envelope import KeyRing
-from .errors import Conflict, InvalidInput, PayloadTooLarge, Unauthorized
+from .envelope import PAD_MIN, KeyRing, padded
+from .errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    Unauthorized,
+)
 from .identity import PublicIdentity, parse_handle
 from .presence import expiry_ms
 from .storage import Storage
@@ -52,6 +60,7 @@ class Registry:
         self.clock = clock
         self._hasher = PasswordHasher()
         self._token_checks = anyio.CapacityLimiter(TOKEN_CHECKS_AT_ONCE)
+        self._miss = os.urandom(PAD_MIN)  # what a constant-shape miss seals
 
     def routes(self) -> list[Route]:
         return [
@@ -78,10 +87,17 @@ class Registry:
             if len(declared) > 20 or int(declared) > limit:
                 raise PayloadTooLarge(f"body exceeds {limit} bytes")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        # Hypercorn's read timeout is per read: a body trickled a byte at a time needs a deadline.
+        with anyio.move_on_after(self.config.server.body_timeout_seconds) as deadline:
+            try:
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limit:
+                        raise PayloadTooLarge(f"body exceeds {limit} bytes")
+            except ClientDisconnect:
+                raise InvalidInput("client disconnected before the body was complete") from None
+        if deadline.cancelled_caught:
+            raise RequestTimeout("body not received in time")
         return wire.decode(bytes(body), type_)
 
     async def register(self, request: Request) -> Response:
@@ -106,10 +122,15 @@ class Registry:
         except InvalidInput:
             raise InvalidInput(field) from None
         identity = await self.storage.get_identity(handle)
-        envelope = None if identity is None else seal_to_requester(identity)
+        if not self.config.privacy.constant_shape_resolve:
+            envelope = None if identity is None else seal_to_requester(identity)
+        else:  # a miss looks like a hit: same length bucket, same DH and AEAD work
+            envelope = seal_to_requester(self._miss if identity is None else padded(identity))
         return json_response(wire.ResolveResponse(req.handle, envelope))
 
     async def check_user(self, request: Request) -> Response:
+        if not self.config.privacy.check_user_enabled:
+            raise NotFound()
         handle = parse_handle(request.path_params["handle"])
         exists = await self.storage.exists(handle)
         return json_response(b'{"exists":true}' if exists else b'{"exists":false}')

@@ -25,7 +25,6 @@ from .storage import open_storage
 
 log = logging.getLogger("registryd")
 
-HANDSHAKE_TIMEOUT_SECONDS = 10
 MAX_HEADER_BYTES = 16 * 1024
 
 
@@ -42,7 +41,10 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.graceful_timeout = config.server.shutdown_grace_seconds
     hc.include_server_header = False
     hc.h11_max_incomplete_size = MAX_HEADER_BYTES
-    hc.ssl_handshake_timeout = HANDSHAKE_TIMEOUT_SECONDS
+    hc.ssl_handshake_timeout = config.server.handshake_timeout_seconds
+    # Hypercorn's idle timer runs from connection start (and after each response) until a
+    # request's headers are complete, so it is the header deadline as well as the keep-alive.
+    hc.keep_alive_timeout = config.server.header_timeout_seconds
     if config.mode == "tls":
         tls = config.tls
         if tls is None:  # config validation guarantees this; kept for type narrowing

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +12,9 @@ import pytest
 
 from registryd import config as config_mod
 from registryd.app import create_app
+from registryd.certs import DevCerts, write_dev_certs
 from registryd.config import Config
+from registryd.server import bind_socket, serve
 from registryd.storage import Storage, open_storage
 
 # Spec section 7.2 inputs.
@@ -95,3 +99,43 @@ async def api(
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client:
         yield client
+
+
+# -- real servers ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> DevCerts:
+    """Dev CA, server (localhost, 127.0.0.1, ::1) and client certificates, made once."""
+    return write_dev_certs(tmp_path_factory.mktemp("certs"))
+
+
+def tls_table(certs: DevCerts, *, mtls: bool = False) -> str:
+    table = f'[tls]\ncert_pem_path = "{certs.server_cert}"\nkey_pem_path = "{certs.server_key}"\n'
+    if mtls:
+        table += f'client_ca_pem_path = "{certs.ca}"\n'
+    return table
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config) -> AsyncIterator[str]:
+    """Serve ``config`` with real Hypercorn in this event loop on 127.0.0.1:0; yields the URL."""
+    stop = asyncio.Event()
+    urls: list[str] = []
+    task = asyncio.create_task(
+        serve(
+            config,
+            sock=bind_socket("127.0.0.1", 0),
+            shutdown_trigger=stop.wait,
+            on_ready=urls.append,
+        )
+    )
+    while not urls and not task.done():
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()
+    try:
+        yield urls[0]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

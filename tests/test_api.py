@@ -95,10 +95,20 @@ def register_body(
     return {"handle": handle.hex(), "envelope": msgspec.to_builtins(envelope)}
 
 
-def open_resolution(envelope: dict[str, Any], handle: bytes, requester_private: bytes) -> bytes:
+def open_padded(envelope: dict[str, Any], handle: bytes, requester_private: bytes) -> bytes:
+    """The plaintext of a resolve envelope, padding included."""
     key = shared_key(PEPPER, handle, requester_private, bytes.fromhex(envelope["sender_pubkey"]))
     ciphertext = base64.b64decode(envelope["ciphertext"], validate=True)
     return open_sealed(key, handle, bytes.fromhex(envelope["nonce"]), ciphertext)
+
+
+def open_resolution(envelope: dict[str, Any], handle: bytes, requester_private: bytes) -> bytes:
+    """The identity JSON of a constant-shape resolve hit, after checking its padding."""
+    plaintext = open_padded(envelope, handle, requester_private)
+    assert len(plaintext) == 1024  # the first size bucket
+    identity = plaintext.rstrip(b" ")
+    assert plaintext == identity.ljust(1024, b" ")
+    return identity
 
 
 def error(code: str, message: str) -> dict[str, Any]:
@@ -180,13 +190,46 @@ async def test_resolve_uses_a_fresh_nonce_each_time(api: httpx.AsyncClient) -> N
     assert open_resolution(second, handle, CLIENT_PRIVATE) == SPEC_PLAINTEXT
 
 
-async def test_resolve_unregistered_is_null(api: httpx.AsyncClient) -> None:
+async def test_resolve_miss_is_shaped_like_a_hit(api: httpx.AsyncClient) -> None:
+    headers = {"content-type": "application/json"}
+    assert (await api.post("/register", content=SPEC_REGISTER_BODY, headers=headers)).is_success
     bob = user_id("bob").hex()
-    response = await api.post(
-        "/resolve", json={"handle": bob, "requester_ephemeral_pubkey_hex": CLIENT_PUBLIC_HEX}
-    )
+    hit, miss = [
+        await api.post(
+            "/resolve", json={"handle": h, "requester_ephemeral_pubkey_hex": CLIENT_PUBLIC_HEX}
+        )
+        for h in (ALICE_HANDLE_HEX, bob)
+    ]
+    assert hit.status_code == miss.status_code == 200
+    assert dict(hit.headers) == dict(miss.headers)  # same header set and content-length
+    assert len(hit.content) == len(miss.content)
+    envelope = miss.json()["envelope"]
+    assert set(envelope) == {"kid", "sender_pubkey", "nonce", "ciphertext"}
+    plaintext = open_padded(envelope, bytes.fromhex(bob), CLIENT_PRIVATE)
+    assert len(plaintext) == 1024  # the same bucket as the hit
+    with pytest.raises(ValueError):
+        msgspec.json.decode(plaintext)  # random bytes: a client reports "not found"
+
+
+async def test_resolve_miss_is_null_without_constant_shape(
+    backend_config: Config, clock: Clock
+) -> None:
+    text = config_for(backend_config, tail="[privacy]\nconstant_shape_resolve = false\n")
+    async with serve(text, clock) as api:
+        bob = user_id("bob").hex()
+        response = await api.post(
+            "/resolve", json={"handle": bob, "requester_ephemeral_pubkey_hex": CLIENT_PUBLIC_HEX}
+        )
     assert response.status_code == 200
     assert response.json() == {"handle": bob, "envelope": None}
+
+
+async def test_check_user_can_be_switched_off(backend_config: Config, clock: Clock) -> None:
+    text = config_for(backend_config, tail="[privacy]\ncheck_user_enabled = false\n")
+    async with serve(text, clock) as api:
+        response = await api.get(f"/check_user/{ALICE_HANDLE_HEX}")
+    assert response.status_code == 404
+    assert response.json() == error("NOT_FOUND", "not found")
 
 
 async def test_register_stores_canonical_json(api: httpx.AsyncClient) -> None:

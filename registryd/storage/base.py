@@ -22,6 +22,7 @@ BLIND_DOMAIN = b"registry:blind:v1"
 RECORD_CONTEXT = "registryd record v1"
 SCHEMA_VERSION = b"1"
 NONCE_LEN = 24
+DECOY_LEN = 640  # about the size of a sealed identity with 32-byte keys
 IDENTITY = b"identity:"
 PRESENCE = b"presence:"
 
@@ -38,6 +39,7 @@ class Storage(ABC):
 
     def __init__(self, index_key: Secret) -> None:
         self._index_key = index_key
+        self._decoy = os.urandom(DECOY_LEN)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -80,7 +82,10 @@ class Storage(ABC):
         """The identity bytes stored for ``user_id``, or None."""
         blind = self.blind(user_id)
         sealed = await self._get(blind)
-        return None if sealed is None else self._open(IDENTITY, user_id, blind, sealed)
+        if sealed is None:
+            self._seal(IDENTITY, user_id, blind, self._decoy)  # a miss costs what a hit costs
+            return None
+        return self._open(IDENTITY, user_id, blind, sealed)
 
     async def exists(self, user_id: bytes) -> bool:
         return await self._contains(self.blind(user_id))
