@@ -9,14 +9,17 @@ from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
 from . import wire
+from .clientip import ClientKeys
 from .config import Config
 from .envelope import KeyRing, now_ms
 from .errors import ApiError, MethodNotAllowed, NotFound, StorageError
 from .presence import gc_loop
+from .ratelimit import RateLimiter, RateLimitMiddleware
 from .routes import Registry
 from .storage import Storage
 
@@ -73,9 +76,14 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    limiter = RateLimiter(config.rate_limit, clock) if config.rate_limit.enabled else None
+    keys = ClientKeys(config.trusted_proxies)
     return Starlette(
         routes=registry.routes(),
         lifespan=lifespan,
+        # Outside routing, so unknown paths and wrong methods are limited too; it also puts the
+        # client key in the scope for proof of work, so it is installed even when disabled.
+        middleware=[Middleware(RateLimitMiddleware, limiter=limiter, keys=keys)],
         exception_handlers={
             ApiError: _error_response,
             HTTPException: _error_response,

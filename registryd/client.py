@@ -6,8 +6,16 @@
         identity = client.resolve("alice")  # PublicIdentity | None, its user_id checked
 
 Each operation is written once as a *flow*: a generator that yields the HTTP calls it needs and
-receives their response bodies (the pattern of httpx's ``Auth.auth_flow``). The two client
-classes only run flows over ``httpx.Client`` / ``httpx.AsyncClient``.
+receives their response bodies, or has the :class:`~registryd.errors.ServerError` of an error
+answer thrown in (the pattern of httpx's ``Auth.auth_flow``). The two client classes only run
+flows over ``httpx.Client`` / ``httpx.AsyncClient``, and solve the proofs of work a call asks
+for (the async one in a worker thread).
+
+Proof of work (spec 4.7): when ``/resolve`` or ``/check_user`` answers 400 ``POW_REQUIRED``, the
+client fetches ``GET /pow/challenge``, solves it and retries once with ``x-enigma-pow``; from
+then on it fetches a challenge before each such call. A challenge of ``difficulty`` bits costs
+about ``2**difficulty`` SHA-256 computations, ~2 M/s in CPython (18 bits ≈ 0.1 s, 24 bits ≈ 8 s);
+one above ``max_pow_difficulty`` is a :class:`~registryd.errors.ProtocolError`.
 
 Errors: :class:`~registryd.errors.TransportError` (connection, TLS, timeout),
 :class:`~registryd.errors.ServerError` (an error answer), :class:`~registryd.errors.ProtocolError`
@@ -17,9 +25,12 @@ Errors: :class:`~registryd.errors.TransportError` (connection, TLS, timeout),
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import re
 import ssl
+import threading
 import tomllib
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -42,6 +53,8 @@ from .identity import (
     user_id,
 )
 from .identity_keys import KEY_LEN, IdentityKeys
+from .pow import HEADER as POW_HEADER
+from .pow import solve as solve_pow
 from .secret import Secret
 
 __all__ = [
@@ -63,6 +76,10 @@ HEADERS = {
     "user-agent": f"registryd-client/{__version__}",
 }
 JSON_CONTENT = {"content-type": "application/json"}
+POW_REQUIRED = "POW_REQUIRED"
+DEFAULT_MAX_POW_DIFFICULTY = 24
+# Opaque to the client, but it goes into a header before the first ':': visible ASCII, no ':'.
+_CHALLENGE_TEXT = re.compile(r"[!-9;-~]{1,256}")
 
 
 # -- config ---------------------------------------------------------------------------------
@@ -144,14 +161,33 @@ class _ErrorAnswer(msgspec.Struct):
     error: _ErrorDetail
 
 
+class _ChallengeAnswer(msgspec.Struct, forbid_unknown_fields=True):
+    challenge: str
+    difficulty: NonNegative
+    expires_ms: NonNegative
+
+
+class _Work(NamedTuple):
+    """A proof of work to attach to a call: solve ``challenge`` to ``difficulty`` bits."""
+
+    challenge: str
+    difficulty: int
+
+    def header(self, solution: str) -> dict[str, str]:
+        return {POW_HEADER: f"{self.challenge}:{solution}"}
+
+
 class _Call(NamedTuple):
     method: str
     path: str
     body: bytes | None = None
+    work: _Work | None = None
 
-    @property
-    def headers(self) -> dict[str, str] | None:
-        return JSON_CONTENT if self.body is not None else None
+    def headers(self, solution: str | None) -> dict[str, str] | None:
+        """The request headers, with the proof of work header once ``work`` is solved."""
+        content = JSON_CONTENT if self.body is not None else {}
+        proof = self.work.header(solution) if self.work is not None and solution else {}
+        return {**content, **proof} or None
 
 
 Flow: TypeAlias = Generator[_Call, bytes, T]
@@ -190,13 +226,36 @@ def _server_key(raw: bytes) -> ServerKey:
         )
 
 
+def _work(raw: bytes, max_difficulty: int) -> _Work:
+    answer = _decode(raw, _ChallengeAnswer, "/pow/challenge answer")
+    if not _CHALLENGE_TEXT.fullmatch(answer.challenge):
+        raise ProtocolError("bad /pow/challenge answer: challenge")
+    if answer.difficulty > max_difficulty:
+        raise ProtocolError(
+            f"the server asks for {answer.difficulty} bits of proof of work; "
+            f"this client stops at max_pow_difficulty={max_difficulty}"
+        )
+    return _Work(answer.challenge, answer.difficulty)
+
+
 def _open_identity(
     pepper: bytes, handle: bytes, private: bytes, envelope: wire.Envelope
-) -> PublicIdentity:
+) -> PublicIdentity | None:
+    """The identity sealed in ``envelope``, or None for a constant-shape miss.
+
+    A server that hides misses answers them with an envelope like a hit's, sealed the same way
+    around random bytes; a hit's plaintext is the identity JSON, maybe padded with spaces. So a
+    plaintext that opens but is not an identity's JSON means "not found", while an envelope that
+    does not open, an invalid identity or one of another handle is a :class:`ProtocolError`.
+    """
     with _protocol("/resolve envelope"):
         key = shared_key(pepper, handle, private, envelope.sender_bytes())
         plaintext = open_sealed(key, handle, envelope.nonce_bytes(), envelope.ciphertext_bytes())
+    try:
         identity = wire.decode(plaintext, PublicIdentity)
+    except InvalidInput:
+        return None
+    with _protocol("/resolve envelope"):
         identity.validate()
     if identity.handle != handle:
         raise ProtocolError("the server answered with the identity of another handle")
@@ -244,12 +303,31 @@ class _Reader:
         if monotonic() > self._deadline:
             raise TransportError("timed out while reading the response")
 
-    def body(self) -> bytes:
-        """The body of a 2xx answer; raises :class:`ServerError` for any other status."""
+    def answer(self) -> bytes | ServerError:
+        """The body of a 2xx answer, else the :class:`ServerError` the flow has thrown in."""
         status = self._response.status_code
         if not 200 <= status < 300:
-            raise _server_error(status, self._response.reason_phrase, bytes(self._body))
+            return _server_error(status, self._response.reason_phrase, bytes(self._body))
         return bytes(self._body)
+
+
+def _solve(work: _Work | None) -> str | None:
+    return None if work is None else solve_pow(work.challenge, work.difficulty)
+
+
+async def _solve_in_thread(work: _Work | None) -> str | None:
+    if work is None:
+        return None
+    stop = threading.Event()  # a cancelled caller stops the worker thread too
+    try:
+        return await asyncio.to_thread(solve_pow, work.challenge, work.difficulty, stop=stop)
+    finally:
+        stop.set()
+
+
+def _resume(flow: Flow[T], answer: bytes | ServerError) -> _Call:
+    """Send ``answer`` into ``flow``, or throw it in if it is an error; the next call."""
+    return flow.throw(answer) if isinstance(answer, ServerError) else flow.send(answer)
 
 
 def _verify(cafile: str | None, client_cert: tuple[str, str] | None) -> ssl.SSLContext | bool:
@@ -273,6 +351,7 @@ class _ClientBase:
         client_cert: tuple[str, str] | None,
         timeout: float,
         max_response_bytes: int,
+        max_pow_difficulty: int,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
@@ -280,10 +359,14 @@ class _ClientBase:
             raise ValueError("pepper must be 32 bytes")
         if timeout <= 0 or max_response_bytes <= 0:
             raise ValueError("timeout and max_response_bytes must be positive")
+        if not 0 <= max_pow_difficulty <= 255:
+            raise ValueError("max_pow_difficulty must be 0..255 bits")
         self.base_url = base_url.rstrip("/")
         self._pepper = Secret(pepper)
         self._timeout = timeout
         self._max_response_bytes = max_response_bytes
+        self._max_pow_difficulty = max_pow_difficulty
+        self._pow_wanted = False  # the server asked for proof of work: prove up front
         self._options: dict[str, Any] = {
             "base_url": self.base_url,
             "verify": _verify(cafile, client_cert),
@@ -303,6 +386,30 @@ class _ClientBase:
             f"{call.method} {self.base_url}{call.path}: {exc or type(exc).__name__}"
         )
 
+    def _proven(self, call: _Call) -> Flow[bytes]:
+        """``call`` with proof of work if the server wants it (spec 4.7): up front once it has
+        asked, else after its first ``POW_REQUIRED``, retrying once."""
+        if self._pow_wanted:
+            try:
+                work = yield from self._challenge()
+            except ServerError as exc:
+                if exc.status != 404:
+                    raise
+                self._pow_wanted = False  # the server has switched proof of work off
+            else:
+                return (yield call._replace(work=work))
+        try:
+            return (yield call)
+        except ServerError as exc:
+            if exc.code != POW_REQUIRED:
+                raise
+        self._pow_wanted = True
+        work = yield from self._challenge()
+        return (yield call._replace(work=work))
+
+    def _challenge(self) -> Flow[_Work]:
+        return _work((yield _Call("GET", "/pow/challenge")), self._max_pow_difficulty)
+
     def _envelope_pubkey(self) -> Flow[ServerKey]:
         return _server_key((yield _Call("GET", "/envelope_pubkey")))
 
@@ -319,7 +426,9 @@ class _ClientBase:
 
     def _resolve(self, handle: bytes) -> Flow[PublicIdentity | None]:
         private, public = x25519_keypair()
-        raw = yield _post("/resolve", wire.ResolveRequest(handle.hex(), public.hex()))
+        raw = yield from self._proven(
+            _post("/resolve", wire.ResolveRequest(handle.hex(), public.hex()))
+        )
         answer = _decode(raw, wire.ResolveResponse, "/resolve answer")
         if answer.handle != handle.hex():
             raise ProtocolError("the /resolve answer echoes another handle")
@@ -328,7 +437,7 @@ class _ClientBase:
         return _open_identity(self._pepper.reveal(), handle, private, answer.envelope)
 
     def _check_user(self, handle: bytes) -> Flow[bool]:
-        raw = yield _Call("GET", f"/check_user/{handle.hex()}")
+        raw = yield from self._proven(_Call("GET", f"/check_user/{handle.hex()}"))
         return _decode(raw, _ExistsAnswer, "/check_user answer").exists
 
     def _announce(self, handle: bytes, addr: str, ts_ms: int | None) -> Flow[None]:
@@ -346,6 +455,10 @@ class RegistryClient(_ClientBase):
     key PEM path) pair for mTLS (both raise ``OSError``/``ssl.SSLError`` if unreadable).
     ``timeout`` (seconds) bounds connecting, each read and write, and reading the whole answer;
     answers larger than ``max_response_bytes`` are refused with :class:`ProtocolError`.
+
+    ``resolve`` and ``check_user`` do the server's proof of work when it asks for it (spec 4.7;
+    see the module docstring): ``max_pow_difficulty`` (bits, default 24 ≈ 8 s of one CPU core)
+    is the most this client will do; a harder challenge is a :class:`ProtocolError`.
     """
 
     def __init__(
@@ -358,6 +471,7 @@ class RegistryClient(_ClientBase):
         client_cert: tuple[str, str] | None = None,
         timeout: float = 10.0,
         max_response_bytes: int = MIB,
+        max_pow_difficulty: int = DEFAULT_MAX_POW_DIFFICULTY,
     ) -> None:
         super().__init__(
             base_url,
@@ -366,6 +480,7 @@ class RegistryClient(_ClientBase):
             client_cert=client_cert,
             timeout=timeout,
             max_response_bytes=max_response_bytes,
+            max_pow_difficulty=max_pow_difficulty,
         )
         self._http = httpx.Client(transport=transport, **self._options)
 
@@ -387,14 +502,19 @@ class RegistryClient(_ClientBase):
     def resolve(self, username_or_handle: str | bytes) -> PublicIdentity | None:
         """The identity registered for a username (``str``) or a 32-byte handle (``bytes``).
 
-        ``POST /resolve`` with a fresh ephemeral X25519 key (spec 4.2, 4.5). Returns None if
-        nobody is registered. Raises :class:`ProtocolError` if the answer cannot be opened or
-        its ``user_id`` is not the handle asked for; :class:`InvalidInput` for a bad argument.
+        ``POST /resolve`` with a fresh ephemeral X25519 key (spec 4.2, 4.5), with proof of work
+        if the server asks (spec 4.7). Returns None if nobody is registered (also for a
+        constant-shape miss: an envelope that opens to something other than an identity).
+        Raises :class:`ProtocolError` if the answer cannot be opened, holds an invalid identity
+        or one whose ``user_id`` is not the handle asked for, or the proof of work asked is
+        above ``max_pow_difficulty``; :class:`ServerError` (400 ``POW_REQUIRED``) if the server
+        refuses a proof; :class:`InvalidInput` for a bad argument.
         """
         return self._run(self._resolve(_handle(username_or_handle)))
 
     def check_user(self, username_or_handle: str | bytes) -> bool:
-        """Whether the user is registered (``GET /check_user/{handle}``, spec 4.5)."""
+        """Whether the user is registered (``GET /check_user/{handle}``, spec 4.5), with proof
+        of work if the server asks (spec 4.7); errors as :meth:`resolve`."""
         return self._run(self._check_user(_handle(username_or_handle)))
 
     def announce(
@@ -424,23 +544,24 @@ class RegistryClient(_ClientBase):
         call = next(flow)
         while True:
             try:
-                call = flow.send(self._exchange(call))
+                call = _resume(flow, self._exchange(call))
             except StopIteration as done:
                 result: T = done.value
                 return result
 
-    def _exchange(self, call: _Call) -> bytes:
+    def _exchange(self, call: _Call) -> bytes | ServerError:
+        headers = call.headers(_solve(call.work))
         deadline = monotonic() + self._timeout
         try:
             with self._http.stream(
-                call.method, call.path, content=call.body, headers=call.headers
+                call.method, call.path, content=call.body, headers=headers
             ) as response:
                 reader = self._reader(response, deadline)
                 for chunk in response.iter_bytes():
                     reader.feed(chunk)
         except httpx.TransportError as exc:
             raise self._transport_error(call, exc) from exc
-        return reader.body()
+        return reader.answer()
 
 
 class AsyncRegistryClient(_ClientBase):
@@ -456,6 +577,7 @@ class AsyncRegistryClient(_ClientBase):
         client_cert: tuple[str, str] | None = None,
         timeout: float = 10.0,
         max_response_bytes: int = MIB,
+        max_pow_difficulty: int = DEFAULT_MAX_POW_DIFFICULTY,
     ) -> None:
         super().__init__(
             base_url,
@@ -464,6 +586,7 @@ class AsyncRegistryClient(_ClientBase):
             client_cert=client_cert,
             timeout=timeout,
             max_response_bytes=max_response_bytes,
+            max_pow_difficulty=max_pow_difficulty,
         )
         self._http = httpx.AsyncClient(transport=transport, **self._options)
 
@@ -509,20 +632,21 @@ class AsyncRegistryClient(_ClientBase):
         call = next(flow)
         while True:
             try:
-                call = flow.send(await self._exchange(call))
+                call = _resume(flow, await self._exchange(call))
             except StopIteration as done:
                 result: T = done.value
                 return result
 
-    async def _exchange(self, call: _Call) -> bytes:
+    async def _exchange(self, call: _Call) -> bytes | ServerError:
+        headers = call.headers(await _solve_in_thread(call.work))
         deadline = monotonic() + self._timeout
         try:
             async with self._http.stream(
-                call.method, call.path, content=call.body, headers=call.headers
+                call.method, call.path, content=call.body, headers=headers
             ) as response:
                 reader = self._reader(response, deadline)
                 async for chunk in response.aiter_bytes():
                     reader.feed(chunk)
         except httpx.TransportError as exc:
             raise self._transport_error(call, exc) from exc
-        return reader.body()
+        return reader.answer()

@@ -51,7 +51,7 @@ class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
 
     A client is its TCP peer address (IPv6: its /64), or, behind a ``trusted_proxies`` peer, the
     right-most untrusted ``X-Forwarded-For`` hop. ``max_clients`` bounds the clients tracked at
-    once (about 300 bytes each). ``storage_uri`` names the limiter store; only ``memory://``
+    once (about 250 bytes each, at most 350). ``storage_uri`` names the limiter store; only ``memory://``
     exists in this version.
     """
 

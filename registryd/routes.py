@@ -27,7 +27,10 @@ from .errors import (
     Unauthorized,
 )
 from .identity import PublicIdentity, parse_handle
+from .pow import HEADER as POW_HEADER
+from .pow import ProofOfWork
 from .presence import expiry_ms
+from .ratelimit import CLIENT_KEY
 from .storage import Storage
 
 T = TypeVar("T")
@@ -39,6 +42,12 @@ TOKEN_CHECKS_AT_ONCE = 2  # Argon2 verifications in flight: bounds memory and th
 def json_response(body: Any, status: int = 200) -> Response:
     content = body if isinstance(body, bytes) else wire.encode(body)
     return Response(content, status, media_type="application/json")
+
+
+def client_key(request: Request) -> str:
+    """The client's rate-limit key, put in the scope by :class:`RateLimitMiddleware`."""
+    key: str = request.scope[CLIENT_KEY]
+    return key
 
 
 def _is_json(content_type: str) -> bool:
@@ -58,12 +67,14 @@ class Registry:
         self.storage = storage
         self.keyring = keyring
         self.clock = clock
+        self.pow = ProofOfWork(config.pow, clock) if config.pow.enabled else None
         self._hasher = PasswordHasher()
         self._token_checks = anyio.CapacityLimiter(TOKEN_CHECKS_AT_ONCE)
         self._miss = os.urandom(PAD_MIN)  # what a constant-shape miss seals
 
     def routes(self) -> list[Route]:
-        return [
+        pow_routes = [Route("/pow/challenge", self.pow_challenge, methods=["GET"])]
+        return (pow_routes if self.pow else []) + [
             Route("/register", self.register, methods=["POST"]),
             Route("/resolve", self.resolve, methods=["POST"]),
             Route("/check_user/{handle}", self.check_user, methods=["GET"]),
@@ -74,6 +85,16 @@ class Registry:
             Route("/envelope_pubkey", self.envelope_pubkey, methods=["GET"]),
             Route("/envelope_pubkeys", self.envelope_pubkeys, methods=["GET"]),
         ]
+
+    def require_pow(self, request: Request) -> None:
+        """Spec 4.7: with ``[pow] enabled``, a fresh proof in ``x-enigma-pow`` (400 otherwise)."""
+        if self.pow is not None:
+            self.pow.verify(request.headers.get(POW_HEADER), client_key(request))
+
+    async def pow_challenge(self, request: Request) -> Response:
+        if self.pow is None:  # the route is only mounted when PoW is enabled
+            raise NotFound()
+        return json_response(self.pow.issue(client_key(request)))
 
     async def read_json(self, request: Request, type_: type[T]) -> T:
         """The body decoded strictly as ``type_``: JSON content type, at most ``max_body_bytes``."""
@@ -113,6 +134,7 @@ class Registry:
         return json_response(OK)
 
     async def resolve(self, request: Request) -> Response:
+        self.require_pow(request)
         req = await self.read_json(request, wire.ResolveRequest)
         handle = parse_handle(req.handle)
         field = "requester_ephemeral_pubkey_hex"
@@ -131,6 +153,7 @@ class Registry:
     async def check_user(self, request: Request) -> Response:
         if not self.config.privacy.check_user_enabled:
             raise NotFound()
+        self.require_pow(request)
         handle = parse_handle(request.path_params["handle"])
         exists = await self.storage.exists(handle)
         return json_response(b'{"exists":true}' if exists else b'{"exists":false}')

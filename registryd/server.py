@@ -113,8 +113,6 @@ async def serve(
         )
     if config.mode == "http":
         log.warning('mode = "http": serving plain HTTP without TLS, for local development only')
-    if config.rate_limit.enabled:
-        log.warning("[rate_limit] is validated but not yet enforced by this version")
     storage = open_storage(config)
     try:
         if sock is None:
