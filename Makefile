@@ -23,8 +23,8 @@ run: $(STAMP) certs/server.pem registry.toml
 	$(PY) -m registryd serve --config registry.toml
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check registryd tests
-	$(VENV)/bin/ruff format --check registryd tests
+	$(VENV)/bin/ruff check registryd tests bench
+	$(VENV)/bin/ruff format --check registryd tests bench
 	$(VENV)/bin/mypy
 
 pytest: $(STAMP)

@@ -70,7 +70,7 @@ class Registry:
         self.pow = ProofOfWork(config.pow, clock) if config.pow.enabled else None
         self._hasher = PasswordHasher()
         self._token_checks = anyio.CapacityLimiter(TOKEN_CHECKS_AT_ONCE)
-        self._miss = os.urandom(PAD_MIN)  # what a constant-shape miss seals
+        self._miss = bytearray(os.urandom(PAD_MIN))  # what a constant-shape miss seals
 
     def routes(self) -> list[Route]:
         pow_routes = [Route("/pow/challenge", self.pow_challenge, methods=["GET"])]
@@ -147,7 +147,9 @@ class Registry:
         if not self.config.privacy.constant_shape_resolve:
             envelope = None if identity is None else seal_to_requester(identity)
         else:  # a miss looks like a hit: same length bucket, same DH and AEAD work
-            envelope = seal_to_requester(self._miss if identity is None else padded(identity))
+            # bytes(...) copies, as padded() does: both paths allocate and fill one bucket
+            plaintext = bytes(self._miss) if identity is None else padded(identity)
+            envelope = seal_to_requester(plaintext)
         return json_response(wire.ResolveResponse(req.handle, envelope))
 
     async def check_user(self, request: Request) -> Response:
