@@ -142,11 +142,15 @@ class PrivacyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     """``[privacy]`` (registryd only).
 
     ``constant_shape_resolve``: a resolve miss returns an envelope shaped like a hit (same
-    status, headers and length) instead of ``"envelope": null``. ``check_user_enabled = false``
-    makes ``/check_user`` answer 404.
+    status, headers and length) instead of ``"envelope": null``: identities are padded to a
+    power-of-two bucket of at least ``resolve_pad_bytes`` (a power of two, 256 B to 1 MiB) and a
+    miss seals that many random bytes. Set it at or above your largest identity's JSON size so
+    that every hit and miss share one bucket. ``check_user_enabled = false`` makes
+    ``/check_user`` answer 404.
     """
 
     constant_shape_resolve: bool = True
+    resolve_pad_bytes: int = 1 * KIB
     check_user_enabled: bool = True
 
 
@@ -291,6 +295,11 @@ def _validate(cfg: Config, now_ms: int) -> None:
             raise ConfigError("pow.difficulty", "expected 1..=30")
         if cfg.pow.ttl_seconds <= 0:
             raise ConfigError("pow.ttl_seconds", "expected > 0")
+    pad = cfg.privacy.resolve_pad_bytes
+    if not 256 <= pad <= 1024 * KIB or pad & (pad - 1):
+        raise ConfigError(
+            "privacy.resolve_pad_bytes", "expected a power of two from 256 to 1048576"
+        )
     if cfg.rate_limit.storage_uri != "memory://":
         raise ConfigError("rate_limit.storage_uri", 'only "memory://" is supported in this version')
     for i, digest in enumerate(cfg.peers.token_hashes):

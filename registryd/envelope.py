@@ -22,13 +22,12 @@ from .wire import KID_LEN, NONCE_LEN, X25519_LEN, Envelope
 
 ENVELOPE_DOMAIN = b"enigma:registry:envelope:v1"
 TAG_LEN = 16
-PAD_MIN = 1024
 
 
-def padded(plaintext: bytes) -> bytes:
+def padded(plaintext: bytes, minimum: int) -> bytes:
     """``plaintext`` padded with trailing spaces to its size bucket: the next power of two, and
-    at least :data:`PAD_MIN` (1024) bytes. JSON decoders ignore trailing whitespace."""
-    size = max(PAD_MIN, 1 << (len(plaintext) - 1).bit_length())
+    at least ``minimum`` bytes. JSON decoders ignore trailing whitespace."""
+    size = max(minimum, 1 << (len(plaintext) - 1).bit_length())
     return plaintext.ljust(size, b" ")
 
 

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from . import wire
 from .config import Config
 from .encoding import decode_hex
-from .envelope import PAD_MIN, KeyRing, padded
+from .envelope import KeyRing, padded
 from .errors import (
     Conflict,
     InvalidInput,
@@ -70,7 +70,8 @@ class Registry:
         self.pow = ProofOfWork(config.pow, clock) if config.pow.enabled else None
         self._hasher = PasswordHasher()
         self._token_checks = anyio.CapacityLimiter(TOKEN_CHECKS_AT_ONCE)
-        self._miss = bytearray(os.urandom(PAD_MIN))  # what a constant-shape miss seals
+        self._pad = config.privacy.resolve_pad_bytes
+        self._miss = bytearray(os.urandom(self._pad))  # what a constant-shape miss seals
 
     def routes(self) -> list[Route]:
         pow_routes = [Route("/pow/challenge", self.pow_challenge, methods=["GET"])]
@@ -148,7 +149,7 @@ class Registry:
             envelope = None if identity is None else seal_to_requester(identity)
         else:  # a miss looks like a hit: same length bucket, same DH and AEAD work
             # bytes(...) copies, as padded() does: both paths allocate and fill one bucket
-            plaintext = bytes(self._miss) if identity is None else padded(identity)
+            plaintext = bytes(self._miss) if identity is None else padded(identity, self._pad)
             envelope = seal_to_requester(plaintext)
         return json_response(wire.ResolveResponse(req.handle, envelope))
 

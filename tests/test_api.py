@@ -594,3 +594,39 @@ async def test_post_nodes_caps_at_max_nodes(
         )
         assert more.json() == {"merged": 0}
         assert (await api.get("/nodes")).json() == {"nodes": [{"base_url": u} for u in urls[:cap]]}
+
+
+@pytest.mark.parametrize("pad", [1024, 4096])
+async def test_hits_and_misses_share_length_over_the_size_buckets(
+    backend_config: Config, clock: Clock, pad: int
+) -> None:
+    """Identities of every size up to the bucket answer exactly like a miss: same status,
+    header set and body length. An identity past it lands in a larger bucket."""
+    text = config_for(backend_config, tail=f"[privacy]\nresolve_pad_bytes = {pad}\n")
+    requester_private, requester_public = x25519_keypair()
+    ask = {"requester_ephemeral_pubkey_hex": requester_public.hex()}
+    async with serve(text, clock) as api:
+        sizes = {}
+        for n, key_len in enumerate([1, 32, 100, (pad - 300) // 8, (pad - 200) // 4]):
+            name = f"sized-{n}"
+            ident = identity(name, signing_public_key=[255] * key_len)
+            response = await api.post(
+                "/register", json=register_body(ident.to_json(), ident.handle)
+            )
+            assert response.status_code == 200
+            sizes[name] = len(ident.to_json())
+        assert max(sizes.values()) <= pad < 2 * max(sizes.values())  # the sizes span the bucket
+        miss = await api.post("/resolve", json={**ask, "handle": user_id("absent").hex()})
+        for name in sizes:
+            hit = await api.post("/resolve", json={**ask, "handle": user_id(name).hex()})
+            assert hit.status_code == miss.status_code == 200
+            assert dict(hit.headers) == dict(miss.headers)
+            assert len(hit.content) == len(miss.content)
+            plaintext = open_padded(hit.json()["envelope"], user_id(name), requester_private)
+            assert len(plaintext) == pad and len(plaintext.rstrip(b" ")) == sizes[name]
+        big = identity("too-big", signing_public_key=[255] * pad)
+        assert (
+            await api.post("/register", json=register_body(big.to_json(), big.handle))
+        ).is_success
+        hit = await api.post("/resolve", json={**ask, "handle": big.user_id})
+        assert len(hit.content) > len(miss.content)

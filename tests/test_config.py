@@ -391,6 +391,12 @@ CASES: list[tuple[str, str, str, str]] = [
         "expected an Argon2id hash",
     ),
     (
+        "resolve padding not a power of two",
+        toml("", "[privacy]\nresolve_pad_bytes = 1000\n"),
+        "privacy.resolve_pad_bytes",
+        "expected a power of two",
+    ),
+    (
         "rate limit storage other than memory",
         toml("", '[rate_limit]\nstorage_uri = "redis://localhost:6379"\n'),
         "rate_limit.storage_uri",
