@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-import time
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -74,10 +73,20 @@ class KeyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
 
 
 class EnvelopeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``[envelope]``: the 32-byte pepper every client must know, and the server's keys."""
+    """``[envelope]``: the 32-byte pepper every client must know, and the server's keys —
+    either inline ``keys`` (as the reference) or a ``keystore_path`` managed with
+    ``registryd keys``, not both. An encrypted keystore's passphrase comes from the environment
+    variable named by ``keystore_passphrase_env`` or the file ``keystore_passphrase_file``.
+    Start-up and ``check-config`` warn when the active key expires within
+    ``expiry_warning_days``.
+    """
 
     pepper_hex: Secret
-    keys: tuple[KeyConfig, ...]
+    keys: tuple[KeyConfig, ...] = ()
+    keystore_path: str | None = None
+    keystore_passphrase_env: str | None = None
+    keystore_passphrase_file: str | None = None
+    expiry_warning_days: NonNegative = 7
 
 
 class TlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -189,7 +198,15 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         return parse_address(self.address)
 
     def keyring(self) -> KeyRing:
-        """The envelope keys as a :class:`KeyRing`, in configured order."""
+        """The envelope keys as a :class:`KeyRing`: inline keys in configured order, or the
+        keystore's newest first. Raises :class:`ConfigError` (or a
+        :class:`~registryd.errors.KeystoreError`) when the keystore cannot be read."""
+        if self.envelope.keystore_path is not None:
+            from .keystore import Keystore, read_passphrase
+
+            passphrase = read_passphrase(self.envelope)
+            store = Keystore.load(self.envelope.keystore_path, passphrase)
+            return store.keyring(self.envelope.pepper_hex)
         keys = tuple(
             EnvelopeKey.from_private(
                 bytes.fromhex(k.kid_hex),
@@ -256,26 +273,38 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, port
 
 
-def _validate(cfg: Config, now_ms: int) -> None:
-    parse_address(cfg.address)
-    for i, proxy in enumerate(cfg.trusted_proxies):
-        try:
-            ipaddress.ip_network(proxy, strict=False)
-        except ValueError:
-            raise ConfigError(f"trusted_proxies[{i}]", "expected an IP address or CIDR") from None
-    keys = cfg.envelope.keys
+def _validate_envelope(envelope: EnvelopeConfig) -> None:
+    if envelope.keystore_passphrase_env and envelope.keystore_passphrase_file:
+        raise ConfigError(
+            "envelope.keystore_passphrase_file", "set it or keystore_passphrase_env, not both"
+        )
+    if envelope.keystore_path is not None:
+        if envelope.keys:
+            raise ConfigError("envelope.keystore_path", "set it or inline envelope.keys, not both")
+        if not envelope.keystore_path.strip():
+            raise ConfigError("envelope.keystore_path", "must not be empty")
+        return
+    keys = envelope.keys
     if not keys:
-        raise ConfigError("envelope.keys", "at least one key is required")
+        raise ConfigError("envelope.keys", "at least one key is required (or a keystore_path)")
     seen: set[str] = set()
     for i, key in enumerate(keys):
         kid = key.kid_hex.lower()
         if kid in seen:
             raise ConfigError(f"envelope.keys[{i}].kid_hex", f"duplicate kid {kid}")
         seen.add(kid)
-        if key.not_after_epoch_ms is not None and key.not_after_epoch_ms <= now_ms:
-            raise ConfigError(f"envelope.keys[{i}].not_after_epoch_ms", "is in the past")
     if not any(key.active for key in keys):
         raise ConfigError("envelope.keys", "no key has active = true")
+
+
+def _validate(cfg: Config) -> None:
+    parse_address(cfg.address)
+    for i, proxy in enumerate(cfg.trusted_proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"trusted_proxies[{i}]", "expected an IP address or CIDR") from None
+    _validate_envelope(cfg.envelope)
     if cfg.mode not in ("tls", "http"):
         raise ConfigError("mode", 'expected "tls" or "http"')
     if cfg.mode == "tls":
@@ -309,7 +338,7 @@ def _validate(cfg: Config, now_ms: int) -> None:
             )
 
 
-def parse(text: str, *, now_ms: int | None = None) -> Config:
+def parse(text: str) -> Config:
     """Parse and validate TOML ``text``; raises :class:`ConfigError`."""
     try:
         raw = tomllib.loads(text)
@@ -319,7 +348,7 @@ def parse(text: str, *, now_ms: int | None = None) -> Config:
         cfg = msgspec.convert(raw, Config, strict=True, dec_hook=dec_hook)
     except msgspec.ValidationError as exc:
         raise config_error(exc) from None
-    _validate(cfg, time.time_ns() // 1_000_000 if now_ms is None else now_ms)
+    _validate(cfg)
     return cfg
 
 

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import blake3
 import nacl.exceptions
@@ -80,7 +81,10 @@ def open_sealed(key: bytes, handle: bytes, nonce: bytes, ciphertext: bytes) -> b
 class EnvelopeKey:
     """A server envelope key: ``kid`` (8 B), X25519 ``private`` (32 B, secret), ``public`` (32 B).
 
-    ``not_after_ms`` is Unix time in milliseconds; the key is expired once ``now_ms`` passes it.
+    Times are Unix milliseconds. The key is valid from ``not_before_ms`` (inclusive) until
+    ``not_after_ms`` (exclusive), either open-ended when None. ``active`` keys seal resolves; a
+    key rotated out keeps opening registrations until ``opens_until_ms`` (its grace period);
+    ``retired`` keys open nothing. ``created_ms`` orders keystore keys (newest first).
     """
 
     kid: bytes
@@ -88,17 +92,42 @@ class EnvelopeKey:
     public: bytes
     active: bool = False
     not_after_ms: int | None = None
+    not_before_ms: int | None = None
+    opens_until_ms: int | None = None
+    created_ms: int | None = None
+    retired: bool = False
 
     @classmethod
-    def from_private(
-        cls, kid: bytes, private: bytes, *, active: bool = False, not_after_ms: int | None = None
-    ) -> EnvelopeKey:
+    def from_private(cls, kid: bytes, private: bytes, **fields: Any) -> EnvelopeKey:
+        """A key from its 8-byte ``kid`` and 32-byte X25519 private key; ``InvalidInput`` else."""
         if len(kid) != KID_LEN:
             raise InvalidInput("kid")
-        return cls(kid, Secret(private), x25519_public(private), active, not_after_ms)
+        return cls(kid, Secret(private), x25519_public(private), **fields)
 
     def expired(self, now_ms: int) -> bool:
-        return self.not_after_ms is not None and now_ms > self.not_after_ms
+        return self.not_after_ms is not None and now_ms >= self.not_after_ms
+
+    def valid_at(self, now_ms: int) -> bool:
+        """Inside its validity window: ``not_before_ms <= now_ms < not_after_ms``."""
+        started = self.not_before_ms is None or self.not_before_ms <= now_ms
+        return started and not self.expired(now_ms)
+
+    def can_open(self, now_ms: int) -> bool:
+        """Whether a registration sealed to this key is accepted at ``now_ms``."""
+        in_grace = self.opens_until_ms is None or now_ms < self.opens_until_ms
+        return self.valid_at(now_ms) and not self.retired and in_grace
+
+    def state(self, now_ms: int) -> str:
+        """``active``, ``pending`` (active, not yet valid), ``grace``, ``inactive`` (an inline
+        key that is not active: it still opens registrations, as in the reference),
+        ``retired`` or ``expired``."""
+        if self.expired(now_ms):
+            return "expired"
+        if self.retired or (self.opens_until_ms is not None and now_ms >= self.opens_until_ms):
+            return "retired"
+        if self.active:
+            return "active" if self.valid_at(now_ms) else "pending"
+        return "grace" if self.opens_until_ms is not None else "inactive"
 
     def describe(self) -> dict[str, object]:
         """The public wire description (spec 4.5 ``/envelope_pubkey``)."""
@@ -127,18 +156,20 @@ class KeyRing:
         return f"KeyRing(kids={[k.kid.hex() for k in self.keys]})"
 
     def active(self, at_ms: int | None = None) -> EnvelopeKey:
-        """The first active, unexpired key; raises :class:`KeyUnavailable` if there is none."""
+        """The first active key valid at ``at_ms``, in ring order (a keystore ring is newest
+        first; inline keys keep config order); :class:`KeyUnavailable` if there is none."""
         at_ms = now_ms() if at_ms is None else at_ms
         for key in self.keys:
-            if key.active and not key.expired(at_ms):
+            if key.active and key.valid_at(at_ms):
                 return key
         raise KeyUnavailable()
 
     def find(self, kid: bytes, at_ms: int | None = None) -> EnvelopeKey:
-        """The first unexpired key with ``kid`` (active or not); :class:`InvalidInput` otherwise."""
+        """The first key with ``kid`` that may open a registration at ``at_ms`` (see
+        :meth:`EnvelopeKey.can_open`); :class:`InvalidInput` "unknown envelope key" otherwise."""
         at_ms = now_ms() if at_ms is None else at_ms
         for key in self.keys:
-            if key.kid == kid and not key.expired(at_ms):
+            if key.kid == kid and key.can_open(at_ms):
                 return key
         raise InvalidInput("unknown envelope key")
 

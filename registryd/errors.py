@@ -2,6 +2,7 @@
 
     RegistrydError
     ├── ConfigError            bad configuration, naming the key path; stops the daemon
+    │   └── KeystoreError      the keystore cannot be read or written (mode, passphrase, tamper)
     ├── StorageError           the database cannot be opened or used
     │   ├── StorageLockedError another process owns the LevelDB directory
     │   └── SchemaVersionError the database was written by an unknown schema version
@@ -39,6 +40,11 @@ class ConfigError(RegistrydError):
         self.path = path
         self.message = message
         super().__init__(f"{path}: {message}" if path else message)
+
+
+class KeystoreError(ConfigError):
+    """The envelope keystore is unreadable, too readable (mode), tampered, or the passphrase is
+    wrong. ``path`` is the keystore file."""
 
 
 class StorageError(RegistrydError):

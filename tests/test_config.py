@@ -34,7 +34,7 @@ def toml(top: str = "", *tables: str, envelope: str = ENVELOPE, storage: str = S
 
 
 def parse(text: str) -> Config:
-    return config.parse(text, now_ms=NOW_MS)
+    return config.parse(text)
 
 
 def error_of(text: str) -> ConfigError:
@@ -281,25 +281,25 @@ CASES: list[tuple[str, str, str, str]] = [
         "no key has active = true",
     ),
     (
-        "not_after in the past",
-        toml(envelope=ENVELOPE + f"not_after_epoch_ms = {NOW_MS - 1}\n"),
-        "envelope.keys[0].not_after_epoch_ms",
-        "is in the past",
+        "inline keys and a keystore",
+        toml(envelope=f'[envelope]\npepper_hex = "{PEPPER_HEX}"\nkeystore_path = "k.json"\n' + KEY),
+        "envelope.keystore_path",
+        "not both",
     ),
     (
-        "not_after equal to now",
-        toml(envelope=ENVELOPE + f"not_after_epoch_ms = {NOW_MS}\n"),
-        "envelope.keys[0].not_after_epoch_ms",
-        "is in the past",
+        "neither inline keys nor a keystore",
+        toml(envelope=f'[envelope]\npepper_hex = "{PEPPER_HEX}"\n'),
+        "envelope.keys",
+        "at least one key is required",
     ),
     (
-        "not_after in the past on an inactive key",
+        "two passphrase sources",
         toml(
-            envelope=ENVELOPE
-            + key_table("0a0b0c0d0e0f0a0b", active=False, extra="not_after_epoch_ms = 1\n")
+            envelope=f'[envelope]\npepper_hex = "{PEPPER_HEX}"\nkeystore_path = "k.json"\n'
+            'keystore_passphrase_env = "X"\nkeystore_passphrase_file = "p"\n'
         ),
-        "envelope.keys[1].not_after_epoch_ms",
-        "is in the past",
+        "envelope.keystore_passphrase_file",
+        "not both",
     ),
     (
         "address with a host name",
@@ -433,13 +433,6 @@ def test_invalid_config(text: str, path: str, message: str) -> None:
     assert err.path == path
     assert message in err.message
     assert str(err) == (f"{path}: {err.message}" if path else err.message)
-
-
-def test_load_time_is_now_by_default() -> None:
-    text = toml(envelope=ENVELOPE + "not_after_epoch_ms = 1\n")
-    with pytest.raises(ConfigError) as info:
-        config.parse(text)  # no now_ms: the real clock, long past 1 ms after the epoch
-    assert info.value.path == "envelope.keys[0].not_after_epoch_ms"
 
 
 # --- valid variants ------------------------------------------------------------------------
@@ -670,3 +663,8 @@ def test_address_port_must_be_ascii_digits() -> None:
         f"BUG in registryd/config.py: full-width port digits accepted as {host_port}. "
         "Fix: in parse_address's regex use [0-9]{1,5} instead of \\d{1,5} (both places)"
     )
+
+
+def test_a_key_past_its_not_after_is_a_runtime_matter_not_a_config_error() -> None:
+    cfg = parse(toml(envelope=ENVELOPE + f"not_after_epoch_ms = {NOW_MS - 1}\n"))
+    assert cfg.keyring().keys[0].state(NOW_MS) == "expired"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import re
+from typing import Any
 
 import pytest
 from nacl import bindings
@@ -92,10 +93,8 @@ def vector_envelope(**changes: str) -> wire.Envelope:
     return wire.Envelope(**fields)
 
 
-def key(kid: int, *, active: bool = False, not_after_ms: int | None = None) -> EnvelopeKey:
-    return EnvelopeKey.from_private(
-        bytes([kid] * 8), bytes([kid] * 32), active=active, not_after_ms=not_after_ms
-    )
+def key(kid: int, **fields: Any) -> EnvelopeKey:
+    return EnvelopeKey.from_private(bytes([kid] * 8), bytes([kid] * 32), **fields)
 
 
 # --- spec 7.2 vectors ------------------------------------------------------------------------
@@ -333,16 +332,17 @@ def test_active_without_a_usable_key_is_key_unavailable() -> None:
         KeyRing(Secret(PEPPER), ()).active(NOW)
 
 
-def test_expiry_is_strictly_after_not_after() -> None:
-    k = key(1, active=True, not_after_ms=NOW)
+def test_validity_window_is_not_before_inclusive_not_after_exclusive() -> None:
+    k = key(1, active=True, not_before_ms=NOW - 10, not_after_ms=NOW)
     ring = KeyRing(Secret(PEPPER), (k,))
-    assert not k.expired(NOW) and k.expired(NOW + 1)
-    assert ring.active(NOW) is k
-    assert ring.find(k.kid, NOW) is k
-    with pytest.raises(KeyUnavailable):
-        ring.active(NOW + 1)
-    with pytest.raises(InvalidInput, match=r"^invalid input: unknown envelope key$"):
-        ring.find(k.kid, NOW + 1)
+    assert not k.expired(NOW - 1) and k.expired(NOW)
+    assert ring.active(NOW - 1) is k and ring.active(NOW - 10) is k
+    assert ring.find(k.kid, NOW - 1) is k
+    for outside in (NOW - 11, NOW):
+        with pytest.raises(KeyUnavailable):
+            ring.active(outside)
+        with pytest.raises(InvalidInput, match=r"^invalid input: unknown envelope key$"):
+            ring.find(k.kid, outside)
 
 
 def test_keys_without_not_after_never_expire() -> None:
@@ -357,9 +357,23 @@ def test_find_ignores_active_and_skips_expired() -> None:
     later = EnvelopeKey.from_private(KID, bytes([3] * 32), active=True)
     ring = KeyRing(Secret(PEPPER), (old_expired, inactive, later))
     assert ring.find(KID, NOW) is inactive  # first unexpired with the kid, active or not
-    assert ring.find(KID, NOW - 1) is old_expired
+    assert ring.find(KID, NOW - 2) is old_expired
     with pytest.raises(InvalidInput, match="unknown envelope key"):
         ring.find(bytes(8), NOW)
+
+
+def test_grace_and_retired_keys() -> None:
+    grace = EnvelopeKey.from_private(KID, SERVER_PRIVATE, opens_until_ms=NOW)
+    retired = EnvelopeKey.from_private(KID, SERVER_PRIVATE, retired=True)
+    assert KeyRing(Secret(PEPPER), (grace,)).open_registration(HANDLE, vector_envelope(), NOW - 1)
+    assert [grace.state(NOW - 1), grace.state(NOW), retired.state(NOW)] == [
+        "grace",
+        "retired",
+        "retired",
+    ]
+    for k, at in ((grace, NOW), (retired, NOW - 1)):
+        with pytest.raises(InvalidInput, match="unknown envelope key"):
+            KeyRing(Secret(PEPPER), (k,)).open_registration(HANDLE, vector_envelope(), at)
 
 
 def test_inactive_key_still_decrypts_registrations() -> None:
@@ -371,9 +385,9 @@ def test_inactive_key_still_decrypts_registrations() -> None:
 def test_expired_key_no_longer_decrypts_registrations() -> None:
     expiring = EnvelopeKey.from_private(KID, SERVER_PRIVATE, active=True, not_after_ms=NOW)
     ring = KeyRing(Secret(PEPPER), (expiring,))
-    assert ring.open_registration(HANDLE, vector_envelope(), NOW) == PLAINTEXT
+    assert ring.open_registration(HANDLE, vector_envelope(), NOW - 1) == PLAINTEXT
     with pytest.raises(InvalidInput, match="unknown envelope key"):
-        ring.open_registration(HANDLE, vector_envelope(), NOW + 1)
+        ring.open_registration(HANDLE, vector_envelope(), NOW)
     with pytest.raises(InvalidInput, match="unknown envelope key"):
         ring.open_registration(HANDLE, vector_envelope())  # default: the real clock
 
