@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import wire
+from .admin import Admin
 from .clientip import ClientKeys
 from .config import Config
 from .envelope import KeyRing, now_ms
@@ -58,16 +59,25 @@ def create_app(
     clock: Callable[[], int] = now_ms,
     run_gc: bool = True,
 ) -> Starlette:
-    """Build the ASGI app over an open ``storage``.
+    """Build the ASGI app over an open ``storage`` (see :func:`build_app`).
 
-    ``clock`` returns Unix time in ms (tests pass a controllable one). With ``run_gc`` the
-    lifespan runs the presence GC task; the caller owns ``storage`` and closes it.
+    ``clock`` returns Unix time in ms (tests pass a controllable one); ``keyring`` defaults to
+    ``config.keyring()``. The caller owns ``storage`` and closes it.
     """
-    registry = Registry(config, storage, keyring or config.keyring(), clock)
+    return build_app(Registry(config, storage, keyring or config.keyring(), clock), run_gc=run_gc)
+
+
+def build_app(registry: Registry, *, run_gc: bool = True) -> Starlette:
+    """The composition root: the Starlette app serving ``registry``, with the rate-limit
+    middleware and the error handlers. With ``run_gc`` the lifespan runs the presence GC."""
+    config = registry.config
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(gc_loop(storage, config.presence, clock)) if run_gc else None
+        task = None
+        if run_gc:
+            presence = lambda: registry.config.presence  # noqa: E731 - read anew after reloads
+            task = asyncio.create_task(gc_loop(registry.storage, presence, registry.clock))
         try:
             yield
         finally:
@@ -76,10 +86,11 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    clock = registry.clock
     limiter = RateLimiter(config.rate_limit, clock) if config.rate_limit.enabled else None
     keys = ClientKeys(config.trusted_proxies)
     return Starlette(
-        routes=registry.routes(),
+        routes=registry.routes() + Admin(registry).routes(),
         lifespan=lifespan,
         # Outside routing, so unknown paths and wrong methods are limited too; it also puts the
         # client key in the scope for proof of work, so it is installed even when disabled.

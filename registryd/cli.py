@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, client_cli, config, scaffold
+from .envelope import key_warnings, now_ms
 from .errors import ConfigError, StorageError
 
 log = logging.getLogger("registryd")
@@ -38,7 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     try:
         cfg = config.load(args.config)
-        asyncio.run(serve(cfg))
+        asyncio.run(serve(cfg, config_path=args.config))
     except ConfigError as exc:
         log.error("config error: %s", exc)
         return 1
@@ -58,10 +59,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         cfg = config.load(args.path)
         hypercorn_config(cfg)
+        keyring = cfg.keyring()
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(config.summary(cfg), indent=2))
+    print(json.dumps(config.summary(cfg, keyring), indent=2))
+    for warning in key_warnings(keyring, now_ms(), cfg.envelope.expiry_warning_days):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.path}: OK", file=sys.stderr)
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import time
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -174,6 +175,14 @@ class PeersConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     mtls: bool = True
 
 
+class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[admin]`` (registryd only): the admin API (``/admin/...``) is on when ``token_hashes``
+    (Argon2id hashes of bearer tokens, from ``registryd hash-token``) is not empty. It answers
+    only callers on loopback or with a verified client certificate."""
+
+    token_hashes: tuple[str, ...] = ()
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole config file. ``address`` is ``IP:port`` (``[::1]:8443`` for IPv6)."""
 
@@ -191,6 +200,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     server: ServerConfig = ServerConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     peers: PeersConfig = PeersConfig()
+    admin: AdminConfig = AdminConfig()
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -331,11 +341,12 @@ def _validate(cfg: Config) -> None:
         )
     if cfg.rate_limit.storage_uri != "memory://":
         raise ConfigError("rate_limit.storage_uri", 'only "memory://" is supported in this version')
-    for i, digest in enumerate(cfg.peers.token_hashes):
-        if not digest.startswith("$argon2id$"):
-            raise ConfigError(
-                f"peers.token_hashes[{i}]", "expected an Argon2id hash ($argon2id$...)"
-            )
+    for table, hashes in (("peers", cfg.peers.token_hashes), ("admin", cfg.admin.token_hashes)):
+        for i, digest in enumerate(hashes):
+            if not digest.startswith("$argon2id$"):
+                raise ConfigError(
+                    f"{table}.token_hashes[{i}]", "expected an Argon2id hash (registryd hash-token)"
+                )
 
 
 def parse(text: str) -> Config:
@@ -365,12 +376,20 @@ def load(path: str | Path) -> Config:
     return parse(text)
 
 
-def summary(cfg: Config) -> dict[str, Any]:
-    """A printable view of ``cfg`` with every secret redacted (for ``check-config``)."""
+def summary(cfg: Config, keyring: KeyRing | None = None) -> dict[str, Any]:
+    """A printable view of ``cfg`` with every secret redacted (for ``check-config``); the
+    envelope keys (from ``keyring``, default ``cfg.keyring()``) by kid, public key and state."""
     out: dict[str, Any] = msgspec.to_builtins(cfg, enc_hook=lambda s: "<redacted>")
+    now = time.time_ns() // 1_000_000
     out["envelope"]["keys"] = [
-        {**k, "public_key_hex": key.public.hex()}
-        for k, key in zip(out["envelope"]["keys"], cfg.keyring().keys, strict=True)
+        {
+            "kid_hex": key.kid.hex(),
+            "public_key_hex": key.public.hex(),
+            "state": key.state(now),
+            "not_before_ms": key.not_before_ms,
+            "not_after_ms": key.not_after_ms,
+        }
+        for key in (keyring or cfg.keyring()).keys
     ]
     if cfg.storage.index_key_hex is None:
         out["storage"]["index_key_hex"] = "<derived from pepper>"

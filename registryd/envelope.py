@@ -145,6 +145,22 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def key_warnings(keyring: KeyRing, at_ms: int, warning_days: int) -> list[str]:
+    """What an operator should hear about the keys at ``at_ms``: no valid active key (the
+    registry is degraded), or the active key expiring within ``warning_days``."""
+    try:
+        key = keyring.active(at_ms)
+    except KeyUnavailable:
+        return ["no valid active envelope key: /resolve and /envelope_pubkey answer 503"]
+    if key.not_after_ms is None or key.not_after_ms - at_ms > warning_days * 86_400_000:
+        return []
+    hours = (key.not_after_ms - at_ms) / 3_600_000
+    return [
+        f"the active envelope key {key.kid.hex()} expires in {hours:.1f} h; stage a successor "
+        "(registryd keys generate --active --not-before ...) or rotate (registryd keys rotate)"
+    ]
+
+
 class KeyRing:
     """The server's envelope keys in configured order, with the pepper (spec 4.4)."""
 

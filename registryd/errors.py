@@ -9,6 +9,7 @@
     ├── ApiError               becomes the wire error body {"error": {"code", "message"}} (spec 4.6)
     │   ├── InvalidInput       400 INVALID_INPUT (also a ValueError: bad usernames, hex, keys ...)
     │   ├── Unauthorized       401 UNAUTHORIZED
+    │   ├── Forbidden          403 FORBIDDEN (admin API from a non-loopback, certificate-less peer)
     │   ├── NotFound           404 NOT_FOUND
     │   ├── MethodNotAllowed   405 METHOD_NOT_ALLOWED
     │   ├── Conflict           409 CONFLICT
@@ -86,6 +87,12 @@ class Unauthorized(ApiError):
     status_code = 401
     code = "UNAUTHORIZED"
     prefix = "unauthorized"
+
+
+class Forbidden(ApiError):
+    status_code = 403
+    code = "FORBIDDEN"
+    prefix = "forbidden"
 
 
 class NotFound(ApiError):

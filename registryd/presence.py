@@ -33,8 +33,11 @@ async def collect(storage: Storage, now_ms: int, batch: int = GC_BATCH) -> int:
         await asyncio.sleep(0)
 
 
-async def gc_loop(storage: Storage, config: PresenceConfig, clock: Callable[[], int]) -> None:
-    """Run :func:`collect` at start-up and then every ``gc_interval_seconds`` until cancelled."""
+async def gc_loop(
+    storage: Storage, config: Callable[[], PresenceConfig], clock: Callable[[], int]
+) -> None:
+    """Run :func:`collect` at start-up and then every ``gc_interval_seconds`` (read from
+    ``config()`` each time, so a reload applies) until cancelled."""
     while True:
         try:
             purged = await collect(storage, clock())
@@ -42,4 +45,4 @@ async def gc_loop(storage: Storage, config: PresenceConfig, clock: Callable[[], 
                 log.debug("presence gc removed %d expired entries", purged)
         except Exception:
             log.exception("presence gc failed; retrying next interval")
-        await asyncio.sleep(config.gc_interval_seconds)
+        await asyncio.sleep(config().gc_interval_seconds)

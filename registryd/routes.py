@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
+import msgspec
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import config as config_mod
 from . import wire
+from .auth import TokenVerifier, bearer_token, verified_client_cert
 from .config import Config
 from .encoding import decode_hex
-from .envelope import KeyRing, padded
+from .envelope import KeyRing, key_warnings, padded
 from .errors import (
+    ConfigError,
     Conflict,
     InvalidInput,
+    KeyUnavailable,
     NotFound,
     PayloadTooLarge,
     RequestTimeout,
@@ -34,9 +38,9 @@ from .ratelimit import CLIENT_KEY
 from .storage import Storage
 
 T = TypeVar("T")
+log = logging.getLogger("registryd")
 
 OK = b'{"ok":true}'
-TOKEN_CHECKS_AT_ONCE = 2  # Argon2 verifications in flight: bounds memory and threads
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -57,21 +61,76 @@ def _is_json(content_type: str) -> bool:
     )
 
 
+# Config sections read once at start-up (by Hypercorn, the storage, the middleware): a reload
+# that changes them keeps the running values and logs that a restart is needed.
+RESTART_ONLY = (
+    "address",
+    "mode",
+    "tls",
+    "storage",
+    "server",
+    "rate_limit",
+    "pow",
+    "trusted_proxies",
+)
+
+
 class Registry:
-    """The registry's endpoints over one config, storage and key ring."""
+    """The registry's endpoints over one config, storage and key ring.
+
+    ``config_path`` is the file :meth:`reload` reads (SIGHUP, ``POST /admin/reload``).
+    """
 
     def __init__(
-        self, config: Config, storage: Storage, keyring: KeyRing, clock: Callable[[], int]
+        self,
+        config: Config,
+        storage: Storage,
+        keyring: KeyRing,
+        clock: Callable[[], int],
+        *,
+        config_path: str | None = None,
     ) -> None:
-        self.config = config
         self.storage = storage
-        self.keyring = keyring
         self.clock = clock
+        self.config_path = config_path
         self.pow = ProofOfWork(config.pow, clock) if config.pow.enabled else None
-        self._hasher = PasswordHasher()
-        self._token_checks = anyio.CapacityLimiter(TOKEN_CHECKS_AT_ONCE)
+        self.tokens = TokenVerifier()
+        self.config = config
+        self.apply(config, keyring)
+
+    def apply(self, config: Config, keyring: KeyRing) -> list[str]:
+        """Serve with ``config`` and ``keyring`` from now on, except the :data:`RESTART_ONLY`
+        sections, which keep their running values; returns those that differ."""
+        pinned = {name: getattr(self.config, name) for name in RESTART_ONLY}
+        stale = [name for name, value in pinned.items() if getattr(config, name) != value]
+        self.config = msgspec.structs.replace(config, **pinned)
+        self.keyring = keyring  # one assignment: requests see the old set or the new one
         self._pad = config.privacy.resolve_pad_bytes
         self._miss = bytearray(os.urandom(self._pad))  # what a constant-shape miss seals
+        return stale
+
+    async def reload(self) -> list[str]:
+        """Re-read the config file (and its keystore) and :meth:`apply` it.
+
+        The reading, Argon2 included, runs in a worker thread. Raises :class:`ConfigError`
+        (the running configuration is then unchanged); returns the sections needing a restart.
+        """
+        path = self.config_path
+        if path is None:
+            raise ConfigError("", "this registry was not started from a config file")
+
+        def read() -> tuple[Config, KeyRing]:
+            cfg = config_mod.load(path)
+            return cfg, cfg.keyring()
+
+        cfg, keyring = await anyio.to_thread.run_sync(read)
+        stale = self.apply(cfg, keyring)
+        log.info("reloaded %s: %d envelope keys", path, len(keyring.keys))
+        if stale:
+            log.warning("changed but needing a restart (kept as they were): %s", ", ".join(stale))
+        for warning in key_warnings(keyring, self.clock(), cfg.envelope.expiry_warning_days):
+            log.warning("%s", warning)
+        return stale
 
     def routes(self) -> list[Route]:
         pow_routes = [Route("/pow/challenge", self.pow_challenge, methods=["GET"])]
@@ -85,7 +144,18 @@ class Registry:
             Route("/nodes", self.post_nodes, methods=["POST"]),
             Route("/envelope_pubkey", self.envelope_pubkey, methods=["GET"]),
             Route("/envelope_pubkeys", self.envelope_pubkeys, methods=["GET"]),
+            Route("/health", self.health, methods=["GET"]),
         ]
+
+    async def health(self, request: Request) -> Response:
+        """200 ``{"status": "ok", "active_kid"}``, or 503 ``{"status": "degraded"}`` when no
+        envelope key is valid (resolves and ``/envelope_pubkey`` then answer 503 too)."""
+        try:
+            key = self.keyring.active(self.clock())
+        except KeyUnavailable:
+            reason = "no valid active envelope key"
+            return json_response({"status": "degraded", "reason": reason}, 503)
+        return json_response({"status": "ok", "active_kid": key.kid.hex()})
 
     def require_pow(self, request: Request) -> None:
         """Spec 4.7: with ``[pow] enabled``, a fresh proof in ``x-enigma-pow`` (400 otherwise)."""
@@ -204,26 +274,7 @@ class Registry:
 
     async def require_peer(self, request: Request) -> None:
         """Pass authenticated peers (verified mTLS client, or an Argon2id-hashed bearer token)."""
-        tls = self.config.tls
-        if (
-            self.config.peers.mtls
-            and tls is not None
-            and tls.client_ca_pem_path
-            and request.url.scheme == "https"
-            and self.config.mode == "tls"
-        ):
-            return  # the TLS layer already required a certificate from the configured CA
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token and self.config.peers.token_hashes:
-            if await anyio.to_thread.run_sync(self._token_ok, token, limiter=self._token_checks):
-                return
-        raise Unauthorized()
-
-    def _token_ok(self, token: str) -> bool:
-        for digest in self.config.peers.token_hashes:
-            try:
-                if self._hasher.verify(digest, token):
-                    return True
-            except (VerificationError, InvalidHashError):
-                continue
-        return False
+        if self.config.peers.mtls and verified_client_cert(self.config, request):
+            return
+        if not await self.tokens.verify(bearer_token(request), self.config.peers.token_hashes):
+            raise Unauthorized()

@@ -18,9 +18,11 @@ from pathlib import Path
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 
-from .app import create_app
+from .app import build_app
 from .config import Config
-from .errors import ConfigError
+from .envelope import KeyRing, key_warnings, now_ms
+from .errors import ConfigError, KeyUnavailable
+from .routes import Registry
 from .storage import open_storage
 
 log = logging.getLogger("registryd")
@@ -81,6 +83,20 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+async def _reload(registry: Registry) -> None:
+    try:
+        await registry.reload()
+    except ConfigError as exc:
+        log.error("reload failed, still serving the previous configuration: %s", exc)
+
+
+def _active_kid(keyring: KeyRing) -> str:
+    try:
+        return keyring.active().kid.hex()
+    except KeyUnavailable:
+        return "none (degraded)"
+
+
 def url_of(config: Config, sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     host = f"[{host}]" if ":" in host else host
@@ -93,18 +109,21 @@ async def serve(
     sock: socket.socket | None = None,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     on_ready: Callable[[str], None] | None = None,
+    config_path: str | None = None,
 ) -> None:
     """Serve until ``shutdown_trigger`` returns (default: SIGINT or SIGTERM).
 
     Order: TLS context and keys are checked, storage is opened, then the socket is bound (or
     ``sock`` used), so every configuration or storage error surfaces before anything listens.
     In-flight requests get ``server.shutdown_grace_seconds`` to finish; storage is then closed.
-    ``on_ready`` receives the base URL once listening. Raises :class:`ConfigError` and
-    :class:`~registryd.errors.StorageError`.
+    SIGHUP re-reads ``config_path`` and its keystore (:meth:`Registry.reload`) without
+    dropping connections. ``on_ready`` receives the base URL once listening. Raises
+    :class:`ConfigError` and :class:`~registryd.errors.StorageError`.
     """
     hc = hypercorn_config(config)
     keyring = config.keyring()
-    active = keyring.active()
+    for warning in key_warnings(keyring, now_ms(), config.envelope.expiry_warning_days):
+        log.warning("%s", warning)
     if config.storage.index_key_hex is None:
         log.warning(
             "storage.index_key_hex is not set: the index key is derived from the pepper, which "
@@ -119,10 +138,20 @@ async def serve(
             sock = bind_socket(*config.host_port)
         url = url_of(config, sock)
         hc.bind = [f"fd://{sock.detach()}"]  # Hypercorn takes ownership of the descriptor
-        app = create_app(config, storage, keyring=keyring)
+        registry = Registry(config, storage, keyring, now_ms, config_path=config_path)
+        app = build_app(registry)
+        loop = asyncio.get_running_loop()
+        if config_path is not None:
+            reloads: set[asyncio.Task[None]] = set()
+
+            def on_sighup() -> None:
+                task = asyncio.create_task(_reload(registry))
+                reloads.add(task)
+                task.add_done_callback(reloads.discard)
+
+            loop.add_signal_handler(signal.SIGHUP, on_sighup)
         stop = asyncio.Event()
         if shutdown_trigger is None:
-            loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, stop.set)
             shutdown_trigger = stop.wait
@@ -130,7 +159,7 @@ async def serve(
             "registryd listening on %s (storage=%s, active kid=%s%s)",
             url,
             storage.kind,
-            active.kid.hex(),
+            _active_kid(keyring),
             ", mTLS required" if hc.verify_mode == ssl.CERT_REQUIRED else "",
         )
         if on_ready is not None:

@@ -1,0 +1,107 @@
+"""The optional admin API: list and rotate envelope keys, reload the config.
+
+On only with ``[admin] token_hashes``; every route then needs a caller on loopback or with a
+verified client certificate (else 403) and a bearer token matching one of the hashes (else
+401). Token checks run in a bounded thread pool (:class:`~registryd.auth.TokenVerifier`).
+
+    GET  /admin/keys          the envelope keys: kid, public key, state, times (never private)
+    POST /admin/keys/rotate   {"grace_seconds": n}: a new active key; the old one opens
+                              registrations for n more seconds (needs envelope.keystore_path)
+    POST /admin/reload        re-read the config file and keystore, as SIGHUP does
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio.to_thread
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .auth import bearer_token, from_loopback, verified_client_cert
+from .envelope import EnvelopeKey
+from .errors import ConfigError, Forbidden, InvalidInput, NotFound, Unauthorized
+from .routes import Registry, json_response
+
+
+class RotateRequest(msgspec.Struct, forbid_unknown_fields=True):
+    grace_seconds: Annotated[int, msgspec.Meta(ge=0, le=10 * 365 * 86_400)]
+
+
+def describe(key: EnvelopeKey, now_ms: int) -> dict[str, Any]:
+    """A key's public facts for operators (``registryd keys list`` shows the same)."""
+    return {
+        "kid_hex": key.kid.hex(),
+        "x25519_public_key_hex": key.public.hex(),
+        "state": key.state(now_ms),
+        "created_ms": key.created_ms,
+        "not_before_ms": key.not_before_ms,
+        "not_after_ms": key.not_after_ms,
+        "opens_until_ms": key.opens_until_ms,
+    }
+
+
+class Admin:
+    """The ``/admin`` routes over a :class:`Registry`."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/admin/keys", self.keys, methods=["GET"]),
+            Route("/admin/keys/rotate", self.rotate, methods=["POST"]),
+            Route("/admin/reload", self.reload, methods=["POST"]),
+        ]
+
+    async def authorize(self, request: Request) -> None:
+        config = self.registry.config
+        if not config.admin.token_hashes:
+            raise NotFound()
+        if not (from_loopback(request) or verified_client_cert(config, request)):
+            raise Forbidden("admin API: loopback or a verified client certificate only")
+        token = bearer_token(request)
+        if not await self.registry.tokens.verify(token, config.admin.token_hashes):
+            raise Unauthorized()
+
+    async def keys(self, request: Request) -> Response:
+        await self.authorize(request)
+        return json_response(self._listing())
+
+    async def rotate(self, request: Request) -> Response:
+        await self.authorize(request)
+        grace_ms = (await self.registry.read_json(request, RotateRequest)).grace_seconds * 1000
+        envelope = self.registry.config.envelope
+        path = envelope.keystore_path
+        if path is None:
+            raise InvalidInput("rotation needs a keystore (envelope.keystore_path)")
+        now = self.registry.clock()
+
+        def rotate_on_disk() -> None:
+            from .keystore import Keystore, read_passphrase
+
+            passphrase = read_passphrase(envelope)
+            store = Keystore.load(path, passphrase)
+            store.rotate(now, grace_ms)
+            store.save(path, passphrase)
+
+        try:
+            await anyio.to_thread.run_sync(rotate_on_disk)
+            await self.registry.reload()
+        except ConfigError as exc:
+            raise InvalidInput(f"rotation failed: {exc}") from None
+        return json_response(self._listing())
+
+    async def reload(self, request: Request) -> Response:
+        await self.authorize(request)
+        try:
+            stale = await self.registry.reload()
+        except ConfigError as exc:
+            raise InvalidInput(f"reload failed, previous configuration kept: {exc}") from None
+        return json_response({"reloaded": True, "restart_needed": stale})
+
+    def _listing(self) -> list[dict[str, Any]]:
+        now = self.registry.clock()
+        return [describe(key, now) for key in self.registry.keyring.keys]
