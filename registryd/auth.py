@@ -66,14 +66,19 @@ class TokenVerifier:
     def __init__(self) -> None:
         self._hasher = PasswordHasher()
         self._limiter = anyio.CapacityLimiter(CHECKS_AT_ONCE)
+        self._pending = 0  # counted before any await, so a burst in one loop turn is bounded too
 
     async def verify(self, token: str | None, hashes: Sequence[str]) -> bool:
         """True if ``token`` matches one of ``hashes`` (``$argon2id$...``)."""
         if not token or not hashes:
             return False
-        if self._limiter.statistics().tasks_waiting >= CHECKS_WAITING:
+        if self._pending >= CHECKS_AT_ONCE + CHECKS_WAITING:
             raise RateLimited()
-        return await anyio.to_thread.run_sync(self._check, token, hashes, limiter=self._limiter)
+        self._pending += 1
+        try:
+            return await anyio.to_thread.run_sync(self._check, token, hashes, limiter=self._limiter)
+        finally:
+            self._pending -= 1
 
     def _check(self, token: str, hashes: Sequence[str]) -> bool:
         for digest in hashes:

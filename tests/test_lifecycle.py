@@ -1,0 +1,201 @@
+"""Envelope key lifecycle in the app: reload, expiry (503, health), staged keys, admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from argon2 import PasswordHasher
+
+from registryd import config as config_mod
+from registryd.app import build_app
+from registryd.envelope import key_warnings
+from registryd.errors import ConfigError
+from registryd.routes import Registry
+from registryd.storage import open_storage
+
+from .conftest import KID_HEX, SERVER_PRIVATE_HEX, Clock, config_text
+
+KID_B, PRIVATE_B = "0b0b0b0b0b0b0b0b", "0b" * 32
+TOKEN = "admin-token-0123456789"
+TOKEN_HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(TOKEN)
+ADMIN = {"authorization": f"Bearer {TOKEN}"}
+
+
+def key_table(kid: str, private: str, *, active: bool = True, extra: str = "") -> str:
+    return (
+        f'[[envelope.keys]]\nkid_hex = "{kid}"\nx25519_private_key_hex = "{private}"\n'
+        f"active = {'true' if active else 'false'}\n{extra}"
+    )
+
+
+def config_with(*keys: str, tables: str = "") -> str:
+    """conftest's config with its spec key replaced by ``keys`` and extra ``tables``."""
+    spec_key = key_table(KID_HEX, SERVER_PRIVATE_HEX)
+    text = config_text(tables="[rate_limit]\nenabled = false\n" + tables)
+    assert spec_key in text
+    return text.replace(spec_key, "".join(keys))
+
+
+@contextlib.asynccontextmanager
+async def registry_app(
+    path: Path, clock: Clock, client: str = "127.0.0.1"
+) -> AsyncIterator[tuple[Registry, httpx.AsyncClient]]:
+    cfg = config_mod.load(path)
+    storage = open_storage(cfg)
+    registry = Registry(cfg, storage, cfg.keyring(), clock, config_path=str(path))
+    transport = httpx.ASGITransport(app=build_app(registry, run_gc=False), client=(client, 5000))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://r") as http:
+            yield registry, http
+    finally:
+        await storage.close()
+
+
+async def active_kid(http: httpx.AsyncClient) -> str:
+    response = await http.get("/envelope_pubkey")
+    assert response.status_code == 200
+    kid: str = response.json()["kid_hex"]
+    return kid
+
+
+async def test_reload_swaps_keys_at_once_and_reports_restart_only_changes(
+    tmp_path: Path, clock: Clock
+) -> None:
+    path = tmp_path / "registry.toml"
+    path.write_text(config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX)))
+    async with registry_app(path, clock) as (registry, http):
+        assert await active_kid(http) == KID_HEX
+        new = config_with(
+            key_table(KID_B, PRIVATE_B), key_table(KID_HEX, SERVER_PRIVATE_HEX, active=False)
+        )
+        path.write_text(new.replace('address = "127.0.0.1:0"', 'address = "127.0.0.1:9"'))
+        assert await registry.reload() == ["address"]
+        assert await active_kid(http) == KID_B
+        listed = (await http.get("/envelope_pubkeys")).json()
+        assert [k["kid_hex"] for k in listed] == [KID_B, KID_HEX]
+        assert registry.config.address == "127.0.0.1:0"  # kept until a restart
+
+
+async def test_a_failed_reload_keeps_the_running_keys(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "registry.toml"
+    path.write_text(config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX)))
+    async with registry_app(path, clock) as (registry, http):
+        path.write_text(config_with(key_table(KID_B, "zz")))
+        with pytest.raises(ConfigError) as err:
+            await registry.reload()
+        assert err.value.path == "envelope.keys[0].x25519_private_key_hex"
+        assert await active_kid(http) == KID_HEX
+
+
+async def test_expired_key_degrades_with_503_not_500(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "registry.toml"
+    not_after = f"not_after_epoch_ms = {clock.now_ms + 1000}\n"
+    path.write_text(config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX, extra=not_after)))
+    async with registry_app(path, clock) as (_, http):
+        assert (await http.get("/health")).json() == {"status": "ok", "active_kid": KID_HEX}
+        clock.advance(1)
+        unavailable = {"error": {"code": "KEY_UNAVAILABLE", "message": "no valid envelope key"}}
+        for response in (
+            await http.get("/envelope_pubkey"),
+            await http.post(
+                "/resolve",
+                json={"handle": "00" * 32, "requester_ephemeral_pubkey_hex": "09" * 32},
+            ),
+        ):
+            assert (response.status_code, response.json()) == (503, unavailable)
+        health = await http.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "degraded"
+        assert (await http.get("/check_user/" + "00" * 32)).status_code == 200
+
+
+async def test_a_staged_successor_takes_over_at_its_not_before(
+    tmp_path: Path, clock: Clock
+) -> None:
+    switch = clock.now_ms + 60_000
+    path = tmp_path / "registry.toml"
+    path.write_text(config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX)))
+    # the reference's inline schema has no not_before: stage through the key ring itself
+    async with registry_app(path, clock) as (registry, http):
+        ring = registry.keyring
+        current = ring.keys[0]
+        successor = type(current).from_private(
+            bytes.fromhex(KID_B), bytes.fromhex(PRIVATE_B), active=True, not_before_ms=switch
+        )
+        registry.keyring = type(ring)(ring.pepper, (successor, current))
+        assert await active_kid(http) == KID_HEX
+        assert successor.state(clock.now_ms) == "pending"
+        clock.advance(60)
+        assert await active_kid(http) == KID_B
+
+
+def test_key_warnings(clock: Clock) -> None:
+    soon = f"not_after_epoch_ms = {clock.now_ms + 3 * 86_400_000}\n"
+    cfg = config_mod.parse(config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX, extra=soon)))
+    ring = cfg.keyring()
+    assert key_warnings(ring, clock.now_ms, warning_days=2) == []
+    [warning] = key_warnings(ring, clock.now_ms, warning_days=7)
+    assert KID_HEX in warning and "72.0 h" in warning
+    [degraded] = key_warnings(ring, clock.now_ms + 3 * 86_400_000, warning_days=7)
+    assert "503" in degraded
+
+
+# -- admin API ---------------------------------------------------------------------------------
+
+
+def admin_config(tmp_path: Path, token_hash: str = TOKEN_HASH) -> Path:
+    path = tmp_path / "registry.toml"
+    admin = f'[admin]\ntoken_hashes = ["{token_hash}"]\n'
+    path.write_text(config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX), tables=admin))
+    return path
+
+
+async def test_admin_api_is_absent_without_token_hashes(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "registry.toml"
+    path.write_text(config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX)))
+    async with registry_app(path, clock) as (_, http):
+        assert (await http.get("/admin/keys", headers=ADMIN)).status_code == 404
+
+
+async def test_admin_needs_loopback_and_a_token(tmp_path: Path, clock: Clock) -> None:
+    path = admin_config(tmp_path)
+    async with registry_app(path, clock, client="203.0.113.7") as (_, remote):
+        refused = await remote.get("/admin/keys", headers=ADMIN)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "FORBIDDEN"
+    async with registry_app(path, clock) as (_, local):
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}):
+            response = await local.get("/admin/keys", headers=headers)
+            assert (response.status_code, response.json()["error"]["code"]) == (
+                401,
+                "UNAUTHORIZED",
+            )
+        listing = await local.get("/admin/keys", headers=ADMIN)
+        assert listing.status_code == 200
+        assert [(k["kid_hex"], k["state"]) for k in listing.json()] == [(KID_HEX, "active")]
+        assert SERVER_PRIVATE_HEX not in listing.text
+
+
+async def test_admin_reload_and_rotate_without_keystore(tmp_path: Path, clock: Clock) -> None:
+    path = admin_config(tmp_path)
+    async with registry_app(path, clock) as (_, http):
+        text = path.read_text().replace(KID_HEX, KID_B)
+        path.write_text(text)
+        reloaded = await http.post("/admin/reload", headers=ADMIN)
+        assert reloaded.json() == {"reloaded": True, "restart_needed": []}
+        assert await active_kid(http) == KID_B
+        rotate = await http.post("/admin/keys/rotate", headers=ADMIN, json={"grace_seconds": 5})
+        assert rotate.status_code == 400
+        assert "keystore" in rotate.json()["error"]["message"]
+
+
+async def test_a_flood_of_bad_admin_tokens_is_bounded(tmp_path: Path, clock: Clock) -> None:
+    path = admin_config(tmp_path, PasswordHasher().hash(TOKEN))  # real cost: ~50 ms a check
+    async with registry_app(path, clock) as (_, http):
+        bad = {"authorization": "Bearer not-the-token"}
+        responses = await asyncio.gather(*(http.get("/admin/keys", headers=bad) for _ in range(60)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [401] * 18 + [429] * 42  # 2 checking + 16 waiting; the rest refused
