@@ -5,6 +5,8 @@
     registryd init --out PATH [--dev]       write a fresh config with new keys (mode 0600)
     registryd certs dev --out DIR           make a dev CA, server and client certificates
     registryd client ...                    talk to a registry (register, resolve, check, announce)
+    registryd keys ...                      envelope keystore: list, generate, rotate, retire ...
+    registryd hash-token                    Argon2id hash of a token read on stdin, for the config
 
 Exit codes: 0 success, 1 failure (config, storage, server errors), 2 usage errors.
 """
@@ -18,7 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import __version__, client_cli, config, scaffold
+from . import __version__, client_cli, config, keys_cli, scaffold
 from .envelope import key_warnings, now_ms
 from .errors import ConfigError, StorageError
 
@@ -159,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_certs_dev)
 
     client_cli.add_parser(sub)
+    keys_cli.add_parsers(sub)
     return parser
 
 

@@ -77,7 +77,7 @@ NOW = 1_700_000_000_000
 
 
 def vector_ring(**key_options: object) -> KeyRing:
-    key = EnvelopeKey.from_private(KID, SERVER_PRIVATE, active=True, **key_options)  # type: ignore[arg-type]
+    key = EnvelopeKey.from_private(KID, SERVER_PRIVATE, active=True, **key_options)
     return KeyRing(Secret(PEPPER), (key,))
 
 
