@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -139,3 +144,68 @@ async def running(config: Config) -> AsyncIterator[str]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+# -- the daemon as a process -------------------------------------------------------------
+
+
+class Daemon:
+    """``python -m registryd serve`` in a subprocess; the URL is read from its start-up log."""
+
+    def __init__(
+        self, config_path: Path, log_level: str = "info", env: dict[str, str] | None = None
+    ) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "registryd",
+                "serve",
+                "--config",
+                str(config_path),
+                "--log-level",
+                log_level,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.lines: list[str] = []
+        self.url = ""
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            found = re.search(r"listening on (\S+)", line)
+            if found:
+                self.url = found.group(1)
+                break
+        if not self.url:
+            self.proc.wait(10)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.wait()
+
+    def wait(self) -> int:
+        """Wait for the process to exit (bounded); returns its exit code."""
+        _, err = self.proc.communicate(timeout=30)
+        self.lines.append(err)
+        return self.proc.returncode
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+
+@contextlib.contextmanager
+def daemon(
+    config_path: Path, log_level: str = "info", env: dict[str, str] | None = None
+) -> Iterator[Daemon]:
+    """A running :class:`Daemon`, stopped with SIGTERM on exit."""
+    d = Daemon(config_path, log_level, env)
+    try:
+        assert d.url, d.log
+        yield d
+    finally:
+        d.stop()

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import re
 import signal
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -28,7 +26,9 @@ from .conftest import (
     INDEX_KEY_HEX,
     PEPPER_HEX,
     SERVER_PRIVATE_HEX,
+    Daemon,
     config_text,
+    daemon,
     running,
     tls_table,
 )
@@ -131,68 +131,12 @@ async def test_bad_tls_files_stop_before_binding(certs: DevCerts, tmp_path: Path
 # -- the daemon as a separate process --------------------------------------------------------
 
 
-class Daemon:
-    """``python -m registryd serve`` in a subprocess; the URL is read from its start-up log."""
-
-    def __init__(self, config_path: Path, log_level: str = "info") -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "registryd",
-                "serve",
-                "--config",
-                str(config_path),
-                "--log-level",
-                log_level,
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.url = ""
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            found = re.search(r"listening on (\S+)", line)
-            if found:
-                self.url = found.group(1)
-                break
-        if not self.url:
-            self.proc.wait(10)
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.wait()
-
-    def wait(self) -> int:
-        """Wait for the process to exit (bounded); returns its exit code."""
-        _, err = self.proc.communicate(timeout=30)
-        self.lines.append(err)
-        return self.proc.returncode
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-
 @pytest.fixture
 def daemon_config(certs: DevCerts, tmp_path: Path) -> Path:
     path = tmp_path / "registry.toml"
     db = tmp_path / "db"
     path.write_text(config_text(kind="leveldb", path=str(db), mode="tls", tls=tls_table(certs)))
     return path
-
-
-@contextlib.contextmanager
-def daemon(config_path: Path, log_level: str = "info") -> Iterator[Daemon]:
-    d = Daemon(config_path, log_level)
-    try:
-        assert d.url, d.log
-        yield d
-    finally:
-        d.stop()
 
 
 CANARIES = ["canary-zebra-4417", "Zoë-canary-∆", "  spaced canary  "]
