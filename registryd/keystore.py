@@ -46,9 +46,10 @@ import nacl.exceptions
 from argon2.low_level import Type, hash_secret_raw
 from nacl import bindings
 
+from . import wire
 from .config import EnvelopeConfig
 from .envelope import EnvelopeKey, KeyRing
-from .errors import KeystoreError
+from .errors import InvalidInput, KeystoreError
 from .secret import Secret
 from .wire import KID_LEN
 
@@ -107,13 +108,6 @@ class _Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 def canonical(value: object) -> bytes:
     """The canonical JSON encoding of ``value`` (sorted keys, no spaces, ASCII)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise ValueError("duplicate field")
-    return obj
 
 
 def _derive(passphrase: bytes, kdf: _Kdf) -> bytes:
@@ -219,8 +213,8 @@ class Keystore:
         with os.fdopen(fd, "rb") as f:
             data = f.read()
         try:
-            obj = json.loads(data, object_pairs_hook=_no_duplicates)
-        except (ValueError, UnicodeDecodeError):
+            obj = wire.loads(data)
+        except InvalidInput:
             raise self._error("not a keystore: invalid JSON (truncated?)") from None
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             raise self._error("not a registryd keystore")
@@ -245,8 +239,8 @@ class Keystore:
         key = _derive(passphrase, kdf)
         try:
             plain = bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, aad, nonce, key)
-            return json.loads(plain, object_pairs_hook=_no_duplicates)
-        except (nacl.exceptions.CryptoError, ValueError):
+            return wire.loads(plain)
+        except (nacl.exceptions.CryptoError, ValueError):  # InvalidInput is a ValueError
             raise self._error("cannot decrypt: wrong passphrase or the file was modified") from None
 
     def _keys_from(self, raw: object) -> list[EnvelopeKey]:

@@ -39,6 +39,16 @@ def _reject_constant(name: str) -> None:
 
 def decode(raw: bytes, type_: type[T]) -> T:
     """Decode ``raw`` JSON into ``type_`` strictly; raises :class:`InvalidInput` with the reason."""
+    obj = loads(raw)
+    try:
+        return msgspec.convert(obj, type_, strict=True)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
+def loads(raw: bytes) -> Any:
+    """Parse ``raw`` JSON as serde_json would accept it: no duplicate keys, NaN, lone surrogates
+    or runaway nesting; raises :class:`InvalidInput` with the reason."""
     try:
         obj = json.loads(raw, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
     except RecursionError as exc:
@@ -51,10 +61,7 @@ def decode(raw: bytes, type_: type[T]) -> T:
         msgspec.json.encode(obj)  # a lone surrogate ("\ud800") is not UTF-8; serde_json refuses it
     except UnicodeEncodeError as exc:
         raise InvalidInput("lone surrogate in string") from exc
-    try:
-        return msgspec.convert(obj, type_, strict=True)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(str(exc)) from exc
+    return obj
 
 
 def encode(obj: Any) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,16 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("serve", "check-config", "init", "certs", "client"):
         assert command in out
+
+
+def test_check_config_warns_when_the_active_key_expires_soon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "registry.toml"
+    soon = int(time.time() * 1000) + 3 * 86_400_000
+    path.write_text(
+        config_text().replace("active = true\n", f"active = true\nnot_after_epoch_ms = {soon}\n")
+    )
+    assert main(["check-config", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the active envelope key 0001020304050607 expires in" in err

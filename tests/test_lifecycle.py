@@ -15,6 +15,7 @@ from registryd import config as config_mod
 from registryd.app import build_app
 from registryd.envelope import key_warnings
 from registryd.errors import ConfigError
+from registryd.keystore import KdfParams, Keystore
 from registryd.routes import Registry
 from registryd.storage import open_storage
 
@@ -199,3 +200,33 @@ async def test_a_flood_of_bad_admin_tokens_is_bounded(tmp_path: Path, clock: Clo
         responses = await asyncio.gather(*(http.get("/admin/keys", headers=bad) for _ in range(60)))
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [401] * 18 + [429] * 42  # 2 checking + 16 waiting; the rest refused
+
+
+async def test_admin_rotate_with_an_encrypted_keystore(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_ADMIN_PASSPHRASE", "s3cret passphrase")
+    store = Keystore(path=tmp_path / "keys.json")
+    first = store.generate(clock.now_ms, active=True)
+    store.save(None, b"s3cret passphrase", kdf=KdfParams(time_cost=1, memory_cost=8, parallelism=1))
+    path = admin_config(tmp_path)
+    text = path.read_text().replace(key_table(KID_HEX, SERVER_PRIVATE_HEX), "")
+    text = text.replace(
+        "[envelope]\n",
+        f'[envelope]\nkeystore_path = "{tmp_path / "keys.json"}"\n'
+        'keystore_passphrase_env = "TEST_ADMIN_PASSPHRASE"\n',
+    )
+    path.write_text(text)
+    async with registry_app(path, clock) as (registry, http):
+        assert await active_kid(http) == first.kid.hex()
+        rotated = await http.post("/admin/keys/rotate", headers=ADMIN, json={"grace_seconds": 60})
+        assert rotated.status_code == 200
+        states = {k["kid_hex"]: k["state"] for k in rotated.json()}
+        new_kid = await active_kid(http)
+        assert states == {new_kid: "active", first.kid.hex(): "grace"}
+        assert registry.keyring.find(first.kid, clock.now_ms + 59_999) is not None
+        on_disk = Keystore.load(tmp_path / "keys.json", b"s3cret passphrase")
+        assert [k.kid.hex() for k in on_disk.keys] == [new_kid, first.kid.hex()]
+        assert "s3cret" not in rotated.text
+        bad = await http.post("/admin/keys/rotate", headers=ADMIN, json={"grace_seconds": -1})
+        assert bad.status_code == 400
