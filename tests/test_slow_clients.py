@@ -49,8 +49,11 @@ async def trickle(writer: asyncio.StreamWriter, reader: asyncio.StreamReader, da
         except TimeoutError:
             continue
         except (ConnectionError, ssl.SSLError):
-            return b""
-    return await asyncio.wait_for(reader.read(4096), 30)
+            break  # hung up on: whatever it said before is still in the buffer
+    try:
+        return await asyncio.wait_for(reader.read(4096), 30)
+    except (ConnectionError, ssl.SSLError):
+        return b""
 
 
 async def while_serving_others(
