@@ -17,6 +17,7 @@ import blake3
 import nacl.exceptions
 from nacl import bindings
 
+from . import aead
 from .errors import InvalidInput, KeyUnavailable
 from .secret import Secret
 from .wire import KID_LEN, NONCE_LEN, X25519_LEN, Envelope
@@ -64,7 +65,7 @@ def seal(
 ) -> tuple[bytes, bytes]:
     """Encrypt ``plaintext`` under ``key`` with AAD ``handle``; returns (nonce, ciphertext||tag)."""
     nonce = os.urandom(NONCE_LEN) if nonce is None else nonce
-    return nonce, bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, handle, nonce, key)
+    return nonce, aead.encrypt(plaintext, handle, nonce, key)
 
 
 def open_sealed(key: bytes, handle: bytes, nonce: bytes, ciphertext: bytes) -> bytes:
@@ -72,7 +73,7 @@ def open_sealed(key: bytes, handle: bytes, nonce: bytes, ciphertext: bytes) -> b
     if len(ciphertext) < TAG_LEN or len(nonce) != NONCE_LEN:
         raise InvalidInput("unable to decrypt envelope")
     try:
-        return bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, handle, nonce, key)
+        return aead.decrypt(ciphertext, handle, nonce, key)
     except (nacl.exceptions.CryptoError, ValueError) as exc:
         raise InvalidInput("unable to decrypt envelope") from exc
 

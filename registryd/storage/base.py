@@ -13,8 +13,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import blake3
-from nacl import bindings
 
+from .. import aead
 from ..errors import StorageError
 from ..secret import Secret
 
@@ -56,13 +56,11 @@ class Storage(ABC):
     def _seal(self, kind: bytes, user_id: bytes, blind: bytes, plaintext: bytes) -> bytes:
         nonce = os.urandom(NONCE_LEN)
         key = self._record_key(user_id)
-        return nonce + bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
-            plaintext, kind + blind, nonce, key
-        )
+        return nonce + aead.encrypt(plaintext, kind + blind, nonce, key)
 
     def _open(self, kind: bytes, user_id: bytes, blind: bytes, sealed: bytes) -> bytes:
         try:
-            return bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            return aead.decrypt(
                 sealed[NONCE_LEN:], kind + blind, sealed[:NONCE_LEN], self._record_key(user_id)
             )
         except Exception as exc:  # nacl CryptoError / ValueError: tampered or wrong index key
