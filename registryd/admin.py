@@ -60,10 +60,11 @@ class Admin:
         config = self.registry.config
         if not config.admin.token_hashes:
             raise NotFound()
-        if not (from_loopback(request) or verified_client_cert(config, request)):
+        local = from_loopback(request, config.trusted_proxies)
+        if not (local or verified_client_cert(config, request)):
             raise Forbidden("admin API: loopback or a verified client certificate only")
         token = bearer_token(request)
-        if not await self.registry.tokens.verify(token, config.admin.token_hashes):
+        if not await self.registry.admin_tokens.verify(token, config.admin.token_hashes):
             raise Unauthorized()
 
     async def keys(self, request: Request) -> Response:

@@ -89,7 +89,7 @@ def build_app(registry: Registry, *, run_gc: bool = True) -> Starlette:
     clock = registry.clock
     limiter = RateLimiter(config.rate_limit, clock) if config.rate_limit.enabled else None
     keys = ClientKeys(config.trusted_proxies)
-    return Starlette(
+    app = Starlette(
         routes=registry.routes() + Admin(registry).routes(),
         lifespan=lifespan,
         # Outside routing, so unknown paths and wrong methods are limited too; it also puts the
@@ -101,3 +101,6 @@ def build_app(registry: Registry, *, run_gc: bool = True) -> Starlette:
             Exception: _error_response,
         },
     )
+    # Starlette would answer "/resolve/" with a 307 to a URL built from the Host header
+    app.router.redirect_slashes = False
+    return app

@@ -36,15 +36,18 @@ def verified_client_cert(config: Config, request: Request) -> bool:
     )
 
 
-def from_loopback(request: Request) -> bool:
-    """True when the TCP peer is a loopback address (127.0.0.0/8 or ::1)."""
+def from_loopback(request: Request, trusted_proxies: Sequence[str]) -> bool:
+    """True when the TCP peer is a loopback address (127.0.0.0/8 or ::1) that is not one of
+    ``trusted_proxies``: a local reverse proxy forwards remote clients, who are not local."""
     client = request.scope.get("client")
     if not client:
         return False
     try:
-        return ipaddress.ip_address(client[0]).is_loopback
+        peer = ipaddress.ip_address(client[0])
     except ValueError:
         return False
+    proxies = (ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
+    return peer.is_loopback and not any(peer in net for net in proxies)
 
 
 def bearer_token(request: Request) -> str | None:

@@ -18,6 +18,8 @@ from typing import Annotated, Any
 
 import blake3
 import msgspec
+from argon2 import Type, extract_parameters
+from argon2.exceptions import InvalidHashError
 
 from .envelope import EnvelopeKey, KeyRing
 from .errors import ConfigError
@@ -26,6 +28,7 @@ from .secret import Secret
 log = logging.getLogger("registryd")
 
 SECONDS = 1
+DAY = 86_400 * SECONDS
 KIB = 1024
 
 Positive = Annotated[int, msgspec.Meta(gt=0)]
@@ -111,10 +114,11 @@ class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 
 
 class PresenceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``[presence]``: announcements live ``ttl_seconds``; GC runs every ``gc_interval_seconds``."""
+    """``[presence]``: announcements live ``ttl_seconds`` (at most a year); GC runs every
+    ``gc_interval_seconds`` (at most a day)."""
 
-    ttl_seconds: Positive = 300 * SECONDS
-    gc_interval_seconds: Positive = 60 * SECONDS
+    ttl_seconds: Annotated[int, msgspec.Meta(gt=0, le=365 * DAY)] = 300 * SECONDS
+    gc_interval_seconds: Annotated[int, msgspec.Meta(gt=0, le=DAY)] = 60 * SECONDS
 
 
 class PowConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -216,6 +220,11 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
             passphrase = read_passphrase(self.envelope)
             store = Keystore.load(self.envelope.keystore_path, passphrase)
+            if not any(key.active for key in store.keys):
+                raise ConfigError(
+                    "envelope.keystore_path",
+                    "the keystore has no active key (registryd keys generate --active)",
+                )
             return store.keyring(self.envelope.pepper_hex)
         keys = tuple(
             EnvelopeKey.from_private(
@@ -343,10 +352,13 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("rate_limit.storage_uri", 'only "memory://" is supported in this version')
     for table, hashes in (("peers", cfg.peers.token_hashes), ("admin", cfg.admin.token_hashes)):
         for i, digest in enumerate(hashes):
-            if not digest.startswith("$argon2id$"):
+            try:
+                if extract_parameters(digest).type is not Type.ID:
+                    raise InvalidHashError
+            except InvalidHashError:
                 raise ConfigError(
                     f"{table}.token_hashes[{i}]", "expected an Argon2id hash (registryd hash-token)"
-                )
+                ) from None
 
 
 def parse(text: str) -> Config:

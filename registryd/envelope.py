@@ -130,12 +130,13 @@ class EnvelopeKey:
             return "active" if self.valid_at(now_ms) else "pending"
         return "grace" if self.opens_until_ms is not None else "inactive"
 
-    def describe(self) -> dict[str, object]:
-        """The public wire description (spec 4.5 ``/envelope_pubkey``)."""
+    def describe(self, now_ms: int) -> dict[str, object]:
+        """The public wire description (spec 4.5 ``/envelope_pubkey``); ``active`` only while
+        the key may seal at ``now_ms`` (a staged key is not advertised as active early)."""
         out: dict[str, object] = {
             "kid_hex": self.kid.hex(),
             "x25519_public_key_hex": self.public.hex(),
-            "active": self.active,
+            "active": self.active and self.valid_at(now_ms),
         }
         if self.not_after_ms is not None:
             out["not_after_epoch_ms"] = self.not_after_ms

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -95,7 +95,10 @@ class Registry:
         self.clock = clock
         self.config_path = config_path
         self.pow = ProofOfWork(config.pow, clock) if config.pow.enabled else None
-        self.tokens = TokenVerifier()
+        # separate pools: a flood of bad peer tokens cannot queue out the operator, and back
+        self.peer_tokens = TokenVerifier()
+        self.admin_tokens = TokenVerifier()
+        self._reloading = asyncio.Lock()
         self.config = config
         self.apply(config, keyring)
 
@@ -124,8 +127,9 @@ class Registry:
             cfg = config_mod.load(path)
             return cfg, cfg.keyring()
 
-        cfg, keyring = await anyio.to_thread.run_sync(read)
-        stale = self.apply(cfg, keyring)
+        async with self._reloading:  # one at a time, so the last file read is the one applied
+            cfg, keyring = await anyio.to_thread.run_sync(read)
+            stale = self.apply(cfg, keyring)
         log.info("reloaded %s: %d envelope keys", path, len(keyring.keys))
         if stale:
             log.warning("changed but needing a restart (kept as they were): %s", ", ".join(stale))
@@ -134,8 +138,7 @@ class Registry:
         return stale
 
     def routes(self) -> list[Route]:
-        pow_routes = [Route("/pow/challenge", self.pow_challenge, methods=["GET"])]
-        return (pow_routes if self.pow else []) + [
+        routes = [
             Route("/register", self.register, methods=["POST"]),
             Route("/resolve", self.resolve, methods=["POST"]),
             Route("/check_user/{handle}", self.check_user, methods=["GET"]),
@@ -147,6 +150,9 @@ class Registry:
             Route("/envelope_pubkeys", self.envelope_pubkeys, methods=["GET"]),
             Route("/health", self.health, methods=["GET"]),
         ]
+        if self.pow is not None:
+            routes.append(Route("/pow/challenge", self._challenge(self.pow), methods=["GET"]))
+        return routes
 
     async def health(self, request: Request) -> Response:
         """200 ``{"status": "ok", "active_kid"}``, or 503 ``{"status": "degraded"}`` when no
@@ -163,10 +169,12 @@ class Registry:
         if self.pow is not None:
             self.pow.verify(request.headers.get(POW_HEADER), client_key(request))
 
-    async def pow_challenge(self, request: Request) -> Response:
-        if self.pow is None:  # the route is only mounted when PoW is enabled
-            raise NotFound()
-        return json_response(self.pow.issue(client_key(request)))
+    @staticmethod
+    def _challenge(pow: ProofOfWork) -> Callable[[Request], Awaitable[Response]]:
+        async def pow_challenge(request: Request) -> Response:
+            return json_response(pow.issue(client_key(request)))
+
+        return pow_challenge
 
     async def read_json(self, request: Request, type_: type[T]) -> T:
         """The body decoded strictly as ``type_``: JSON content type, at most ``max_body_bytes``."""
@@ -269,14 +277,17 @@ class Registry:
         return json_response({"merged": added})
 
     async def envelope_pubkey(self, request: Request) -> Response:
-        return json_response(self.keyring.active(self.clock()).describe() | {"active": True})
+        now = self.clock()
+        return json_response(self.keyring.active(now).describe(now))
 
     async def envelope_pubkeys(self, request: Request) -> Response:
-        return json_response([key.describe() for key in self.keyring.keys])
+        now = self.clock()
+        return json_response([key.describe(now) for key in self.keyring.keys])
 
     async def require_peer(self, request: Request) -> None:
         """Pass authenticated peers (verified mTLS client, or an Argon2id-hashed bearer token)."""
         if self.config.peers.mtls and verified_client_cert(self.config, request):
             return
-        if not await self.tokens.verify(bearer_token(request), self.config.peers.token_hashes):
+        token = bearer_token(request)
+        if not await self.peer_tokens.verify(token, self.config.peers.token_hashes):
             raise Unauthorized()

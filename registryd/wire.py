@@ -47,13 +47,21 @@ def decode(raw: bytes, type_: type[T]) -> T:
 
 
 def loads(raw: bytes) -> Any:
-    """Parse ``raw`` JSON as serde_json would accept it: no duplicate keys, NaN, lone surrogates
-    or runaway nesting; raises :class:`InvalidInput` with the reason."""
+    """Parse ``raw`` JSON as serde_json would accept it: UTF-8 only (no BOM, no UTF-16), no
+    duplicate keys, NaN, lone surrogates or runaway nesting; :class:`InvalidInput` with why."""
     try:
-        obj = json.loads(raw, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+        text = raw.decode("utf-8")  # json.loads(bytes) would also sniff UTF-16/32 and a BOM
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("body is not UTF-8") from exc
+    if text.startswith("\ufeff"):
+        raise InvalidInput("byte order mark before the JSON")
+    try:
+        obj = json.loads(
+            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+        )
     except RecursionError as exc:
         raise InvalidInput("json nested too deeply") from exc
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+    except ValueError as exc:  # JSONDecodeError is a ValueError
         if isinstance(exc, InvalidInput):
             raise
         raise InvalidInput("malformed json") from exc

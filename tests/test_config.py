@@ -397,6 +397,18 @@ CASES: list[tuple[str, str, str, str]] = [
         "expected a power of two",
     ),
     (
+        "presence ttl beyond a year",
+        toml("", "[presence]\nttl_seconds = 99999999999\n"),
+        "presence.ttl_seconds",
+        "<= 31536000",
+    ),
+    (
+        "admin token hash that is not a parseable argon2id hash",
+        toml("", '[admin]\ntoken_hashes = ["$argon2id$garbage"]\n'),
+        "admin.token_hashes[0]",
+        "expected an Argon2id hash",
+    ),
+    (
         "rate limit storage other than memory",
         toml("", '[rate_limit]\nstorage_uri = "redis://localhost:6379"\n'),
         "rate_limit.storage_uri",

@@ -398,12 +398,14 @@ def test_unknown_kid_is_invalid_input() -> None:
 
 
 def test_describe() -> None:
-    assert vector_ring().active(NOW).describe() == {
+    assert vector_ring().active(NOW).describe(NOW) == {
         "kid_hex": "0001020304050607",
         "x25519_public_key_hex": SERVER_PUBLIC_HEX,
         "active": True,
     }
-    assert key(1, not_after_ms=NOW).describe()["not_after_epoch_ms"] == NOW
+    assert key(1, not_after_ms=NOW).describe(NOW - 1)["not_after_epoch_ms"] == NOW
+    staged = key(2, active=True, not_before_ms=NOW + 1)
+    assert [staged.describe(NOW)["active"], staged.describe(NOW + 1)["active"]] == [False, True]
 
 
 # --- secrets stay secret -------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from registryd.keystore import KdfParams, Keystore
 from registryd.routes import Registry
 from registryd.storage import open_storage
 
-from .conftest import KID_HEX, SERVER_PRIVATE_HEX, Clock, config_text
+from .conftest import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX, Clock, config_text
 
 KID_B, PRIVATE_B = "0b0b0b0b0b0b0b0b", "0b" * 32
 TOKEN = "admin-token-0123456789"
@@ -230,3 +231,68 @@ async def test_admin_rotate_with_an_encrypted_keystore(
         assert "s3cret" not in rotated.text
         bad = await http.post("/admin/keys/rotate", headers=ADMIN, json={"grace_seconds": -1})
         assert bad.status_code == 400
+
+
+async def test_admin_is_not_local_through_a_trusted_local_proxy(
+    tmp_path: Path, clock: Clock
+) -> None:
+    path = admin_config(tmp_path)
+    path.write_text(
+        path.read_text().replace('mode = "http"', 'mode = "http"\ntrusted_proxies = ["127.0.0.1"]')
+    )
+    async with registry_app(path, clock) as (_, proxied):
+        headers = {**ADMIN, "x-forwarded-for": "198.51.100.7"}
+        refused = await proxied.get("/admin/keys", headers=headers)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (403, "FORBIDDEN")
+
+
+async def test_a_flood_of_bad_peer_tokens_does_not_lock_out_the_admin(
+    tmp_path: Path, clock: Clock
+) -> None:
+    slow_hash = PasswordHasher().hash(TOKEN)  # real cost: ~50 ms a check
+    path = tmp_path / "registry.toml"
+    tables = f'[admin]\ntoken_hashes = ["{TOKEN_HASH}"]\n[peers]\ntoken_hashes = ["{slow_hash}"]\n'
+    path.write_text(config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX), tables=tables))
+    async with registry_app(path, clock) as (_, http):
+        junk = {"authorization": "Bearer junk"}
+        flood = [http.post("/nodes", json={"nodes": []}, headers=junk) for _ in range(40)]
+        results = await asyncio.gather(*flood, http.get("/admin/keys", headers=ADMIN))
+    assert results[-1].status_code == 200
+    assert {r.status_code for r in results[:-1]} == {401, 429}
+
+
+async def test_overlapping_reloads_apply_the_newest_file(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "registry.toml"
+    path.write_text(config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX)))
+    async with registry_app(path, clock) as (registry, http):
+        real_load, first = config_mod.load, asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def slow_first_load(p: str) -> config_mod.Config:
+            cfg = real_load(p)  # reads the file as it is now...
+            if not first.is_set():
+                loop.call_soon_threadsafe(first.set)
+                time.sleep(0.3)  # ...and, like an Argon2 keystore read, takes its time
+            return cfg
+
+        monkeypatch.setattr(config_mod, "load", slow_first_load)
+        older = asyncio.create_task(registry.reload())
+        await first.wait()
+        path.write_text(config_with(key_table(KID_B, PRIVATE_B)))
+        await asyncio.gather(older, registry.reload())
+        assert await active_kid(http) == KID_B
+
+
+def test_a_keystore_without_an_active_key_is_a_config_error(tmp_path: Path) -> None:
+    store = Keystore(path=tmp_path / "keys.json")
+    store.generate(1_700_000_000_000, active=False)
+    store.save(None, None)
+    cfg = config_mod.parse(
+        f'mode = "http"\n[storage]\nkind = "memory"\n[envelope]\npepper_hex = "{PEPPER_HEX}"\n'
+        f'keystore_path = "{tmp_path / "keys.json"}"\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        cfg.keyring()
+    assert err.value.path == "envelope.keystore_path" and "no active key" in err.value.message
