@@ -21,26 +21,21 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .auth import bearer_token, from_loopback, verified_client_cert
-from .envelope import EnvelopeKey
-from .errors import ConfigError, Forbidden, InvalidInput, NotFound, Unauthorized
+from .errors import (
+    ConfigError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    KeystoreError,
+    NotFound,
+    Unauthorized,
+)
+from .keystore import Keystore, describe_key, read_passphrase
 from .routes import Registry, json_response
 
 
 class RotateRequest(msgspec.Struct, forbid_unknown_fields=True):
     grace_seconds: Annotated[int, msgspec.Meta(ge=0, le=10 * 365 * 86_400)]
-
-
-def describe(key: EnvelopeKey, now_ms: int) -> dict[str, Any]:
-    """A key's public facts for operators (``registryd keys list`` shows the same)."""
-    return {
-        "kid_hex": key.kid.hex(),
-        "x25519_public_key_hex": key.public.hex(),
-        "state": key.state(now_ms),
-        "created_ms": key.created_ms,
-        "not_before_ms": key.not_before_ms,
-        "not_after_ms": key.not_after_ms,
-        "opens_until_ms": key.opens_until_ms,
-    }
 
 
 class Admin:
@@ -81,16 +76,16 @@ class Admin:
         now = self.registry.clock()
 
         def rotate_on_disk() -> None:
-            from .keystore import Keystore, read_passphrase
-
-            passphrase = read_passphrase(envelope)
-            store = Keystore.load(path, passphrase)
-            store.rotate(now, grace_ms)
-            store.save(path, passphrase)
+            with Keystore.editing(path, read_passphrase(envelope)) as store:  # locked
+                store.rotate(now, grace_ms)
 
         try:
             await anyio.to_thread.run_sync(rotate_on_disk)
             await self.registry.reload()
+        except KeystoreError as exc:
+            if "busy" in exc.message:  # another rotation holds the keystore lock
+                raise Conflict(f"rotation failed: {exc}") from None
+            raise InvalidInput(f"rotation failed: {exc}") from None
         except ConfigError as exc:
             raise InvalidInput(f"rotation failed: {exc}") from None
         return json_response(self._listing())
@@ -105,4 +100,4 @@ class Admin:
 
     def _listing(self) -> list[dict[str, Any]]:
         now = self.registry.clock()
-        return [describe(key, now) for key in self.registry.keyring.keys]
+        return [describe_key(key, now) for key in self.registry.keyring.keys]

@@ -23,6 +23,7 @@ from argon2.exceptions import InvalidHashError
 
 from .envelope import EnvelopeKey, KeyRing
 from .errors import ConfigError
+from .keystore import Keystore, describe_key, read_passphrase
 from .secret import Secret
 
 log = logging.getLogger("registryd")
@@ -216,8 +217,6 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         keystore's newest first. Raises :class:`ConfigError` (or a
         :class:`~registryd.errors.KeystoreError`) when the keystore cannot be read."""
         if self.envelope.keystore_path is not None:
-            from .keystore import Keystore, read_passphrase
-
             passphrase = read_passphrase(self.envelope)
             store = Keystore.load(self.envelope.keystore_path, passphrase)
             if not any(key.active for key in store.keys):
@@ -393,16 +392,7 @@ def summary(cfg: Config, keyring: KeyRing | None = None) -> dict[str, Any]:
     envelope keys (from ``keyring``, default ``cfg.keyring()``) by kid, public key and state."""
     out: dict[str, Any] = msgspec.to_builtins(cfg, enc_hook=lambda s: "<redacted>")
     now = time.time_ns() // 1_000_000
-    out["envelope"]["keys"] = [
-        {
-            "kid_hex": key.kid.hex(),
-            "public_key_hex": key.public.hex(),
-            "state": key.state(now),
-            "not_before_ms": key.not_before_ms,
-            "not_after_ms": key.not_after_ms,
-        }
-        for key in (keyring or cfg.keyring()).keys
-    ]
+    out["envelope"]["keys"] = [describe_key(key, now) for key in (keyring or cfg.keyring()).keys]
     if cfg.storage.index_key_hex is None:
         out["storage"]["index_key_hex"] = "<derived from pepper>"
     return out

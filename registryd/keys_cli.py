@@ -10,48 +10,41 @@
     registryd keys import    --from-config PATH --keystore PATH [passphrase]
     registryd hash-token     < token                    prints its Argon2id hash
 
-``STORE`` is ``--config PATH`` (the config's ``[envelope] keystore_path`` and passphrase source)
-or ``--keystore PATH`` with an optional ``--passphrase-env NAME`` / ``--passphrase-file PATH``.
-A passphrase is never taken from the command line; an encrypted keystore without a passphrase
-source is asked for one when stdin is a terminal.
-
-``DURATION`` is a whole number with an optional unit: ``90s``, ``15m``, ``2h``, ``7d``; a bare
-number is seconds. ``WHEN`` is a time: ``DURATION`` with a unit or a ``+`` (``7d``, ``+3600``)
-means that long from now; a bare integer is Unix milliseconds; anything else is ISO-8601
-(``2026-01-01T00:00:00Z``; no zone means UTC).
-
-Exit codes: 0 success, 1 failure (one line on stderr), 2 usage errors. Private keys are never
-printed.
+``STORE``, ``DURATION`` and ``WHEN`` are explained in :data:`EPILOG` (and
+:mod:`registryd.timespec`). Commands that change the keystore hold its lock
+(:meth:`Keystore.editing`) from load to save; a passphrase that must be typed is asked for
+before the lock is taken. Exit codes: 0 success, 1 failure (one line on stderr), 2 usage
+errors. Private keys are never printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import getpass
 import json
 import re
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
 
 from argon2 import PasswordHasher
 
-from . import config
+from . import config, timespec
 from .envelope import EnvelopeKey, KeyRing, now_ms
 from .errors import ConfigError, KeystoreError, KeyUnavailable, RegistrydError
-from .keystore import Keystore, passphrase_from, read_passphrase
+from .keystore import Keystore, describe_key, passphrase_from, read_passphrase
 from .secret import Secret
+from .timespec import iso
 
-UNITS_MS = {"": 1000, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION = re.compile(r"(\+?)(\d+)([smhd]?)")
+RELOAD = "a running daemon loads it on SIGHUP (kill -HUP <pid>) or POST /admin/reload"
 
 EPILOG = """\
 STORE: --config PATH uses the config's [envelope] keystore_path and its passphrase source;
 --keystore PATH names the file directly, with --passphrase-env NAME or --passphrase-file PATH
-if it is encrypted (else you are asked when stdin is a terminal). Passphrases never go on the
-command line.
+(mode 0600) if it is encrypted (else you are asked when stdin is a terminal). Passphrases
+never go on the command line. A running daemon picks up changes on SIGHUP or POST
+/admin/reload; no restart is needed.
 
 DURATION: 90s, 15m, 2h, 7d; a bare number is seconds.
 WHEN: a DURATION with a unit or a leading + is that long from now (7d, +3600); a bare integer
@@ -65,35 +58,18 @@ class UsageError(Exception):
 
 
 def parse_duration(text: str) -> int:
-    """``"90s"``, ``"15m"``, ``"2h"``, ``"7d"`` or a bare number of seconds, in milliseconds."""
-    m = _DURATION.fullmatch(text.strip())
-    if not m or m[1]:
-        raise argparse.ArgumentTypeError(f"expected a duration like 90s, 15m, 2h, 7d: {text!r}")
-    return int(m[2]) * UNITS_MS[m[3]]
-
-
-def parse_when(text: str, now: int) -> int:
-    """A time in Unix ms: ``7d`` / ``+3600`` from ``now``, a bare integer (Unix ms), or
-    ISO-8601 (UTC when no zone is given)."""
-    text = text.strip()
-    m = _DURATION.fullmatch(text)
-    if m and (m[1] or m[3]):
-        return now + int(m[2]) * UNITS_MS[m[3]]
-    if m:
-        return int(m[2])
+    """:func:`registryd.timespec.parse_duration` for argparse (``type=``)."""
     try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"expected a time (7d, +3600, Unix ms or ISO-8601): {text!r}") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return int(when.timestamp() * 1000)
+        return timespec.parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def iso(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _when(text: str | None, now: int) -> int | None:
+    try:
+        return None if text is None else timespec.parse_when(text, now)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # -- opening the keystore -------------------------------------------------------------------
@@ -119,11 +95,8 @@ def _source(args: argparse.Namespace) -> tuple[str, bytes | None]:
     return args.keystore, passphrase_from(args.passphrase_env, args.passphrase_file, args.keystore)
 
 
-def _open(args: argparse.Namespace, *, create: bool = False) -> tuple[Keystore, bytes | None]:
-    path, passphrase = _source(args)
-    if create and not Path(path).exists():
-        return Keystore(path=path), passphrase
-    asked: list[bytes] = []
+def _asker(args: argparse.Namespace, path: str, asked: list[bytes]) -> Callable[[], bytes]:
+    """Ask for the passphrase of the encrypted keystore ``path`` (remembered in ``asked``)."""
 
     def ask() -> bytes:
         if not sys.stdin.isatty():
@@ -133,30 +106,30 @@ def _open(args: argparse.Namespace, *, create: bool = False) -> tuple[Keystore, 
                 else f"{path} is encrypted: set envelope.keystore_passphrase_env or _file"
             )
         asked.append(_ask())
-        return asked[0]
+        return asked[-1]
 
-    store = Keystore.load(path, passphrase, ask=ask)
-    if store.kdf is None:  # stays unencrypted: only `keys passwd` changes that
-        return store, None
-    return store, passphrase if passphrase is not None else asked[0]
+    return ask
 
 
-def _describe(key: EnvelopeKey, now: int, sealing: bytes | None) -> dict[str, Any]:
-    return {
-        "kid_hex": key.kid.hex(),
-        "x25519_public_key_hex": key.public.hex(),
-        "state": key.state(now),
-        "seals": key.kid == sealing,
-        "created_ms": key.created_ms,
-        "not_before_ms": key.not_before_ms,
-        "not_after_ms": key.not_after_ms,
-        "opens_until_ms": key.opens_until_ms,
-    }
+def _unlock(args: argparse.Namespace, *, create: bool = False) -> tuple[str, bytes | None]:
+    """The keystore path and passphrase; one that must be typed is asked for (and checked)
+    now, so that :meth:`Keystore.editing` never holds the lock while someone types."""
+    path, passphrase = _source(args)
+    if passphrase is None and (not create or Path(path).exists()):
+        asked: list[bytes] = []
+        Keystore.load(path, None, ask=_asker(args, path, asked))
+        passphrase = asked[0] if asked else None
+    return path, passphrase
 
 
-def _sealing_kid(store: Keystore, now: int) -> bytes | None:
+def _editing(args: argparse.Namespace, *, create: bool = False) -> AbstractContextManager[Keystore]:
+    path, passphrase = _unlock(args, create=create)
+    return Keystore.editing(path, passphrase, create=create)
+
+
+def _sealing_kid(keys: list[EnvelopeKey], now: int) -> bytes | None:
     try:
-        return KeyRing(Secret(b""), tuple(store.keys)).active(now).kid
+        return KeyRing(Secret(b""), tuple(keys)).active(now).kid
     except KeyUnavailable:
         return None
 
@@ -165,21 +138,18 @@ def _sealing_kid(store: Keystore, now: int) -> bytes | None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    store, _ = _open(args)
+    path, passphrase = _source(args)
+    store = Keystore.load(path, passphrase, ask=_asker(args, path, []))
     now = now_ms()
-    sealing = _sealing_kid(store, now)
-    rows = [_describe(k, now, sealing) for k in store.keys]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([describe_key(k, now) for k in store.keys], indent=2))
         return 0
-    headings = ["KID", "STATE", "CREATED", "NOT BEFORE", "NOT AFTER", "OPENS UNTIL", "PUBLIC KEY"]
-    table = [headings]
-    for r in rows:
-        times = [
-            iso(r[f]) for f in ("created_ms", "not_before_ms", "not_after_ms", "opens_until_ms")
-        ]
-        state = r["state"] + ("*" if r["seals"] else "")
-        table.append([r["kid_hex"], state, *times, r["x25519_public_key_hex"]])
+    sealing = _sealing_kid(store.keys, now)
+    table = [["KID", "STATE", "CREATED", "NOT BEFORE", "NOT AFTER", "OPENS UNTIL", "PUBLIC KEY"]]
+    for k in store.keys:
+        times = (k.created_ms, k.not_before_ms, k.not_after_ms, k.opens_until_ms)
+        state = k.state(now) + ("*" if k.kid == sealing else "")
+        table.append([k.kid.hex(), state, *map(iso, times), k.public.hex()])
     widths = [16, 9, 20, 20, 20, 20, 0]
     for line in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
@@ -191,30 +161,35 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    store, passphrase = _open(args, create=True)
     now = now_ms()
-    key = store.generate(
-        now,
-        active=args.active,
-        not_before_ms=None if args.not_before is None else parse_when(args.not_before, now),
-        not_after_ms=None if args.not_after is None else parse_when(args.not_after, now),
-    )
-    store.save(None, passphrase)
+    times = {
+        "not_before_ms": _when(args.not_before, now),
+        "not_after_ms": _when(args.not_after, now),
+    }
+    with _editing(args, create=True) as store:
+        key = store.generate(now, active=args.active, **times)
     print(f"generated {key.kid.hex()} ({key.state(now)}), public key {key.public.hex()}")
-    print(f"wrote {store.path} (mode 0600)")
+    print(f"wrote {store.path} (mode 0600); {RELOAD}")
     return 0
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    store, passphrase = _open(args)
     now = now_ms()
-    not_after = None if args.not_after is None else parse_when(args.not_after, now)
-    key, old = store.rotate(now, args.grace, not_after_ms=not_after)
-    store.save(None, passphrase)
+    not_after = _when(args.not_after, now)
+    with _editing(args) as store:
+        key, old = store.rotate(now, args.grace, not_after_ms=not_after)
     print(f"new active key {key.kid.hex()}, public key {key.public.hex()}")
     for k in old:
         print(f"{k.kid.hex()} opens registrations until {iso(k.opens_until_ms)}, then retires")
-    print(f"wrote {store.path}; reload the daemon to use it: kill -HUP <pid> or POST /admin/reload")
+    if not old:
+        print("no key was sealing resolves: none rotated out")
+    for k in store.keys:
+        if k.state(now) == "pending":
+            print(
+                f"{k.kid.hex()} stays pending until {iso(k.not_before_ms)}, but will not seal "
+                f"while the newer {key.kid.hex()} is valid"
+            )
+    print(f"wrote {store.path}; {RELOAD}")
     return 0
 
 
@@ -222,28 +197,26 @@ def cmd_retire(args: argparse.Namespace) -> int:
     if not re.fullmatch(r"[0-9a-fA-F]{16}", args.kid):
         raise UsageError(f"KID must be 16 hex characters: {args.kid!r}")
     kid = bytes.fromhex(args.kid)
-    store, passphrase = _open(args)
     now = now_ms()
-    sealing = _sealing_kid(store, now)
-    store.retire(kid)
-    if sealing == kid and _sealing_kid(store, now) is None and not args.force:
-        raise KeystoreError(
-            str(store.path),
-            f"refusing to retire {kid.hex()}, the only key that seals resolves (the daemon "
-            "would answer 503): run `keys rotate` first, or pass --force",
-        )
-    store.save(None, passphrase)
-    print(f"retired {kid.hex()}; wrote {store.path}")
+    with _editing(args) as store:
+        sealing = _sealing_kid(store.keys, now)
+        store.retire(kid)
+        if sealing == kid and _sealing_kid(store.keys, now) is None and not args.force:
+            raise KeystoreError(
+                str(store.path),
+                f"refusing to retire {kid.hex()}, the only key that seals resolves (the daemon "
+                "would answer 503): run `keys rotate` first, or pass --force",
+            )
+    print(f"retired {kid.hex()}; wrote {store.path}; {RELOAD}")
     return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    store, passphrase = _open(args)
-    gone = store.prune(now_ms())
+    with _editing(args) as store:
+        gone = store.prune(now_ms())
     if not gone:
         print("nothing to prune")
         return 0
-    store.save(None, passphrase)
     for kid in gone:
         print(f"removed {kid.hex()}")
     print(f"wrote {store.path}")
@@ -268,9 +241,10 @@ def _new_passphrase(args: argparse.Namespace, keystore: str) -> bytes | None:
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:
-    store, _ = _open(args)
-    new = _new_passphrase(args, str(store.path))
-    store.save(None, new)
+    path, passphrase = _unlock(args)
+    new = _new_passphrase(args, path)  # typed before the lock is taken
+    with Keystore.editing(path, passphrase) as store:
+        store.save(None, new)  # the keys are unchanged: editing saves nothing more
     if store.kdf is None:
         print(f"{store.path} is now stored unencrypted (keep it mode 0600)")
     else:
@@ -285,17 +259,18 @@ def cmd_import(args: argparse.Namespace) -> int:
     if cfg.envelope.keystore_path is not None or not cfg.envelope.keys:
         raise ConfigError("envelope.keys", f"{args.from_config} has no inline keys to import")
     target = Path(args.keystore)
+    exists = KeystoreError(args.keystore, "already exists; import writes a new keystore only")
     if target.exists():
-        raise KeystoreError(args.keystore, "already exists; import writes a new keystore only")
+        raise exists
     passphrase = passphrase_from(args.passphrase_env, args.passphrase_file, args.keystore)
-    store = Keystore(path=target)
-    now = now_ms()
-    # created_ms = now - position keeps the config's order, which decides the sealing key.
-    for i, entry in enumerate(cfg.envelope.keys):
-        kid, private = bytes.fromhex(entry.kid_hex), entry.x25519_private_key_hex.reveal()
-        times = {"not_after_ms": entry.not_after_epoch_ms, "created_ms": now - i}
-        store.add(EnvelopeKey.from_private(kid, private, active=entry.active, **times))
-    store.save(None, passphrase)
+    with Keystore.editing(target, passphrase, create=True) as store:
+        if store.keys:  # made while we were not looking
+            raise exists
+        now = now_ms()  # created_ms = now - position keeps the config's order (sealing key)
+        for i, entry in enumerate(cfg.envelope.keys):
+            kid, private = bytes.fromhex(entry.kid_hex), entry.x25519_private_key_hex.reveal()
+            times = {"not_after_ms": entry.not_after_epoch_ms, "created_ms": now - i}
+            store.add(EnvelopeKey.from_private(kid, private, active=entry.active, **times))
     print(f"wrote {target} with {len(store.keys)} keys (mode 0600)", file=sys.stderr)
     print(f"# In [envelope] of {args.from_config}, replace the [[envelope.keys]] tables with:")
     print(f"keystore_path = {json.dumps(str(target.resolve()))}")
@@ -360,7 +335,9 @@ def _passphrase_options(parser: argparse.ArgumentParser) -> None:
         "--passphrase-env", metavar="NAME", help="with --keystore: env variable holding it"
     )
     how.add_argument(
-        "--passphrase-file", metavar="PATH", help="with --keystore: file holding it (one line)"
+        "--passphrase-file",
+        metavar="PATH",
+        help="with --keystore: file holding it (one line, mode 0600)",
     )
 
 
@@ -412,9 +389,10 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     p = action(
         "rotate",
         "make a new active key; old ones open registrations for a grace period",
-        "Add a new active key, which seals every resolve from now on. The previously active "
-        "keys become inactive and keep opening registrations for --grace, then count as "
-        "retired. Restart the daemon to load the new keys.",
+        "Add a new active key, which seals every resolve from now on. The keys sealing now "
+        "become inactive and keep opening registrations for --grace, then count as retired; "
+        "a staged key (pending: generate --active --not-before) is left as it is. A running "
+        "daemon loads the change on SIGHUP or POST /admin/reload, without a restart.",
         cmd_rotate,
     )
     _store_options(p)
@@ -458,7 +436,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     _store_options(p)
     new = p.add_mutually_exclusive_group()
     new.add_argument("--new-passphrase-env", metavar="NAME", help="env variable holding it")
-    new.add_argument("--new-passphrase-file", metavar="PATH", help="file holding it (one line)")
+    new.add_argument(
+        "--new-passphrase-file", metavar="PATH", help="file holding it (one line, mode 0600)"
+    )
     new.add_argument("--no-passphrase", action="store_true", help="store the keystore unencrypted")
 
     p = action(

@@ -22,6 +22,9 @@ with AAD = the canonical JSON of ``{"format", "version", "kdf"}``, so the KDF pa
 be altered either. A plaintext keystore's checksum only detects accidental edits: anyone who
 can write the file can recompute it.
 
+Writers use :meth:`Keystore.editing`, which holds an exclusive ``flock`` on ``<keystore>.lock``
+from load to save, so concurrent changes cannot lose each other; readers need no lock.
+
 Every failure is a :class:`~registryd.errors.KeystoreError` naming the file; private keys and
 passphrases never appear in reprs, messages or logs.
 """
@@ -30,15 +33,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import os
 import stat
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import blake3
 import msgspec
@@ -47,11 +53,13 @@ from argon2.low_level import Type, hash_secret_raw
 from nacl import bindings
 
 from . import wire
-from .config import EnvelopeConfig
 from .envelope import EnvelopeKey, KeyRing
 from .errors import InvalidInput, KeystoreError
 from .secret import Secret
 from .wire import KID_LEN
+
+if TYPE_CHECKING:  # config imports this module lazily; this one needs config only for types
+    from .config import EnvelopeConfig
 
 log = logging.getLogger("registryd.keystore")
 
@@ -59,6 +67,7 @@ FORMAT = "registryd-keystore"
 VERSION = 1
 SALT_LEN = 16
 NONCE_LEN = 24
+LOCK_TIMEOUT_S = 10.0  # how long Keystore.editing waits for another writer
 
 Hex = Annotated[str, msgspec.Meta(pattern="^(?:[0-9a-f]{2})+\\Z")]
 Ms = Annotated[int, msgspec.Meta(ge=0)]
@@ -129,6 +138,29 @@ def _newest_first(keys: list[EnvelopeKey]) -> list[EnvelopeKey]:
     return sorted(keys, key=lambda k: -(k.created_ms or 0))
 
 
+def _exposed(st: os.stat_result) -> str | None:
+    """What is wrong with a secret file whose status is ``st``: group or others may access it."""
+    mode = stat.S_IMODE(st.st_mode)
+    if not mode & 0o077:
+        return None
+    what = "readable" if mode & 0o044 else "accessible"
+    return f"is {what} by group or others (mode {mode:04o}); run chmod 600"
+
+
+def describe_key(key: EnvelopeKey, now_ms: int) -> dict[str, object]:
+    """A key's public facts for operators (``keys list --json``, ``GET /admin/keys``,
+    ``check-config``): kid, public key, state at ``now_ms`` and times. Never the private key."""
+    return {
+        "kid_hex": key.kid.hex(),
+        "x25519_public_key_hex": key.public.hex(),
+        "state": key.state(now_ms),
+        "created_ms": key.created_ms,
+        "not_before_ms": key.not_before_ms,
+        "not_after_ms": key.not_after_ms,
+        "opens_until_ms": key.opens_until_ms,
+    }
+
+
 class Keystore:
     """The keystore's keys, newest first (``keys``), as :class:`EnvelopeKey` objects.
 
@@ -192,6 +224,38 @@ class Keystore:
         log.debug("loaded keystore %s: %d keys", path, len(store.keys))
         return store
 
+    @classmethod
+    @contextlib.contextmanager
+    def editing(
+        cls,
+        path: str | os.PathLike[str],
+        passphrase: bytes | None,
+        *,
+        create: bool = False,
+        timeout_s: float = LOCK_TIMEOUT_S,
+    ) -> Iterator[Keystore]:
+        """Lock, load, yield and save: ``with Keystore.editing(path, passphrase) as store:``.
+
+        Holds an exclusive ``flock`` on ``<path>.lock`` (created 0600) throughout, waiting up to
+        ``timeout_s`` for another holder (then :class:`KeystoreError` "busy"). With ``create`` a
+        missing keystore starts empty. A normal exit saves the keystore if its keys changed, as
+        it was (encrypted with ``passphrase`` or not; a new one is encrypted if ``passphrase``
+        is given); to re-encrypt, :meth:`save` inside the block. An exception saves nothing.
+        """
+        target = Path(path)
+        if not create and not target.exists():
+            raise KeystoreError(str(path), "no such keystore file")
+        with _locked(target, timeout_s):
+            if create and not target.exists():
+                store = cls(path=target)
+            else:
+                store = cls.load(target, passphrase)
+                passphrase = passphrase if store.kdf is not None else None
+            before = list(store.keys)
+            yield store
+            if store.keys != before:
+                store.save(target, passphrase)
+
     def _read_document(self) -> _File:
         try:
             fd = os.open(self.path or "", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -201,12 +265,10 @@ class Keystore:
             raise self._error(f"cannot open: {exc.strerror}") from None
         try:  # checked on the open file, so a swapped-in file cannot slip past
             st = os.fstat(fd)
-            mode = stat.S_IMODE(st.st_mode)
             if not stat.S_ISREG(st.st_mode):
                 raise self._error("not a regular file")
-            if mode & 0o077:
-                what = "readable" if mode & 0o044 else "accessible"
-                raise self._error(f"is {what} by group or others (mode {mode:04o}); run chmod 600")
+            if problem := _exposed(st):
+                raise self._error(problem)
         except BaseException:
             os.close(fd)
             raise
@@ -342,12 +404,13 @@ class Keystore:
     def rotate(
         self, now_ms: int, grace_ms: int, *, not_after_ms: int | None = None
     ) -> tuple[EnvelopeKey, list[EnvelopeKey]]:
-        """Make a new active key; every active key becomes inactive and keeps opening
-        registrations until ``now_ms + grace_ms``. Returns (new key, the keys rotated out)."""
+        """Make a new active key. The keys that seal or could seal at ``now_ms`` (active and
+        valid then) become inactive and keep opening registrations until ``now_ms + grace_ms``;
+        a staged key (active, valid only later: pending) is left as it is. Returns (new key, the
+        keys rotated out)."""
         if grace_ms < 0:
             raise self._error("the grace period cannot be negative")
-        old = [k for k in self.keys if k.active]
-        ended = {k.kid for k in old}
+        ended = {k.kid for k in self.keys if k.active and k.valid_at(now_ms)}
         self.keys = [
             dataclasses.replace(k, active=False, opens_until_ms=now_ms + grace_ms)
             if k.kid in ended
@@ -392,10 +455,40 @@ def _write_atomically(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _locked(path: Path, timeout_s: float) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<path>.lock`` (created 0600) for the block."""
+    lock = path.with_name(path.name + ".lock")
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, flags, 0o600)
+    except OSError as exc:
+        raise KeystoreError(str(path), f"cannot open lock file {lock}: {exc.strerror}") from None
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not _try_lock(fd):
+            if time.monotonic() >= deadline:
+                raise KeystoreError(str(path), f"busy: another change holds {lock}; try again")
+            time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
+
+
 def passphrase_from(env: str | None, file: str | None, keystore: str) -> bytes | None:
     """The passphrase from environment variable ``env`` or file ``file`` (one trailing newline
     stripped), or None if neither is named. :class:`KeystoreError` (naming ``keystore``) when
-    the variable is unset or empty or the file is unreadable or empty."""
+    the variable is unset or empty, or the file is unreadable, empty or accessible by group or
+    others (like the keystore, it must be mode 0600 or 0400)."""
     if env:
         value = os.environ.get(env, "")
         if not value:
@@ -403,11 +496,15 @@ def passphrase_from(env: str | None, file: str | None, keystore: str) -> bytes |
         return value.encode()
     if file:
         try:
-            data = Path(file).read_bytes()
+            with open(file, "rb") as f:  # checked on the open file, like the keystore
+                problem = _exposed(os.fstat(f.fileno()))
+                data = b"" if problem else f.read()
         except OSError as exc:
             raise KeystoreError(
                 keystore, f"cannot read passphrase file {file}: {exc.strerror}"
             ) from None
+        if problem:
+            raise KeystoreError(keystore, f"passphrase file {file} {problem}")
         data = data.removesuffix(b"\n").removesuffix(b"\r")
         if not data:
             raise KeystoreError(keystore, f"passphrase file {file} is empty")

@@ -571,7 +571,7 @@ def test_repr_str_and_summary_hide_secrets(case: str) -> None:
     _assert_no_secret(json.dumps(summary))
     assert summary["envelope"]["pepper_hex"] == "<redacted>"
     assert "x25519_private_key_hex" not in summary["envelope"]["keys"][0]  # not even redacted
-    assert summary["envelope"]["keys"][0]["public_key_hex"] == PUBLIC_HEX  # public: shown
+    assert summary["envelope"]["keys"][0]["x25519_public_key_hex"] == PUBLIC_HEX  # public: shown
     assert summary["envelope"]["keys"][0]["state"] == "active"
     assert summary["storage"]["index_key_hex"] == "<redacted>"
 

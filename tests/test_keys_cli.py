@@ -7,6 +7,8 @@ import io
 import json
 import logging
 import stat
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -15,7 +17,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from registryd import config as config_mod
-from registryd import keys_cli, keystore
+from registryd import keys_cli, keystore, timespec
 from registryd.errors import KeystoreError
 from registryd.keystore import KdfParams, Keystore
 from registryd.secret import Secret
@@ -108,25 +110,33 @@ def private_texts(store: Keystore) -> list[str]:
     [("90s", 90_000), ("15m", 900_000), ("2h", 7_200_000), ("7d", 604_800_000), ("30", 30_000)],
 )
 def test_parse_duration(text: str, ms: int) -> None:
+    assert timespec.parse_duration(text) == ms
     assert keys_cli.parse_duration(text) == ms
 
 
 @pytest.mark.parametrize("text", ["", "5x", "1.5h", "-3s", "+3s", "2h30m", "h"])
 def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError):
-        keys_cli.parse_duration(text)
+    with pytest.raises(ValueError, match="expected a duration like 90s"):
+        timespec.parse_duration(text)
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a duration like 90s"):
+        keys_cli.parse_duration(text)  # argparse prints this message as the usage error
 
 
 def test_parse_when() -> None:
     now = 1_700_000_000_000
-    assert keys_cli.parse_when("7d", now) == now + 7 * 86_400_000
-    assert keys_cli.parse_when("+3600", now) == now + 3_600_000
-    assert keys_cli.parse_when("1767225600000", now) == 1_767_225_600_000
-    assert keys_cli.parse_when("2026-01-01T00:00:00Z", now) == 1_767_225_600_000
-    assert keys_cli.parse_when("2026-01-01T01:00:00+01:00", now) == 1_767_225_600_000
-    assert keys_cli.parse_when("2026-01-01", now) == 1_767_225_600_000  # no zone: UTC
-    with pytest.raises(keys_cli.UsageError):
-        keys_cli.parse_when("next tuesday", now)
+    assert timespec.parse_when("7d", now) == now + 7 * 86_400_000
+    assert timespec.parse_when("+3600", now) == now + 3_600_000
+    assert timespec.parse_when("1767225600000", now) == 1_767_225_600_000
+    assert timespec.parse_when("2026-01-01T00:00:00Z", now) == 1_767_225_600_000
+    assert timespec.parse_when("2026-01-01T01:00:00+01:00", now) == 1_767_225_600_000
+    assert timespec.parse_when("2026-01-01", now) == 1_767_225_600_000  # no zone: UTC
+    with pytest.raises(ValueError, match="expected a time"):
+        timespec.parse_when("next tuesday", now)
+
+
+def test_iso() -> None:
+    assert timespec.iso(None) == "-"
+    assert timespec.iso(1_767_225_600_999) == "2026-01-01T00:00:00Z"
 
 
 # -- generate, list --------------------------------------------------------------------------
@@ -167,7 +177,8 @@ def test_generate_encrypted_with_times(
     assert json.loads(path.read_text())["kdf"]["name"] == "argon2id"
     rows = listing(run, *store_args)
     assert [r["state"] for r in rows] == ["pending", "active"]
-    assert [r["seals"] for r in rows] == [False, True]
+    table = run("keys", "list", *store_args).out.splitlines()
+    assert " pending " in table[1] and " active* " in table[2]
     assert rows[0]["not_before_ms"] == clock.now_ms + 7 * 86_400_000
     assert rows[0]["not_after_ms"] == 1_893_456_000_000
     assert run("keys", "generate", *store_args, "--not-after", "1893456000000").code == 0
@@ -206,7 +217,18 @@ def test_list_shows_public_data_only(
     texts = [result.out, json_out, log_all.text]
     for secret in private_texts(store):
         assert not any(secret in t for t in texts)
-    assert {r["kid_hex"] for r in json.loads(json_out)} == {new.kid.hex(), old.kid.hex()}
+    rows = json.loads(json_out)
+    now = clock.now_ms
+    assert rows == [keystore.describe_key(k, now) for k in store.keys]  # exactly that shape
+    assert set(rows[0]) == {
+        "kid_hex",
+        "x25519_public_key_hex",
+        "state",
+        "created_ms",
+        "not_before_ms",
+        "not_after_ms",
+        "opens_until_ms",
+    }
 
 
 def test_list_says_when_no_key_can_seal(tmp_path: Path, run: Any) -> None:
@@ -242,6 +264,7 @@ def test_encrypted_keystore_without_a_passphrase(
     assert run("keys", "list", "--keystore", str(path)).code == 0
     pass_file = tmp_path / "pass"
     pass_file.write_text(PASS + "\n")
+    pass_file.chmod(0o600)
     monkeypatch.setattr("getpass.getpass", lambda prompt: "wrong")
     assert (
         run("keys", "list", "--keystore", str(path), "--passphrase-file", str(pass_file)).code == 0
@@ -282,6 +305,92 @@ def test_rotate_then_prune_after_the_grace_period(tmp_path: Path, run: Any, cloc
     result = run("keys", "prune", *store_args)
     assert result.code == 0 and f"removed {old.kid.hex()}" in result.out
     assert [k.kid for k in load(path).keys] == [new.kid]
+
+
+def test_rotate_leaves_a_staged_key_pending_and_says_so(
+    tmp_path: Path, run: Any, clock: Clock
+) -> None:
+    path = tmp_path / "k.json"
+    store_args = ("--keystore", str(path))
+    assert run("keys", "generate", *store_args, "--active").code == 0
+    assert run("keys", "generate", *store_args, "--active", "--not-before", "7d").code == 0
+    staged, current = load(path).keys
+    clock.advance(60)
+    result = run("keys", "rotate", *store_args, "--grace", "1h")
+    assert result.code == 0, result.err
+    new = load(path).keys[0]
+    assert f"{current.kid.hex()} opens registrations until" in result.out
+    assert f"{staged.kid.hex()} opens" not in result.out
+    assert f"{staged.kid.hex()} stays pending until 2023-11-21T22:13:20Z" in result.out
+    assert f"while the newer {new.kid.hex()} is valid" in result.out
+    assert "kill -HUP" in result.out and "POST /admin/reload" in result.out
+    assert load(path).get(staged.kid) == staged
+    assert [r["state"] for r in listing(run, *store_args)] == ["active", "pending", "grace"]
+
+
+def test_rotate_without_a_sealing_key(tmp_path: Path, run: Any) -> None:
+    path = tmp_path / "k.json"
+    assert run("keys", "generate", "--keystore", str(path)).code == 0
+    result = run("keys", "rotate", "--keystore", str(path), "--grace", "1h")
+    assert result.code == 0, result.err
+    assert "none rotated out" in result.out and "opens registrations" not in result.out
+
+
+def test_rotate_waits_for_another_change_and_both_land(
+    tmp_path: Path, run: Any, clock: Clock
+) -> None:
+    path = tmp_path / "k.json"
+    assert run("keys", "generate", "--keystore", str(path), "--active").code == 0
+    results: list[Result] = []
+    with Keystore.editing(path, None) as store:  # e.g. POST /admin/keys/rotate, mid-change
+        rotating = threading.Thread(
+            target=lambda: results.append(
+                run("keys", "rotate", "--keystore", str(path), "--grace", "1h")
+            )
+        )
+        rotating.start()
+        time.sleep(0.3)
+        assert rotating.is_alive() and not results  # waiting for the lock
+        theirs, _ = store.rotate(clock.now_ms, 3_600_000)
+    rotating.join(timeout=10)
+    assert results and results[0].code == 0, results
+    keys = load(path).keys
+    assert len(keys) == 3 and keys[1].kid == theirs.kid  # rotated out by the CLI, not lost
+    assert [k.state(clock.now_ms) for k in keys] == ["active", "grace", "grace"]
+
+
+def test_a_typed_passphrase_is_asked_before_the_lock_is_taken(
+    tmp_path: Path, run: Any, monkeypatch: pytest.MonkeyPatch, passphrase: str
+) -> None:
+    path = tmp_path / "k.json"
+    assert run("keys", "generate", "--keystore", str(path), "--passphrase-env", ENV).code == 0
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+
+    def ask(prompt: str) -> str:
+        with Keystore.editing(path, PASS.encode(), timeout_s=0):  # free while we type
+            return PASS
+
+    monkeypatch.setattr("getpass.getpass", ask)
+    result = run("keys", "rotate", "--keystore", str(path), "--grace", "1h")
+    assert result.code == 0, result.err
+    assert len(load(path, PASS).keys) == 2
+
+
+def test_group_readable_passphrase_file_is_refused(tmp_path: Path, run: Any) -> None:
+    path = tmp_path / "k.json"
+    pass_file = tmp_path / "pass"
+    pass_file.write_text(PASS + "\n")
+    pass_file.chmod(0o640)
+    store_args = ("--keystore", str(path), "--passphrase-file", str(pass_file))
+    err = one_line_error(run("keys", "generate", *store_args))
+    assert err == (
+        f"error: {path}: passphrase file {pass_file} is readable by group or others "
+        "(mode 0640); run chmod 600\n"
+    )
+    assert not path.exists()
+    pass_file.chmod(0o600)
+    assert run("keys", "generate", *store_args).code == 0
+    assert len(load(path, PASS).keys) == 1
 
 
 def test_rotate_requires_a_valid_grace(tmp_path: Path, run: Any) -> None:
@@ -335,6 +444,7 @@ def test_passwd_plaintext_to_encrypted_to_new_passphrase_to_plaintext(
 
     second = tmp_path / "second-pass"
     second.write_text("second\n")
+    second.chmod(0o600)
     result = run(
         "keys",
         "passwd",
@@ -513,3 +623,12 @@ def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[s
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "usage: registryd" in out and len(out) > 200
+    assert "restart the daemon" not in out.lower()
+
+
+def test_rotate_help_says_reload_not_restart(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["keys", "rotate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "SIGHUP or POST /admin/reload, without a restart" in out
+    assert "staged key (pending" in out

@@ -7,6 +7,10 @@ import json
 import logging
 import os
 import stat
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,15 @@ import pytest
 from registryd import config as config_mod
 from registryd.envelope import EnvelopeKey
 from registryd.errors import InvalidInput, KeystoreError
-from registryd.keystore import DEFAULT_KDF, KdfParams, Keystore, canonical, read_passphrase
+from registryd.keystore import (
+    DEFAULT_KDF,
+    KdfParams,
+    Keystore,
+    canonical,
+    describe_key,
+    passphrase_from,
+    read_passphrase,
+)
 from registryd.secret import Secret
 
 from .conftest import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX, SERVER_PUBLIC_HEX
@@ -424,6 +436,47 @@ def test_staged_key_is_pending_until_not_before(tmp_path: Path) -> None:
         ring.find(staged.kid, T0 + DAY - 1)  # not valid yet: opens nothing either
 
 
+def test_rotate_leaves_a_staged_key_pending(tmp_path: Path) -> None:
+    store = Keystore(path=tmp_path / "k.json")
+    current = store.generate(T0, active=True)
+    staged = store.generate(T0, active=True, not_before_ms=T0 + 7 * DAY)
+    new, rotated = store.rotate(T0 + 1000, HOUR)
+    assert [k.kid for k in rotated] == [current.kid]  # only the key that was sealing
+    assert store.get(staged.kid) == staged  # untouched: still active, no grace period
+    assert store.get(staged.kid).state(T0 + 1000) == "pending"
+    assert store.get(staged.kid).state(T0 + 8 * DAY) == "active"
+    assert store.get(current.kid).state(T0 + 1000) == "grace"
+    assert store.keyring(PEPPER).active(T0 + 1000).kid == new.kid
+    # a later rotation, once the staged key is valid, rotates it out like any sealing key
+    _, rotated = store.rotate(T0 + 8 * DAY, HOUR)
+    assert sorted(k.kid for k in rotated) == sorted([new.kid, staged.kid])
+
+
+def test_rotate_leaves_expired_and_grace_keys_alone(tmp_path: Path) -> None:
+    store = Keystore(path=tmp_path / "k.json")
+    expired = store.generate(T0, active=True, not_after_ms=T0 + HOUR)
+    _, rotated = store.rotate(T0 + 2 * HOUR, DAY)
+    assert rotated == []
+    assert store.get(expired.kid) == expired
+
+
+def test_describe_key_is_public_data_only(tmp_path: Path) -> None:
+    store = Keystore(path=tmp_path / "k.json")
+    old = store.generate(T0, active=True, not_after_ms=T0 + DAY)
+    store.rotate(T0 + 5, HOUR)
+    assert describe_key(store.get(old.kid), T0 + 10) == {
+        "kid_hex": old.kid.hex(),
+        "x25519_public_key_hex": old.public.hex(),
+        "state": "grace",
+        "created_ms": T0,
+        "not_before_ms": None,
+        "not_after_ms": T0 + DAY,
+        "opens_until_ms": T0 + 5 + HOUR,
+    }
+    text = json.dumps([describe_key(k, T0) for k in store.keys])
+    assert not any(s in text for s in secret_strings(store))
+
+
 def test_retire(tmp_path: Path) -> None:
     store = Keystore(path=tmp_path / "k.json")
     a = store.generate(T0, active=True)
@@ -493,6 +546,7 @@ def test_read_passphrase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         read_passphrase(_envelope(env="REGISTRYD_TEST_PASS"))
     file = tmp_path / "pass"
     file.write_bytes(b"pass phrase\n\n")
+    file.chmod(0o600)
     assert read_passphrase(_envelope(file=str(file))) == b"pass phrase\n"
     file.write_bytes(b"\n")
     with pytest.raises(KeystoreError, match="is empty"):
@@ -542,8 +596,168 @@ def test_config_keyring_with_a_passphrase_file(tmp_path: Path) -> None:
     store.save(path, PASS, kdf=CHEAP)
     pass_file = tmp_path / "passphrase"
     pass_file.write_bytes(PASS + b"\n")
+    pass_file.chmod(0o400)
     cfg_path = tmp_path / "registry.toml"
     cfg_path.write_text(keystore_config(path, f'keystore_passphrase_file = "{pass_file}"'))
     ring = config_mod.load(cfg_path).keyring()
     assert ring.keys == tuple(store.keys)
     assert privates(Keystore.load(path, PASS)) == privates(store)
+
+
+@pytest.mark.parametrize(
+    ("file_mode", "what"),
+    [(0o644, "readable"), (0o640, "readable"), (0o604, "readable"), (0o620, "accessible")],
+)
+def test_group_or_world_accessible_passphrase_file_is_refused(
+    tmp_path: Path, file_mode: int, what: str
+) -> None:
+    file = tmp_path / "pass"
+    file.write_bytes(PASS)
+    file.chmod(file_mode)
+    with pytest.raises(KeystoreError) as info:
+        passphrase_from(None, str(file), "k.json")
+    assert str(info.value) == (
+        f"k.json: passphrase file {file} is {what} by group or others (mode {file_mode:04o}); "
+        "run chmod 600"
+    )
+    assert PASS.decode() not in str(info.value)
+    with pytest.raises(KeystoreError, match=f"passphrase file .* is {what} by group"):
+        read_passphrase(_envelope(file=str(file)))
+    file.chmod(0o600)
+    assert passphrase_from(None, str(file), "k.json") == PASS
+
+
+# -- editing: the lock around load, change, save ---------------------------------------------
+
+
+def plain_store(path: Path) -> Keystore:
+    store = Keystore(path=path)
+    store.generate(T0, active=True)
+    store.save()
+    return store
+
+
+def test_editing_saves_changes_with_the_same_encryption(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    two_key_store(path).save(path, PASS, kdf=CHEAP)
+    with Keystore.editing(path, PASS) as store:
+        new, _ = store.rotate(T0 + HOUR, HOUR)
+    loaded = Keystore.load(path, PASS)
+    assert loaded.keys == store.keys and loaded.keys[0] == new
+    assert loaded.kdf == CHEAP
+    plain_store(path)
+    with Keystore.editing(path, PASS) as store:  # a plaintext keystore stays plaintext
+        store.generate(T0 + 1)
+    assert json.loads(path.read_text())["kdf"] is None
+    assert len(Keystore.load(path, None).keys) == 2
+
+
+def test_editing_saves_nothing_when_the_block_fails_or_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    two_key_store(path).save(path, PASS, kdf=CHEAP)
+    before = path.read_bytes()  # a save would change salt and nonce
+    with pytest.raises(RuntimeError), Keystore.editing(path, PASS) as store:
+        store.rotate(T0 + HOUR, HOUR)
+        raise RuntimeError("changed my mind")
+    with Keystore.editing(path, PASS) as store:
+        assert store.prune(T0) == []
+    assert path.read_bytes() == before
+    with pytest.raises(KeystoreError, match="wrong passphrase"), Keystore.editing(path, b"no"):
+        pass
+    with pytest.raises(KeystoreError, match="no such keystore file"):
+        with Keystore.editing(tmp_path / "absent.json", None):
+            pass
+    assert not (tmp_path / "absent.json.lock").exists()
+
+
+def test_editing_can_create_a_keystore(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "keys.json"
+    with Keystore.editing(path, PASS, create=True) as store:
+        assert store.keys == []
+        key = store.generate(T0, active=True)
+    assert Keystore.load(path, PASS).keys == [key]
+    with Keystore.editing(path, PASS, create=True) as store:  # exists now: loaded
+        assert store.keys == [key]
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022])
+def test_the_lock_file_is_private(tmp_path: Path, umask: int) -> None:
+    path = tmp_path / "keys.json"
+    plain_store(path)
+    old = os.umask(umask)
+    try:
+        with Keystore.editing(path, None) as store:
+            store.generate(T0 + 1)
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "keys.json.lock") == 0o600
+    assert mode(path) == 0o600
+
+
+def test_editing_waits_for_the_lock_then_gives_up(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    plain_store(path)
+    with Keystore.editing(path, None):
+        start = time.monotonic()
+        with pytest.raises(KeystoreError) as info, Keystore.editing(path, None, timeout_s=0.2):
+            pass
+        assert time.monotonic() - start >= 0.2
+    assert str(info.value) == f"{path}: busy: another change holds {path}.lock; try again"
+    with Keystore.editing(path, None, timeout_s=0):  # released
+        pass
+
+
+def test_concurrent_rotations_in_threads_both_land(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "keys.json"
+    (original,) = plain_store(path).keys
+    real_load = Keystore.load
+    loaded = threading.Barrier(2, timeout=1)
+
+    def slow_load(*args: Any, **kwargs: Any) -> Keystore:
+        store = real_load(*args, **kwargs)
+        try:  # without the lock both threads would get here before either saves
+            loaded.wait()
+        except threading.BrokenBarrierError:
+            pass
+        return store
+
+    monkeypatch.setattr(Keystore, "load", slow_load)
+    new: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def rotate(now: int) -> None:
+        try:
+            with Keystore.editing(path, None) as store:
+                new.append(store.rotate(now, HOUR)[0].kid)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=rotate, args=(T0 + i,)) for i in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    keys = Keystore.load(path, None).keys
+    assert sorted(k.kid for k in keys) == sorted([original.kid, *new])
+    assert [k.state(T0 + 3) for k in keys] == ["active", "grace", "grace"]
+
+
+def test_a_rotation_in_another_process_waits_for_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    plain_store(path)
+    argv = [sys.executable, "-m", "registryd", "keys", "rotate", "--keystore", str(path)]
+    with Keystore.editing(path, None) as store:
+        proc = subprocess.Popen(
+            [*argv, "--grace", "1h"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        time.sleep(1.0)  # it starts, reads the keystore unlocked, then waits for the lock
+        assert proc.poll() is None
+        mine = store.generate(T0 + 5)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    keys = Keystore.load(path, None).keys
+    assert len(keys) == 3 and mine in keys
+    assert f"new active key {keys[0].kid.hex()}" in out
