@@ -6,31 +6,49 @@ Wire (as the reference): ``GET /pow/challenge`` answers ``{"challenge": <32 lowe
 ``SHA-256(ascii(challenge) || utf8(solution))`` starts with ``difficulty`` zero bits. Every
 failure is :class:`~registryd.errors.PowRequired` (400 ``POW_REQUIRED``, "pow required").
 
-Unlike the reference, issuing stores nothing: the 16 challenge bytes carry their own terms
-under a server MAC, so a flood of ``GET /pow/challenge`` costs no memory::
+Unlike the reference, issuing stores nothing per challenge: the 16 challenge bytes carry their
+own terms under a server MAC, so a flood of ``GET /pow/challenge`` costs no memory::
 
     expiry (Unix s, 4 B big-endian) || difficulty (1 B) || nonce (3 B random) || MAC (8 B)
     MAC = BLAKE3-keyed(key, "registryd pow challenge v1" || first 8 bytes || client key)[:8]
+
+(With ``adaptive``, issuing also counts the request in a table of fixed size, below.)
 
 A challenge is bound to the client it was issued to (the rate-limit key) and is accepted only
 while ``now_ms <= expires_ms``, at most once. The MAC key is random per process unless given, so
 a restart invalidates outstanding challenges (pass a fixed key only together with a restart
 delay of ``ttl_seconds``: the spent set does not survive the restart). :meth:`ProofOfWork.verify`
-checks the cheap things first — format, MAC, expiry, replay — and hashes only a fresh challenge,
-which is then spent even if the solution is wrong (as the reference). Spent challenges are kept
-until they expire, in a heap ordered by expiry (the challenge's leading bytes), bounded by
+checks the cheap things first — format, MAC, expiry, replay — then hashes, and spends the
+challenge only if the proof holds. Deliberately unlike the reference, which spends a challenge
+even when the solution is wrong, a wrong solution costs the client a request (a rate-limit token,
+and a count towards adaptive difficulty) but not the challenge, which stays usable until it
+expires. Otherwise ``<fresh challenge>:garbage`` would spend a challenge for free, and
+``max_spent`` of them would fill the spent set and lock every client out.
+
+Spent challenges are kept until they expire, in a heap ordered by expiry (the challenge's leading
+bytes), ~95 B each (~94 MB for the default ``max_spent`` of 1,000,000), bounded by
 ``max_spent``; when that many unexpired ones are held, new proofs are refused (fail closed)
-rather than any spent one forgotten. The clock is made monotonic, so stepping the wall clock
-back cannot revive a forgotten challenge.
+rather than any spent one forgotten. Only solved proofs are held, so filling the set takes
+``max_spent`` accepted proofs within ``ttl_seconds``: ``max_spent * 2**difficulty`` hashes
+(10**6 * 2**18 ≈ 2.6e11 with the defaults: ~35 h of one CPython core) and
+``max_spent / ttl_seconds`` accepted ``/resolve`` or ``/check_user`` requests per second (8,333
+with the defaults, each served in full), from enough client keys to pass the rate limits. There
+is no per-client cap on spent entries: one client key holds at most the proofs the rate limiter
+lets through in ``ttl_seconds`` (with the ``[rate_limit]`` defaults about
+``(burst + per_ip_rps * ttl_seconds) / 2`` = 305, as each proof also takes a
+``GET /pow/challenge``), and a cap per key would cost memory per entry without slowing an
+attacker holding many keys (IPv6 /64s), which the work above prices. The clock is made
+monotonic, so stepping the wall clock back cannot revive a forgotten challenge.
 
 Adaptive difficulty (``[pow] adaptive``): each client's request rate is an exponentially
-decaying count with a 60 s half-life. ``issue()`` counts one request, and so does every
-``verify()`` except the first use of a fresh challenge (its ``issue()`` already counted), so an
-honest request — one challenge, one proof — counts once. At a steady rate ``r`` the estimate
-converges to ``r + 0.006`` rps within ~10 minutes; a burst of ``n`` requests reads as
-``n * 0.0116`` rps. The difficulty issued is ``base + floor(log2(rate / adaptive_free_rps))``
-once ``rate >= 2 * adaptive_free_rps``, else ``base``, and never more than 30. With the
-defaults (base 18, free 1 rps):
+decaying count with a 60 s half-life. ``issue()`` counts one request, and so does every refused
+``verify()`` (wrong solution included) except one refused only because the spent set is full; an
+accepted proof is not counted (its ``issue()`` already was), so an honest request — one
+challenge, one proof — counts once. At a steady rate ``r`` the estimate converges to
+``r + 0.006`` rps within ~10 minutes; a burst of ``n`` requests reads as ``n * 0.0116`` rps. The
+difficulty issued is ``base + floor(log2(rate / adaptive_free_rps))`` once
+``rate >= 2 * adaptive_free_rps``, else ``base``, and never more than 30. With the defaults
+(base 18, free 1 rps):
 
     =====================  ==========  ====================  =====================
     client rate (req/s)    difficulty  expected hashes       honest cost (CPython)
@@ -49,6 +67,14 @@ Costs are for :func:`solve` on the development machine, ~2.1 M SHA-256/s on one 
 geometric, so 1 in 20 honest solves takes three times the expected work. The registryd client
 refuses challenges above ``max_pow_difficulty`` (default 24).
 
+The counts live in a table of ``max_clients`` slots (default 100,000) of 16 bytes each — a
+64-bit keyed fingerprint of the client key and one float — allocated when the
+:class:`ProofOfWork` is made (1.6 MB; see :class:`_RateMeter`), so counting any number of
+distinct clients grows memory by nothing (measured: 100,000 challenges to 100,000 distinct
+clients grow RSS by 0 MB and tracemalloc by 0 B). A client whose slot goes to a newcomer is
+forgotten and starts again at the base difficulty; with as many distinct clients active as there
+are slots, ~86% are held, the heaviest first.
+
 Not thread-safe: call from the event loop. ``verify`` never awaits, so its check-and-spend is
 atomic under asyncio.
 """
@@ -63,7 +89,7 @@ import math
 import re
 import secrets
 import threading
-from collections import OrderedDict
+from array import array
 from collections.abc import Callable
 from heapq import heappop, heappush
 from typing import NamedTuple, TypedDict
@@ -89,7 +115,7 @@ log = logging.getLogger("registryd")
 HEADER = "x-enigma-pow"
 MAX_DIFFICULTY = 30  # adaptive difficulty stops here
 HALF_LIFE_MS = 60_000  # of the per-client request count
-IDLE_MS = 10 * HALF_LIFE_MS  # a client's count has decayed 1024-fold: forget it
+IDLE_MS = 10 * HALF_LIFE_MS  # a lone request this old has decayed 1024-fold: forget it
 KEY_LEN = 32
 CHALLENGE_LEN = 16
 MAC_LEN = 8
@@ -97,6 +123,8 @@ MAX_EXPIRY_S = 0xFFFF_FFFF
 _MAC_DOMAIN = b"registryd pow challenge v1"
 _CHALLENGE_HEX = re.compile(r"[0-9a-f]{32}")
 _RATE_PER_COUNT = math.log(2) / (HALF_LIFE_MS / 1000)  # decayed count -> requests per second
+_WAYS = 8  # slots a client may take in the rate table
+_IDLE_LOG2 = -IDLE_MS / HALF_LIFE_MS  # log2 of the count below which a client is forgotten
 _SUFFIXES = tuple(b"%02x" % low for low in range(256))
 
 
@@ -168,32 +196,57 @@ def _parse(header: str | None) -> _Proof | None:
 
 
 class _RateMeter:
-    """Per-client request rates: a count decaying with half-life :data:`HALF_LIFE_MS`.
+    """Per-client request rates in a fixed table: a count decaying with half-life
+    :data:`HALF_LIFE_MS`, for up to ``max_clients`` clients in ``16 * max_clients`` bytes.
 
-    Clients are kept in order of their last request, so idle ones (:data:`IDLE_MS`) are dropped
-    from the front in amortized O(1); at ``max_clients`` the least recently seen goes first.
+    A slot is two machine words: a client's fingerprint (the first 8 bytes of a BLAKE3 hash of
+    its key under a random per-process key) and its *level* ``log2(count) + t / HALF_LIFE_MS``
+    (``t``: ms since the meter's first request), from which its count at any later time is
+    ``2 ** (level - t / HALF_LIFE_MS)`` without a stored timestamp. A client may sit in one of
+    the :data:`_WAYS` slots of the bucket its fingerprint selects; a client not found there takes
+    the slot with the lowest count (empty slots first). So a flood of new keys pushes out the
+    lightest clients, not the heavy hitters adaptive difficulty is for: a client goes only when
+    it is the lightest of the (up to) 8 in its bucket, and without the hash key no one can aim
+    keys at a bucket. A client pushed out starts again from a count of 1, and one whose count
+    has decayed below 1/1024 (a lone request :data:`IDLE_MS` ago) is as good as gone: losing a
+    client only ever lowers its difficulty.
     """
 
     def __init__(self, max_clients: int) -> None:
-        self._max_clients = max_clients
-        self._clients: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._size = max_clients
+        self._buckets = -(-max_clients // _WAYS)  # the last one may have fewer ways
+        self._key = Secret(secrets.token_bytes(KEY_LEN))
+        self._fingerprints = array("Q", [0]) * max_clients
+        self._levels = array("d", [-math.inf]) * max_clients  # -inf: a count of 0, empty
+        self._epoch_ms: int | None = None
 
-    def __len__(self) -> int:
-        return len(self._clients)
+    def live(self, now_ms: int) -> int:
+        """How many clients have a count of at least 1/1024 at ``now_ms`` (O(max_clients))."""
+        if self._epoch_ms is None:
+            return 0
+        threshold = (now_ms - self._epoch_ms) / HALF_LIFE_MS + _IDLE_LOG2
+        return sum(1 for level in self._levels if level >= threshold)
 
     def hit(self, client_key: str, now_ms: int) -> float:
         """Count a request of ``client_key``; its rate in requests/s, this one included."""
-        clients = self._clients
-        entry = clients.pop(client_key, None)
-        count = 1.0
-        if entry is not None:
-            count += entry[0] * 0.5 ** ((now_ms - entry[1]) / HALF_LIFE_MS)
-        while clients:
-            _, (_, last_ms) = next(iter(clients.items()))
-            if now_ms - last_ms <= IDLE_MS and len(clients) < self._max_clients:
-                break
-            clients.popitem(last=False)
-        clients[client_key] = (count, now_ms)
+        if self._epoch_ms is None:
+            self._epoch_ms = now_ms
+        age = (now_ms - self._epoch_ms) / HALF_LIFE_MS  # in half-lives; never decreases
+        data = client_key.encode("utf-8", "surrogatepass")
+        digest = blake3.blake3(data, key=self._key.reveal()).digest(8)
+        fingerprint = int.from_bytes(digest, "little")
+        start = fingerprint % self._buckets * _WAYS
+        stop = min(start + _WAYS, self._size)
+        levels = self._levels
+        try:
+            slot = self._fingerprints.index(fingerprint, start, stop)
+            count = 1.0 + math.pow(2.0, levels[slot] - age)
+        except ValueError:
+            ways = levels[start:stop]
+            slot = start + ways.index(min(ways))  # the lowest count: same age for all
+            self._fingerprints[slot] = fingerprint
+            count = 1.0
+        levels[slot] = math.log2(count) + age
         return count * _RATE_PER_COUNT
 
 
@@ -201,9 +254,9 @@ class ProofOfWork:
     """Issues and verifies proofs of work for one process (see the module docstring).
 
     ``config``: the ``[pow]`` table; ``clock``: Unix time in ms. ``key``: the 32-byte MAC key
-    (random if None). ``max_spent``: the most spent, unexpired challenges remembered (~110 B
-    each) before new proofs are refused; ``max_clients``: the most clients whose rate is
-    tracked when ``config.adaptive`` (~250 B each).
+    (random if None). ``max_spent``: the most spent, unexpired challenges remembered (~95 B
+    each) before new proofs are refused; ``max_clients``: the slots of the table of client
+    rates when ``config.adaptive`` (16 B each, allocated up front).
     """
 
     def __init__(
@@ -243,8 +296,9 @@ class ProofOfWork:
 
     @property
     def tracked_clients(self) -> int:
-        """How many clients' request rates are held (0 unless adaptive)."""
-        return 0 if self._rates is None else len(self._rates)
+        """How many clients' request rates are held: those with a count of at least 1/1024 (0
+        unless adaptive). Scans the whole table."""
+        return 0 if self._rates is None else self._rates.live(self._now())
 
     def issue(self, client_key: str) -> Challenge:
         """A fresh challenge for ``client_key`` (the ``GET /pow/challenge`` answer); stores
@@ -262,16 +316,17 @@ class ProofOfWork:
     def verify(self, header: str | None, client_key: str) -> None:
         """Accept the ``x-enigma-pow`` header value of ``client_key``'s request, or raise
         :class:`PowRequired`. Each challenge is accepted once, by the client it was issued to,
-        until its ``expires_ms``."""
+        until its ``expires_ms``; a refused proof does not spend it."""
         now = self._now()
         proof = _parse(header)
         if proof is None or not self._fresh(proof.raw, client_key, now):
             self._count(client_key, now)
             raise PowRequired()
-        if not self._spend(proof.raw):
-            raise PowRequired()
         digest = hashlib.sha256(proof.text.encode("ascii") + proof.solution.encode("ascii"))
         if not leading_zero_bits_ok(digest.digest(), proof.raw[4]):
+            self._count(client_key, now)  # the challenge stays usable: count this try
+            raise PowRequired()
+        if not self._spend(proof.raw):  # no await since _fresh: check-and-spend is atomic
             raise PowRequired()
 
     def _now(self) -> int:

@@ -137,7 +137,9 @@ def test_expiry_is_rounded_down_to_what_the_challenge_encodes(clock: Clock) -> N
 
 def test_challenges_are_distinct(clock: Clock) -> None:
     pow_ = pow_for(clock)
-    assert len({pow_.issue(CLIENT)["challenge"] for _ in range(1000)}) == 1000
+    # Within one second, one client's challenges differ only in their 3 random bytes: among
+    # 1000, a repeat has a 3% chance (birthday bound 1000**2 / 2**25), more than 5 under 1e-11.
+    assert len({pow_.issue(CLIENT)["challenge"] for _ in range(1000)}) >= 995
 
 
 def test_issuing_stores_nothing(clock: Clock) -> None:
@@ -179,6 +181,59 @@ def test_issuing_100000_challenges_holds_no_memory(clock: Clock, is_adaptive: bo
     assert after - before < 16 * 1024  # nothing per challenge
     assert pow_.spent == 0
     assert pow_.tracked_clients == (5 if is_adaptive else 0)
+
+
+def _longest_client_key(i: int) -> str:
+    """A distinct rate-limit key per ``i``, as long as an IPv6 /64 key gets (24 chars)."""
+    return f"ffff:ffff:{i >> 16:04x}:{i & 0xFFFF:04x}::/64"
+
+
+@pytest.mark.parametrize("is_adaptive", [False, True])
+def test_issuing_100000_challenges_to_100000_clients_holds_no_memory(
+    clock: Clock, is_adaptive: bool
+) -> None:
+    pow_ = adaptive(clock) if is_adaptive else pow_for(clock)
+    next_key = itertools.count()
+
+    def issue_to_new_clients(n: int) -> None:
+        for i in range(n):
+            pow_.issue(_longest_client_key(next(next_key)))
+            if not i % 1000:
+                clock.advance(1)
+        gc.collect()
+
+    pow_.issue(CLIENT)  # warm up lazily built state
+    gc.collect()
+    rss_before = _rss_bytes()
+    issue_to_new_clients(100_000)
+    assert _rss_bytes() - rss_before < 10 * 1024 * 1024
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        issue_to_new_clients(20_000)
+        after, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after - before < 16 * 1024  # nothing per challenge, nor per client
+    assert peak - before < 64 * 1024
+    assert pow_.spent == 0
+    if is_adaptive:
+        assert 80_000 < pow_.tracked_clients <= 100_000  # the default table: 100,000 slots
+    else:
+        assert pow_.tracked_clients == 0
+
+
+def test_the_adaptive_rate_table_is_allocated_up_front_at_16_bytes_a_slot(clock: Clock) -> None:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        pow_ = adaptive(clock, max_clients=100_000)
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert 16 * 100_000 <= after - before < 16 * 100_000 + 16 * 1024
+    assert pow_.tracked_clients == 0
 
 
 def test_bad_constructor_arguments(clock: Clock) -> None:
@@ -259,11 +314,15 @@ async def test_a_solved_challenge_is_accepted_once_among_100_concurrent_tries(
     assert sum(await asyncio.gather(*(attempt() for _ in range(100)), release())) == 1
 
 
-def test_a_wrong_solution_still_spends_the_challenge(clock: Clock) -> None:
+def test_a_wrong_solution_does_not_spend_the_challenge(clock: Clock) -> None:
     pow_ = pow_for(clock, difficulty=12)
     challenge = pow_.issue(CLIENT)["challenge"]
     assert not accepted(pow_, f"{challenge}:{solution_with_exactly(challenge, 3)}")
-    assert not accepted(pow_, f"{challenge}:{solve(challenge, 12)}")
+    assert not accepted(pow_, f"{challenge}:{solution_with_exactly(challenge, 11)}")
+    assert pow_.spent == 0
+    assert accepted(pow_, f"{challenge}:{solve(challenge, 12)}")
+    assert pow_.spent == 1
+    assert not accepted(pow_, f"{challenge}:{solve(challenge, 12)}")  # now spent
 
 
 def test_expiry(clock: Clock) -> None:
