@@ -472,3 +472,28 @@ async def test_memory_holds_no_plaintext() -> None:
     assert set(store._identities) == {store.blind(uid(name)) for name in CANARIES}
     assert set(store._presences) == set(store._identities)
     await store.close()
+
+
+async def test_leveldb_group_commit_acknowledges_only_durable_writes(tmp_path: Path) -> None:
+    """Concurrent writes share synced batches; close() commits what is queued; all persist."""
+    store = LevelDBStorage(INDEX_KEY, tmp_path / "db")
+    batches = 0
+    apply = store._apply
+
+    def counting_apply(writes: list[Any]) -> list[Any]:
+        nonlocal batches
+        batches += 1
+        return apply(writes)
+
+    store._apply = counting_apply  # type: ignore[method-assign]
+    handles = [uid(f"group-{i}") for i in range(200)]
+    pending = [asyncio.ensure_future(store.register(h, b"identity")) for h in handles]
+    await asyncio.sleep(0)
+    await store.close()  # waits for the queued writes
+    assert all(p.done() for p in pending) and [p.result() for p in pending] == [True] * 200
+    assert 1 <= batches < 200  # fewer fsyncs than acknowledgements
+    reopened = LevelDBStorage(INDEX_KEY, tmp_path / "db")
+    try:
+        assert all([await reopened.exists(h) for h in handles])
+    finally:
+        await reopened.close()
