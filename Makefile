@@ -34,3 +34,19 @@ test: lint pytest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache registryd.egg-info
+
+# Load benchmarks (bench/, issue 5). wrk and hey come from Debian's packages, installed when
+# missing. `make bench BENCH_ARGS="--scaling"` adds the 1M-identity and GC scenarios.
+BENCH_ARGS ?=
+BENCH_TOOLS = command -v wrk >/dev/null 2>&1 && command -v hey >/dev/null 2>&1 || \
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk hey; }
+
+.PHONY: bench bench-smoke
+
+bench: $(STAMP)
+	$(BENCH_TOOLS)
+	$(PY) -m bench $(BENCH_ARGS)
+
+bench-smoke: $(STAMP)
+	$(BENCH_TOOLS)
+	$(PY) -m bench.smoke

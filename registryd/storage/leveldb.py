@@ -44,7 +44,12 @@ class LevelDBStorage(Storage):
         self.path = Path(path)
         try:
             self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._db: Any = plyvel.DB(str(self.path), create_if_missing=True)
+            self._db: Any = plyvel.DB(
+                str(self.path),
+                create_if_missing=True,
+                bloom_filter_bits=10,  # a lookup touches one table block, not one per level
+                lru_cache_size=64 * 1024 * 1024,  # hot blocks of a large registry stay in memory
+            )
         except plyvel.IOError as exc:
             if "lock" in str(exc).lower():
                 raise StorageLockedError(

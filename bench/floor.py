@@ -1,0 +1,81 @@
+"""The framework floor: a bare Starlette JSON echo served by Hypercorn with the daemon's settings.
+
+    python -m bench.floor --config PATH
+
+``POST /echo`` answers the request body as ``application/json``; ``GET /json`` answers
+``{"ok":true}``. No middleware, no validation, no crypto, no storage: the most a registryd
+endpoint can possibly reach is this app's throughput, so endpoint figures are reported as a
+ratio to it. The Hypercorn ``Config`` comes from ``registryd.server.hypercorn_config`` applied to
+the same registryd config file the daemon reads (TLS, timeouts, header limits all match), and the
+socket from ``registryd.server.bind_socket``. Logs ``floor listening on URL`` like the daemon and
+stops on SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from hypercorn.asyncio import serve as hypercorn_serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from registryd import config as config_mod
+from registryd.server import bind_socket, hypercorn_config, url_of
+
+log = logging.getLogger("bench.floor")
+SMALL_JSON = b'{"ok":true}'
+
+
+async def echo(request: Request) -> Response:
+    return Response(await request.body(), media_type="application/json")
+
+
+async def small_json(request: Request) -> Response:
+    return Response(SMALL_JSON, media_type="application/json")
+
+
+def build_app() -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/echo", echo, methods=["POST"]),
+            Route("/json", small_json, methods=["GET"]),
+        ]
+    )
+
+
+async def serve(config_path: str) -> None:
+    cfg = config_mod.load(config_path)
+    hc = hypercorn_config(cfg)
+    sock = bind_socket(*cfg.host_port)
+    url = url_of(cfg, sock)
+    hc.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns the descriptor from here on
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("floor listening on %s", url)
+    # Starlette's ASGI signature is not structurally Hypercorn's TypedDict one; same protocol.
+    await hypercorn_serve(build_app(), hc, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve the framework floor app.")
+    parser.add_argument("--config", required=True, help="the registryd config the daemon uses")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    asyncio.run(serve(args.config))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

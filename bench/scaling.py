@@ -1,0 +1,120 @@
+"""How the daemon holds up as the registry grows (``--scaling``), and memory per identity.
+
+- :func:`resolve_scaling`: resolve-hit throughput of a LevelDB daemon holding 1,000,000
+  identities over one holding 1,000 (both preloaded in-process, both running, A B B A runs of
+  random hits over each one's own identities). Target >= 0.9.
+- :func:`gc_stall`: ``python -m bench.gc_stall``: total time to collect 1,000,000 expired
+  presences and the longest event-loop stall while serving. Target <= 20 ms.
+- :func:`memory_per_identity`: ``python -m bench.memory_rss``: resident bytes per identity in
+  the memory store. Target <= 1 GiB per 1,000,000 (~1074 bytes each).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from . import procs, workload
+from .checks import Check, at_least, at_most
+from .compare import abba, mean_rps
+from .configs import Setup
+from .matrix import Workspace
+from .preload import preload_leveldb
+from .settings import GC_MAX_STALL_MS, MEMORY_BYTES_PER_IDENTITY, SCALING_1M_VS_1K
+
+SUBPROCESS_TIMEOUT_S = 1800.0
+
+
+def resolve_scaling(ws: Workspace) -> Check:
+    settings = ws.settings
+    small, large = settings.scaling_small, settings.scaling_identities
+    setup = Setup("leveldb", "http")
+    sides = []
+    for count in (small, large):
+        data_dir = ws.root / f"db-scaling-{count}"
+        took = preload_leveldb(data_dir, ws.secrets, count, settings.seed)
+        ws.log(f"scaling: preloaded {count} identities into LevelDB in {took:.1f} s")
+        hits = workload.resolve_requests(
+            ws.root / f"resolve-hit-{count}.tsv",
+            hits=True,
+            identities=count,
+            lines=settings.request_lines,
+            seed=settings.seed,
+        )
+        sides.append((ws.config(setup, data_dir, name=f"scaling-{count}"), hits))
+    (small_config, small_hits), (large_config, large_hits) = sides
+    with (
+        procs.server(procs.daemon_argv(small_config), ws.root / "daemon-small.log") as url_small,
+        procs.server(procs.daemon_argv(large_config), ws.root / "daemon-large.log") as url_large,
+    ):
+        small_runs, large_runs = abba(
+            (url_small, small_hits), (url_large, large_hits), settings, ws.retries
+        )
+    ratio = mean_rps(large_runs) / mean_rps(small_runs)
+    errors = sum(run.errors for run in small_runs + large_runs)
+    return Check(
+        name="resolve_1m_vs_1k",
+        description=f"resolve rps, LevelDB with {large:,} / with {small:,} identities",
+        value=ratio,
+        unit="x",
+        target=f">= {SCALING_1M_VS_1K}",
+        passed=at_least(ratio, SCALING_1M_VS_1K) and errors == 0,
+        details={
+            "rps_small": round(mean_rps(small_runs), 1),
+            "rps_large": round(mean_rps(large_runs), 1),
+            "errors": errors,
+            "runs_small": [run.to_json() for run in small_runs],
+            "runs_large": [run.to_json() for run in large_runs],
+        },
+    )
+
+
+def _json_subprocess(module: str, *args: str) -> dict[str, object]:
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        procs.python_module(module, *args),
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+        cwd=procs.REPO,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} exited {done.returncode}: {done.stderr.strip()[-2000:]}")
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _number(result: dict[str, object], key: str) -> float:
+    value = result.get(key)
+    if not isinstance(value, int | float):
+        raise RuntimeError(f"expected a number for {key!r}, got {value!r}")
+    return float(value)
+
+
+def gc_stall(presences: int) -> Check:
+    result = _json_subprocess("bench.gc_stall", "--presences", str(presences))
+    stall = _number(result, "max_stall_ms")
+    return Check(
+        name="gc_max_stall",
+        description=f"longest event-loop stall collecting {presences:,} expired presences "
+        f"(GC took {_number(result, 'gc_total_ms') / 1000:.1f} s)",
+        value=stall,
+        unit="ms",
+        target=f"<= {GC_MAX_STALL_MS:g}",
+        passed=at_most(stall, GC_MAX_STALL_MS),
+        details=result,
+    )
+
+
+def memory_per_identity(identities: int) -> Check:
+    result = _json_subprocess("bench.memory_rss", "--identities", str(identities))
+    per_identity = _number(result, "bytes_per_identity")
+    return Check(
+        name=f"memory_per_identity_{identities}",
+        description=f"resident bytes per identity, memory store, {identities:,} identities",
+        value=per_identity,
+        unit="B",
+        target=f"<= {MEMORY_BYTES_PER_IDENTITY:.0f}",
+        passed=at_most(per_identity, MEMORY_BYTES_PER_IDENTITY),
+        details=result,
+    )

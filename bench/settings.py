@@ -1,0 +1,54 @@
+"""The knobs of one benchmark run, and the issue's targets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+GIB = 1024**3
+MILLION = 1_000_000
+
+# Issue 5 targets (one worker, rate limits and PoW off unless stated).
+RESOLVE_VS_FLOOR = 0.85
+CHECK_USER_VS_FLOOR = 0.9
+REGISTER_LEVELDB_VS_FLOOR = 0.6
+P99_AT_HALF_PEAK_MS = 10.0
+SCALING_1M_VS_1K = 0.9
+GC_MAX_STALL_MS = 20.0
+MEMORY_BYTES_PER_IDENTITY = GIB / MILLION  # 1 GiB per 1,000,000 identities
+RATE_LIMITS_MIN_RATIO = 0.85  # limits may cost at most 15 % of resolve throughput
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to run and for how long. Durations are in seconds."""
+
+    identities: int = 10_000
+    storages: tuple[str, ...] = ("memory", "leveldb")
+    modes: tuple[str, ...] = ("http", "tls")
+    endpoints: tuple[str, ...] = (
+        "resolve_hit",
+        "resolve_miss",
+        "check_user",
+        "register",
+        "announce",
+    )
+    duration_s: float = 8.0
+    warmup_s: float = 2.0
+    half_duration_s: float = 4.0
+    connections: int = 32
+    threads: int = 1
+    request_lines: int = 20_000
+    register_cap_rps: float = 2_500.0
+    half_peak_tool: str = "hey"
+    busy_retries: int = 1
+    busy_retry_budget: int = 12
+    rate_limits: bool = True
+    memory_scenario: bool = True
+    scaling: bool = False
+    scaling_identities: int = MILLION
+    scaling_small: int = 1_000
+    gc_presences: int = MILLION
+    seed: int = 1
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
