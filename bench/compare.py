@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 
 from . import loadgen
+from .checks import Check, at_least
 from .loadgen import LoadResult, Retries
 from .settings import Settings
 from .workload import RequestFile
@@ -49,3 +50,30 @@ def abba(
 
 def mean_rps(runs: list[LoadResult]) -> float:
     return statistics.fmean(run.rps for run in runs)
+
+
+def ratio_check(
+    name: str,
+    description: str,
+    labels: tuple[str, str],
+    runs: tuple[list[LoadResult], list[LoadResult]],
+    minimum: float,
+) -> Check:
+    """A :class:`Check` that mean rps of ``runs[1]`` / ``runs[0]`` is at least ``minimum``;
+    ``labels`` name the two sides in the details (``rps_<label>``, ``runs_<label>``)."""
+    base, other = runs
+    ratio = mean_rps(other) / mean_rps(base)
+    errors = sum(run.errors for run in base + other)
+    details: dict[str, object] = {"errors": errors}
+    for label, side in zip(labels, runs, strict=True):
+        details[f"rps_{label}"] = round(mean_rps(side), 1)
+        details[f"runs_{label}"] = [run.to_json() for run in side]
+    return Check(
+        name=name,
+        description=description,
+        value=ratio,
+        unit="x",
+        target=f">= {minimum}",
+        passed=at_least(ratio, minimum) and errors == 0,
+        details=details,
+    )

@@ -10,8 +10,8 @@ wants >= 0.85 (limits cost at most 15 %). Any refused request would show as erro
 from __future__ import annotations
 
 from . import procs
-from .checks import Check, at_least
-from .compare import abba, mean_rps
+from .checks import Check
+from .compare import abba, ratio_check
 from .configs import Setup
 from .matrix import Workspace
 from .preload import preload_sync
@@ -33,20 +33,10 @@ def rate_limits_cost(ws: Workspace) -> Check:
             preload_sync(url, ws.secrets, settings.identities, settings.seed, None)
         hits = ws.files["resolve_hit"]
         off_runs, on_runs = abba((url_off, hits), (url_on, hits), settings, ws.retries)
-    ratio = mean_rps(on_runs) / mean_rps(off_runs)
-    errors = sum(run.errors for run in off_runs + on_runs)
-    return Check(
-        name="rate_limits_cost",
-        description="resolve rps with generous rate limits on / off (memory, http)",
-        value=ratio,
-        unit="x",
-        target=f">= {RATE_LIMITS_MIN_RATIO}",
-        passed=at_least(ratio, RATE_LIMITS_MIN_RATIO) and errors == 0,
-        details={
-            "rps_off": round(mean_rps(off_runs), 1),
-            "rps_on": round(mean_rps(on_runs), 1),
-            "errors": errors,
-            "runs_off": [run.to_json() for run in off_runs],
-            "runs_on": [run.to_json() for run in on_runs],
-        },
+    return ratio_check(
+        "rate_limits_cost",
+        "resolve rps with generous rate limits on / off (memory, http)",
+        ("off", "on"),
+        (off_runs, on_runs),
+        RATE_LIMITS_MIN_RATIO,
     )

@@ -15,8 +15,8 @@ import json
 import subprocess
 
 from . import procs, workload
-from .checks import Check, at_least, at_most
-from .compare import abba, mean_rps
+from .checks import Check, at_most
+from .compare import abba, ratio_check
 from .configs import Setup
 from .matrix import Workspace
 from .preload import preload_leveldb
@@ -50,22 +50,12 @@ def resolve_scaling(ws: Workspace) -> Check:
         small_runs, large_runs = abba(
             (url_small, small_hits), (url_large, large_hits), settings, ws.retries
         )
-    ratio = mean_rps(large_runs) / mean_rps(small_runs)
-    errors = sum(run.errors for run in small_runs + large_runs)
-    return Check(
-        name="resolve_1m_vs_1k",
-        description=f"resolve rps, LevelDB with {large:,} / with {small:,} identities",
-        value=ratio,
-        unit="x",
-        target=f">= {SCALING_1M_VS_1K}",
-        passed=at_least(ratio, SCALING_1M_VS_1K) and errors == 0,
-        details={
-            "rps_small": round(mean_rps(small_runs), 1),
-            "rps_large": round(mean_rps(large_runs), 1),
-            "errors": errors,
-            "runs_small": [run.to_json() for run in small_runs],
-            "runs_large": [run.to_json() for run in large_runs],
-        },
+    return ratio_check(
+        "resolve_1m_vs_1k",
+        f"resolve rps, LevelDB with {large:,} / with {small:,} identities",
+        ("small", "large"),
+        (small_runs, large_runs),
+        SCALING_1M_VS_1K,
     )
 
 
