@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from .files import PRIVATE, write_new
+
 DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 CLIENT_IDENTITY = "registryd-dev-client"
 DEFAULT_VALID_DAYS = 825
@@ -36,7 +38,6 @@ CLIENT_CERT_FILE = "client.pem"
 CLIENT_KEY_FILE = "client-key.pem"
 
 _DIR_MODE = 0o700
-_KEY_MODE = 0o600
 _CERT_MODE = 0o644
 
 
@@ -138,12 +139,12 @@ def write_dev_certs(
     contents = {
         made.ca: (ca.cert_pem.bytes(), _CERT_MODE),
         made.server_cert: (_chain(server), _CERT_MODE),
-        made.server_key: (_pkcs8(server.private_key_pem.bytes()), _KEY_MODE),
+        made.server_key: (_pkcs8(server.private_key_pem.bytes()), PRIVATE),
         made.client_cert: (_chain(client), _CERT_MODE),
-        made.client_key: (_pkcs8(client.private_key_pem.bytes()), _KEY_MODE),
+        made.client_key: (_pkcs8(client.private_key_pem.bytes()), PRIVATE),
     }
     for path, (data, mode) in contents.items():
-        _write_new(path, data, mode, replace=force)
+        write_new(path, data, mode, replace=force)
     return made
 
 
@@ -156,22 +157,3 @@ def _pkcs8(key_pem: bytes) -> bytes:
     # loads and what every other TLS stack accepts too.
     key = load_pem_private_key(key_pem, password=None)
     return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-
-
-def _write_new(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
-    """Write ``data`` to a freshly created ``path`` with ``mode``.
-
-    O_EXCL (after unlinking when replacing) means a key never lands in an existing file that
-    others can read, and O_NOFOLLOW that a planted symlink is not followed.
-    """
-    if replace:
-        path.unlink(missing_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(path, flags, mode)
-    except FileExistsError:
-        raise FileExistsError(f"refusing to overwrite existing file {path}") from None
-    with os.fdopen(fd, "wb") as f:
-        if mode == _KEY_MODE:
-            os.fchmod(f.fileno(), _KEY_MODE)
-        f.write(data)

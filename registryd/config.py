@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-import time
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,7 +20,7 @@ import msgspec
 from argon2 import Type, extract_parameters
 from argon2.exceptions import InvalidHashError
 
-from .envelope import EnvelopeKey, KeyRing
+from .envelope import EnvelopeKey, KeyRing, now_ms
 from .errors import ConfigError
 from .keystore import Keystore, describe_key, read_passphrase
 from .secret import Secret
@@ -391,7 +390,7 @@ def summary(cfg: Config, keyring: KeyRing | None = None) -> dict[str, Any]:
     """A printable view of ``cfg`` with every secret redacted (for ``check-config``); the
     envelope keys (from ``keyring``, default ``cfg.keyring()``) by kid, public key and state."""
     out: dict[str, Any] = msgspec.to_builtins(cfg, enc_hook=lambda s: "<redacted>")
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     out["envelope"]["keys"] = [describe_key(key, now) for key in (keyring or cfg.keyring()).keys]
     if cfg.storage.index_key_hex is None:
         out["storage"]["index_key_hex"] = "<derived from pepper>"

@@ -17,6 +17,7 @@ from . import wire
 from .encoding import decode_hex
 from .envelope import now_ms
 from .errors import ConfigError, InvalidInput
+from .files import exposed
 from .identity import NonNegative, PublicIdentity, normalize_username, signed_payload, user_id
 
 KEY_LEN = 32
@@ -119,13 +120,8 @@ class IdentityKeys:
         0600 or stricter) or is not a valid keys file; ``OSError`` if it cannot be read.
         """
         with open(path, "rb") as f:
-            mode = os.fstat(f.fileno()).st_mode & 0o777
-            if mode & 0o077:
-                raise ConfigError(
-                    str(path),
-                    f"keys file is accessible by group or others (mode {mode:04o}); "
-                    "run chmod 600 on it",
-                )
+            if problem := exposed(os.fstat(f.fileno())):
+                raise ConfigError(str(path), f"keys file {problem}")
             raw = f.read(MAX_KEYS_FILE_BYTES)
         try:
             data = wire.decode(raw, _KeyFile)

@@ -55,6 +55,7 @@ from nacl import bindings
 from . import wire
 from .envelope import EnvelopeKey, KeyRing
 from .errors import InvalidInput, KeystoreError
+from .files import exposed
 from .secret import Secret
 from .wire import KID_LEN
 
@@ -136,15 +137,6 @@ def _record(key: EnvelopeKey) -> dict[str, Any]:
 def _newest_first(keys: list[EnvelopeKey]) -> list[EnvelopeKey]:
     # Stable: keys created in the same millisecond keep their order (the newer one in front).
     return sorted(keys, key=lambda k: -(k.created_ms or 0))
-
-
-def _exposed(st: os.stat_result) -> str | None:
-    """What is wrong with a secret file whose status is ``st``: group or others may access it."""
-    mode = stat.S_IMODE(st.st_mode)
-    if not mode & 0o077:
-        return None
-    what = "readable" if mode & 0o044 else "accessible"
-    return f"is {what} by group or others (mode {mode:04o}); run chmod 600"
 
 
 def describe_key(key: EnvelopeKey, now_ms: int) -> dict[str, object]:
@@ -267,7 +259,7 @@ class Keystore:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise self._error("not a regular file")
-            if problem := _exposed(st):
+            if problem := exposed(st):
                 raise self._error(problem)
         except BaseException:
             os.close(fd)
@@ -497,7 +489,7 @@ def passphrase_from(env: str | None, file: str | None, keystore: str) -> bytes |
     if file:
         try:
             with open(file, "rb") as f:  # checked on the open file, like the keystore
-                problem = _exposed(os.fstat(f.fileno()))
+                problem = exposed(os.fstat(f.fileno()))
                 data = b"" if problem else f.read()
         except OSError as exc:
             raise KeystoreError(

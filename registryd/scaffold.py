@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .files import write_new
+
 DEV_DATA = "./data/registry"
 
 
@@ -76,15 +78,5 @@ keys_dir = "data/client-keys"
 
 
 def write_private(path: Path, text: str, *, force: bool = False) -> None:
-    """Write ``text`` to ``path`` with mode 0600; refuses to overwrite unless ``force``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
-    try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        raise FileExistsError(f"{path} exists; pass --force to overwrite it") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(path, 0o600)
+    """Write ``text`` to a fresh ``path`` with mode 0600; refuses to overwrite unless ``force``."""
+    write_new(path, text.encode("utf-8"), replace=force)
