@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from registryd import config as config_mod
+from registryd import wire
 from registryd.app import create_app
 from registryd.certs import DevCerts, write_dev_certs
 from registryd.config import Config
@@ -59,6 +60,14 @@ def config_text(
 
 def make_config(**kwargs: str) -> Config:
     return config_mod.parse(config_text(**kwargs))
+
+
+def seal_resolution(request: wire.ResolveRequest, plaintext: bytes) -> wire.Envelope:
+    """``plaintext`` sealed for ``request`` exactly as the server seals a resolve answer, with
+    the spec 7.2 server key (for fake servers in client tests)."""
+    handle = bytes.fromhex(request.handle)
+    requester = bytes.fromhex(request.requester_ephemeral_pubkey_hex)
+    return make_config().keyring().resolution_sealer(handle, requester)(plaintext)
 
 
 @pytest.fixture(params=["memory", "leveldb"])

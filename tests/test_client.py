@@ -28,7 +28,6 @@ from registryd.client import (
     load_client_config,
 )
 from registryd.config import Config
-from registryd.envelope import seal, shared_key
 from registryd.errors import (
     ConfigError,
     InvalidInput,
@@ -42,10 +41,10 @@ from registryd.storage import Storage, open_storage
 from .conftest import (
     KID_HEX,
     PEPPER_HEX,
-    SERVER_PRIVATE_HEX,
     SERVER_PUBLIC_HEX,
     Clock,
     make_config,
+    seal_resolution,
 )
 
 PEPPER = bytes.fromhex(PEPPER_HEX)
@@ -203,13 +202,7 @@ def forging_server(identity: bytes, *, echo: str | None = None) -> httpx.MockTra
 
     def handler(request: httpx.Request) -> httpx.Response:
         req = wire.decode(request.content, wire.ResolveRequest)
-        handle = bytes.fromhex(req.handle)
-        requester = bytes.fromhex(req.requester_ephemeral_pubkey_hex)
-        key = shared_key(PEPPER, handle, bytes.fromhex(SERVER_PRIVATE_HEX), requester)
-        nonce, ciphertext = seal(key, handle, identity)
-        envelope = wire.Envelope.build(
-            bytes.fromhex(KID_HEX), bytes.fromhex(SERVER_PUBLIC_HEX), nonce, ciphertext
-        )
+        envelope = seal_resolution(req, identity)
         answer = wire.ResolveResponse(req.handle if echo is None else echo, envelope)
         return httpx.Response(200, content=wire.encode(answer))
 

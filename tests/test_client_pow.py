@@ -18,11 +18,10 @@ from registryd import client as client_mod
 from registryd import wire
 from registryd.client import AsyncRegistryClient, IdentityKeys, RegistryClient
 from registryd.config import PowConfig
-from registryd.envelope import seal, shared_key
 from registryd.errors import PowRequired, ProtocolError, ServerError
 from registryd.pow import HEADER, ProofOfWork, SolveCancelled, solve
 
-from .conftest import KID_HEX, SERVER_PRIVATE_HEX, SERVER_PUBLIC_HEX, Clock
+from .conftest import KID_HEX, SERVER_PUBLIC_HEX, Clock, seal_resolution
 from .test_client import PEPPER, URL, assert_identity_of, forging_server, sync_client
 
 CLIENT_KEY = "192.0.2.1"
@@ -36,15 +35,7 @@ def error(exc: PowRequired | ServerError) -> httpx.Response:
 def sealed_answer(request: httpx.Request, plaintext: bytes | None) -> httpx.Response:
     """The /resolve answer sealing ``plaintext`` to the requester as the server would."""
     req = wire.decode(request.content, wire.ResolveRequest)
-    envelope = None
-    if plaintext is not None:
-        handle = bytes.fromhex(req.handle)
-        requester = bytes.fromhex(req.requester_ephemeral_pubkey_hex)
-        key = shared_key(PEPPER, handle, bytes.fromhex(SERVER_PRIVATE_HEX), requester)
-        nonce, ciphertext = seal(key, handle, plaintext)
-        envelope = wire.Envelope.build(
-            bytes.fromhex(KID_HEX), bytes.fromhex(SERVER_PUBLIC_HEX), nonce, ciphertext
-        )
+    envelope = None if plaintext is None else seal_resolution(req, plaintext)
     return httpx.Response(200, content=wire.encode(wire.ResolveResponse(req.handle, envelope)))
 
 
