@@ -18,9 +18,14 @@
 - **HTTP/2 data for an answered stream is dropped, not a crash.** Hypercorn 0.18.0 (the newest
   release) looks such ``DATA`` up with ``self.streams[stream_id]`` and the ``KeyError`` kills
   the connection and every stream multiplexed on it (pgjones/hypercorn#312 and #334, open;
-  reproduced here with a 429 sent before the request body ended). Here the data's flow-control
-  credit is returned and the stream is reset with ``NO_ERROR``, which RFC 9113 section 8.1
-  provides for a server that answered before the request was complete.
+  reproduced here with a 429 sent before the request body ended). Here the data is dropped and
+  its flow-control credit returned, so the client can finish and read the answer; a stream that
+  sends more than :data:`DROP_BYTES` after its answer is reset.
+
+These override methods of Hypercorn 0.18's protocol classes (``_check_protocol``,
+``_create_stream``, ``_send_error_response``, ``stream_send``, ``_handle_events``), internal
+names that may change: ``pyproject.toml`` pins ``hypercorn<0.19``, and the tests in
+``tests/test_transport.py`` exercise each override through real connections.
 """
 
 from __future__ import annotations
@@ -56,9 +61,9 @@ _MALFORMED = {
 }
 _NO_CONNECT = _error_body(MethodNotAllowed("CONNECT"))
 _JSON = (b"content-type", b"application/json")
+_CLOSE = (b"connection", b"close")
 DROP_BYTES = 4 * 1024 * 1024
 """HTTP/2: request data dropped on one stream after its answer before the stream is reset."""
-_CLOSE = (b"connection", b"close")
 
 
 class H11(H11Protocol):

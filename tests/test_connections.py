@@ -93,8 +93,10 @@ def connect_burst(port: int, count: int, within_s: float) -> int:
             connected, deadline = 0, time.monotonic() + within_s
             while connected < count and (left := deadline - time.monotonic()) > 0:
                 for key, _ in selector.select(left):
-                    selector.unregister(key.fileobj)
-                    connected += key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0  # type: ignore[union-attr]
+                    done = key.fileobj
+                    assert isinstance(done, socket.socket)
+                    selector.unregister(done)
+                    connected += done.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
         finally:
             for sock in socks:
                 sock.close()
@@ -128,6 +130,7 @@ async def test_sigterm_under_tls_keep_alive_load(certs: DevCerts, tmp_path: Path
                     statuses[type(exc).__name__] += 1
                     await asyncio.sleep(0.05)
 
+    pollers: list[asyncio.Task[None]] = []
     try:
         assert d.url, d.log
         stuck = [await open_tls(d.url, certs, local=f"127.0.1.{1 + i % 4}") for i in range(100)]
@@ -144,7 +147,7 @@ async def test_sigterm_under_tls_keep_alive_load(certs: DevCerts, tmp_path: Path
             b"POST /resolve HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
             b"\r\ncontent-length: %d\r\n\r\n" % len(RESOLVE) + RESOLVE[:10]
         )
-        pollers = [asyncio.create_task(poll()) for _ in range(8)]
+        pollers += [asyncio.create_task(poll()) for _ in range(8)]
         async with asyncio.timeout(30):
             while statuses[200] < 40:
                 await asyncio.sleep(0.02)
@@ -164,6 +167,9 @@ async def test_sigterm_under_tls_keep_alive_load(certs: DevCerts, tmp_path: Path
         for _, writer in stuck:
             writer.close()
     finally:
+        stop.set()
+        for poller in pollers:
+            poller.cancel()
         if d.proc.poll() is None:
             d.proc.kill()
             d.proc.communicate(timeout=10)
