@@ -20,6 +20,7 @@ from registryd.envelope import x25519_public
 
 MIB = 1024 * 1024
 MAX_BODY_BYTES = 8 * MIB  # /sync preload batches are a few MiB
+MAX_CONNECTIONS = 1024  # the daemon's default [server] max_connections
 GENEROUS_RPS = 1_000_000  # rate limits on, but never reached by a benchmark
 
 # Cheap Argon2id parameters: the hash only guards a throwaway token on loopback, and a
@@ -102,6 +103,8 @@ def config_text(
     return (
         f'address = "127.0.0.1:0"\nmode = "{setup.mode}"\nallow_sync = true\n'
         f"[server]\nmax_body_bytes = {MAX_BODY_BYTES}\n"
+        # every load generator connects from 127.0.0.1: no per-client share below the cap
+        f"max_connections_per_client = {MAX_CONNECTIONS}\n"
         f'[storage]\nkind = "{setup.storage}"\npath = "{data_dir}"\n'
         f'index_key_hex = "{secrets.index_key.hex()}"\n'
         f"{tls}"

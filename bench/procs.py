@@ -74,12 +74,21 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> int 
 @contextlib.contextmanager
 def server(argv: list[str], log_path: Path, timeout: float = START_TIMEOUT_S) -> Iterator[str]:
     """Run ``argv`` until the block ends; yields the URL from its ``listening on`` log line."""
+    with started(argv, log_path, timeout) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def started(
+    argv: list[str], log_path: Path, timeout: float = START_TIMEOUT_S
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`server`, yielding the process too (for its PID)."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(  # noqa: S603 - argv built here from our own arguments
             argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=_die_with_parent
         )
     try:
-        yield _wait_for_url(proc, log_path, timeout)
+        yield _wait_for_url(proc, log_path, timeout), proc
     finally:
         stop(proc)
 

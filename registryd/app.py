@@ -17,6 +17,7 @@ from . import wire
 from .admin import Admin
 from .clientip import ClientKeys
 from .config import Config
+from .drain import DrainMiddleware
 from .envelope import KeyRing, now_ms
 from .errors import ApiError, MethodNotAllowed, NotFound, StorageError
 from .presence import gc_loop
@@ -92,9 +93,17 @@ def build_app(registry: Registry, *, run_gc: bool = True) -> Starlette:
     app = Starlette(
         routes=registry.routes() + Admin(registry).routes(),
         lifespan=lifespan,
-        # Outside routing, so unknown paths and wrong methods are limited too; it also puts the
-        # client key in the scope for proof of work, so it is installed even when disabled.
-        middleware=[Middleware(RateLimitMiddleware, limiter=limiter, keys=keys)],
+        middleware=[
+            # Outermost, so that every early answer (429s included) settles the unread body.
+            Middleware(
+                DrainMiddleware,
+                max_bytes=config.server.max_body_bytes,
+                timeout_s=config.server.body_timeout_seconds,
+            ),
+            # Outside routing, so unknown paths and wrong methods are limited too; it also puts
+            # the client key in the scope for proof of work, so it is installed even when off.
+            Middleware(RateLimitMiddleware, limiter=limiter, keys=keys),
+        ],
         exception_handlers={
             ApiError: _error_response,
             HTTPException: _error_response,

@@ -78,6 +78,16 @@ class ClientKeys:
                 return True
         return False
 
+    def peer(self, host: str) -> str | None:
+        """The key of the TCP peer address ``host`` for its share of connections: as for a
+        request, but None when it is a trusted proxy (its connections carry many clients)."""
+        packed = _packed(host.partition("%")[0])
+        if packed is None:
+            return host
+        if self._has_proxies and self.is_trusted(packed):
+            return None
+        return _key(packed)
+
     def __call__(self, scope: Scope) -> str:
         client = scope.get("client")
         if not client or not client[0]:

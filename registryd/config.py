@@ -142,7 +142,9 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     A client must finish its TLS handshake within ``handshake_timeout_seconds``, its request
     headers within ``header_timeout_seconds`` and its whole body within ``body_timeout_seconds``
     of the request's start, or it is disconnected. ``shutdown_grace_seconds`` is how long
-    in-flight requests get to finish on SIGINT/SIGTERM.
+    in-flight requests get to finish on SIGINT/SIGTERM. At most ``max_connections`` are open,
+    at most ``max_connections_per_client`` from one client address (IPv6: one /64; trusted
+    proxies are exempt); see :mod:`registryd.listener`.
     """
 
     max_body_bytes: Positive = 64 * KIB
@@ -150,6 +152,8 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     handshake_timeout_seconds: Positive = 10 * SECONDS
     header_timeout_seconds: Positive = 10 * SECONDS
     body_timeout_seconds: Positive = 10 * SECONDS
+    max_connections: Positive = 1024
+    max_connections_per_client: Positive = 64
 
 
 class PrivacyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -341,6 +345,8 @@ def _validate(cfg: Config) -> None:
             raise ConfigError("pow.difficulty", "expected 1..=30")
         if cfg.pow.ttl_seconds <= 0:
             raise ConfigError("pow.ttl_seconds", "expected > 0")
+    if cfg.server.max_connections_per_client > cfg.server.max_connections:
+        raise ConfigError("server.max_connections_per_client", "expected <= server.max_connections")
     pad = cfg.privacy.resolve_pad_bytes
     if not 256 <= pad <= 1024 * KIB or pad & (pad - 1):
         raise ConfigError(

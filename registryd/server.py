@@ -3,6 +3,8 @@
 The Hypercorn ``Config`` is built in code from our validated config (never ``from_mapping``,
 which silently ignores misspelt keys), and the TLS context is built once before binding so a
 bad certificate stops the daemon with a :class:`ConfigError` instead of serving plain HTTP.
+Connections are accepted by :mod:`registryd.listener` (connection cap, per-client share, TLS
+memory, graceful stop) and spoken to with Hypercorn's HTTP/1.1 and HTTP/2 protocols.
 """
 
 from __future__ import annotations
@@ -15,19 +17,22 @@ import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 
+from . import listener
 from .app import build_app
+from .clientip import ClientKeys
 from .config import Config
 from .envelope import KeyRing, key_warnings, now_ms
 from .errors import ConfigError, KeyUnavailable
+from .listener import Gate
 from .routes import Registry
 from .storage import open_storage
 
 log = logging.getLogger("registryd")
 
 MAX_HEADER_BYTES = 16 * 1024
+BACKLOG = 1024
 
 
 def _require_file(path: str, key: str) -> None:
@@ -42,10 +47,11 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = config.server.shutdown_grace_seconds
     hc.include_server_header = False
+    hc.backlog = BACKLOG  # for whoever serves with this config through Hypercorn (bench floor)
     hc.h11_max_incomplete_size = MAX_HEADER_BYTES
     hc.ssl_handshake_timeout = config.server.handshake_timeout_seconds
-    # Hypercorn's idle timer runs from connection start (and after each response) until a
-    # request's headers are complete, so it is the header deadline as well as the keep-alive.
+    # The idle timer runs from connection start (and after each response) until a request's
+    # headers are complete, so it is the header deadline as well as the keep-alive.
     hc.keep_alive_timeout = config.server.header_timeout_seconds
     if config.mode == "tls":
         tls = config.tls
@@ -76,7 +82,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
-        sock.listen(1024)
+        sock.listen(BACKLOG)
     except OSError:
         sock.close()
         raise
@@ -137,7 +143,6 @@ async def serve(
         if sock is None:
             sock = bind_socket(*config.host_port)
         url = url_of(config, sock)
-        hc.bind = [f"fd://{sock.detach()}"]  # Hypercorn takes ownership of the descriptor
         registry = Registry(config, storage, keyring, now_ms, config_path=config_path)
         app = build_app(registry)
         loop = asyncio.get_running_loop()
@@ -164,8 +169,13 @@ async def serve(
         )
         if on_ready is not None:
             on_ready(url)
+        gate = Gate(
+            config.server.max_connections,
+            config.server.max_connections_per_client,
+            ClientKeys(config.trusted_proxies),
+        )
         # Starlette's ASGI signature is not structurally Hypercorn's TypedDict one; same protocol.
-        await hypercorn_serve(app, hc, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+        await listener.serve(app, hc, sock, gate, shutdown_trigger)  # type: ignore[arg-type]
         log.info("registryd stopped")
     finally:
         await storage.close()

@@ -4,6 +4,7 @@ and the daemon keeps serving other clients meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -40,20 +41,37 @@ async def open_tls(url: str, certs: DevCerts) -> tuple[asyncio.StreamReader, asy
 
 
 async def trickle(writer: asyncio.StreamWriter, reader: asyncio.StreamReader, data: bytes) -> bytes:
-    """Send ``data`` a byte every TRICKLE_EVERY_S until the server answers or hangs up."""
+    """Send ``data`` a byte every TRICKLE_EVERY_S until the server answers or hangs up; returns
+    the answer (its head and its ``content-length`` bytes of body), or b"" if hung up on."""
     for byte in data:
         try:
             writer.write(bytes([byte]))
             await writer.drain()
-            return await asyncio.wait_for(reader.read(4096), TRICKLE_EVERY_S)
+            first = await asyncio.wait_for(reader.read(4096), TRICKLE_EVERY_S)
+            return await rest_of_answer(reader, first)
         except TimeoutError:
             continue
         except (ConnectionError, ssl.SSLError):
             break  # hung up on: whatever it said before is still in the buffer
     try:
-        return await asyncio.wait_for(reader.read(4096), 30)
+        return await rest_of_answer(reader, await asyncio.wait_for(reader.read(4096), 30))
     except (ConnectionError, ssl.SSLError):
         return b""
+
+
+async def rest_of_answer(reader: asyncio.StreamReader, answer: bytes) -> bytes:
+    """``answer`` read on until its head and ``content-length`` body are complete (or the
+    server hangs up)."""
+    async with asyncio.timeout(10):
+        while True:
+            head, end_of_head, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
+            if end_of_head and (length is None or len(body) >= int(length[1])):
+                return answer
+            chunk = await reader.read(4096)
+            if not chunk:
+                return answer
+            answer += chunk
 
 
 async def while_serving_others(
