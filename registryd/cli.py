@@ -2,6 +2,7 @@
 
     registryd serve --config PATH           run the daemon
     registryd check-config PATH             validate a config, print it with secrets redacted
+                                            (exit 1 also when no envelope key can seal now)
     registryd init --out PATH [--dev]       write a fresh config with new keys (mode 0600)
     registryd certs dev --out DIR           make a dev CA, server and client certificates
     registryd client ...                    talk to a registry (register, resolve, check, announce)
@@ -58,6 +59,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from .server import hypercorn_config
 
     _setup_logging("warning")
+    now = now_ms()
     try:
         cfg = config.load(args.path)
         hypercorn_config(cfg)
@@ -66,7 +68,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(config.summary(cfg, keyring), indent=2))
-    for warning in key_warnings(keyring, now_ms(), cfg.envelope.expiry_warning_days):
+    if problem := config.active_key_problem(cfg, keyring, now):
+        print(f"config error: {problem}", file=sys.stderr)  # the daemon would start degraded
+        return 1
+    for warning in key_warnings(keyring, now, cfg.envelope.expiry_warning_days):
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.path}: OK", file=sys.stderr)
     return 0
@@ -124,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "check-config",
         help="validate a config file",
-        description="Validate a config (and its TLS files); print it with secrets redacted.",
+        description="Validate a config (and its TLS files); print it with secrets redacted. "
+        "Exits 1 on any config error, and when no envelope key is valid now (the daemon would "
+        "answer 503 to /resolve and /envelope_pubkey).",
     )
     p.add_argument("path", metavar="PATH")
     p.set_defaults(func=cmd_check_config)
