@@ -451,9 +451,10 @@ def active_key_problem(cfg: Config, keyring: KeyRing, at_ms: int) -> ConfigError
     if cfg.envelope.keystore_path is None:
         first = next(i for i, k in enumerate(cfg.envelope.keys) if k.active)
         path = f"envelope.keys[{first}].not_after_epoch_ms"
+    keys = "active keys" if len(reasons) > 1 else "active key"
     return ConfigError(
         path,
-        f"no active envelope key is valid now (active key {'; '.join(reasons)}): /resolve and "
+        f"no active envelope key is valid now ({keys} {'; '.join(reasons)}): /resolve and "
         "/envelope_pubkey would answer 503 KEY_UNAVAILABLE; add or activate a key",
     )
 

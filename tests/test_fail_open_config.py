@@ -12,6 +12,8 @@ from registryd import config as config_mod
 from registryd.certs import DevCerts
 from registryd.cli import main
 from registryd.errors import ConfigError
+from registryd.keystore import Keystore
+from registryd.timespec import iso
 
 from .conftest import (
     INDEX_KEY_HEX,
@@ -178,3 +180,21 @@ def test_check_config_passes_while_a_key_is_valid(
     path = write_config(tmp_path / "registry.toml", _expired(config_text(), later))
     code, err = check_config(path, capsys)
     assert code == 0 and err.endswith(": OK\n")
+
+
+def test_check_config_fails_when_no_keystore_key_is_valid_now(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = int(time.time() * 1000)
+    store = Keystore(path=tmp_path / "keys.json")
+    old = store.generate(1_700_000_000_000, active=True, not_after_ms=1_700_000_001_000)
+    staged = store.generate(now, active=True, not_before_ms=now + 86_400_000)
+    store.save()
+    text = config_text().split("[envelope]")[0] + (
+        f'[envelope]\npepper_hex = "{PEPPER_HEX}"\nkeystore_path = "{store.path}"\n'
+    )
+    code, err = check_config(write_config(tmp_path / "registry.toml", text), capsys)
+    assert code == 1
+    assert err.startswith("config error: envelope.keystore_path: no active envelope key is valid")
+    assert f"{staged.kid.hex()} is valid only from {iso(now + 86_400_000)}" in err
+    assert f"{old.kid.hex()} expired at 2023-11-14T22:13:21Z" in err
