@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from . import wire
 from .admin import Admin
@@ -46,10 +47,21 @@ async def _error_response(request: Request, exc: Exception) -> Response:
         return error_response(NotFound() if exc.status_code == 404 else ApiError())
     if isinstance(exc, StorageError):
         log.error("storage failure: %s", exc)
-    else:  # the path's first segment only: never a handle
-        endpoint = request.url.path.split("/")[1]
-        log.error("unhandled %s in %s /%s", type(exc).__name__, request.method, endpoint)
+    else:
+        log.error("unhandled %s in %s", type(exc).__name__, route_of(request))
     return error_response(ApiError())
+
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def route_of(request: Request) -> str:
+    """``METHOD /route/{template}`` for logs: our route's template, never the request's path
+    (it may hold a handle, or control characters to forge log lines) nor its Host header
+    (which ``request.url`` would mix into the path); an unknown method is ``OTHER``."""
+    route = request.scope.get("route")
+    method = request.method if request.method in METHODS else "OTHER"
+    return f"{method} {route.path if isinstance(route, Route) else '(no route)'}"
 
 
 def create_app(

@@ -1,7 +1,8 @@
 """The ``registryd`` command line: ``main(argv) -> exit code``, testable without a subprocess.
 
-    registryd serve --config PATH           run the daemon
+    registryd serve --config PATH           run the daemon ([--log-level L] [--debug-logger NAME])
     registryd check-config PATH             validate a config, print it with secrets redacted
+                                            (exit 1 also when no envelope key can seal now)
     registryd init --out PATH [--dev]       write a fresh config with new keys (mode 0600)
     registryd certs dev --out DIR           make a dev CA, server and client certificates
     registryd client ...                    talk to a registry (register, resolve, check, announce)
@@ -20,25 +21,17 @@ import logging
 import sys
 from pathlib import Path
 
-from . import __version__, client_cli, config, keys_cli, scaffold
+from . import __version__, client_cli, config, keys_cli, logs, scaffold
 from .envelope import key_warnings, now_ms
 from .errors import ConfigError, StorageError
 
 log = logging.getLogger("registryd")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
-    _setup_logging(args.log_level)
+    logs.setup(args.log_level, args.debug_logger)
     try:
         cfg = config.load(args.config)
         asyncio.run(serve(cfg, config_path=args.config))
@@ -57,7 +50,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .server import hypercorn_config
 
-    _setup_logging("warning")
+    logs.setup("warning")
+    now = now_ms()
     try:
         cfg = config.load(args.path)
         hypercorn_config(cfg)
@@ -66,7 +60,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(config.summary(cfg, keyring), indent=2))
-    for warning in key_warnings(keyring, now_ms(), cfg.envelope.expiry_warning_days):
+    if problem := config.active_key_problem(cfg, keyring, now):
+        print(f"config error: {problem}", file=sys.stderr)  # the daemon would start degraded
+        return 1
+    for warning in key_warnings(keyring, now, cfg.envelope.expiry_warning_days):
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.path}: OK", file=sys.stderr)
     return 0
@@ -103,6 +100,12 @@ def cmd_certs_dev(args: argparse.Namespace) -> int:
     return 0
 
 
+def _logger_name(text: str) -> str:
+    if not text.strip() or text == "root":
+        raise argparse.ArgumentTypeError("name a library's logger, e.g. hpack")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="registryd",
@@ -117,14 +120,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
-        help="log verbosity (default: info; no level logs secrets)",
+        help="verbosity of registryd's own log (default: info; no level logs secrets or "
+        "handles); other libraries log warnings and errors only",
+    )
+    p.add_argument(
+        "--debug-logger",
+        action="append",
+        default=[],
+        metavar="NAME",
+        type=_logger_name,
+        help="also log this library's logger at debug level (hpack, h2, hypercorn.error, "
+        "asyncio ...); repeatable. UNSAFE: their lines may hold bearer tokens and handles",
     )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
         "check-config",
         help="validate a config file",
-        description="Validate a config (and its TLS files); print it with secrets redacted.",
+        description="Validate a config (and its TLS files); print it with secrets redacted. "
+        "Exits 1 on any config error, and when no envelope key is valid now (the daemon would "
+        "answer 503 to /resolve and /envelope_pubkey).",
     )
     p.add_argument("path", metavar="PATH")
     p.set_defaults(func=cmd_check_config)

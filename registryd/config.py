@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -21,9 +22,11 @@ from argon2 import Type, extract_parameters
 from argon2.exceptions import InvalidHashError
 
 from .envelope import EnvelopeKey, KeyRing, now_ms
-from .errors import ConfigError
+from .errors import ConfigError, KeyUnavailable
+from .files import exposed
 from .keystore import Keystore, describe_key, read_passphrase
 from .secret import Secret
+from .timespec import iso
 
 log = logging.getLogger("registryd")
 
@@ -318,6 +321,33 @@ def _validate_envelope(envelope: EnvelopeConfig) -> None:
         raise ConfigError("envelope.keys", "no key has active = true")
 
 
+def secret_paths(cfg: Config) -> list[tuple[str, Secret]]:
+    """The secrets held in the config text, by key path: pepper, index key, inline keys."""
+    held = [("envelope.pepper_hex", cfg.envelope.pepper_hex)]
+    if cfg.storage.index_key_hex is not None:
+        held.append(("storage.index_key_hex", cfg.storage.index_key_hex))
+    for i, key in enumerate(cfg.envelope.keys):
+        held.append((f"envelope.keys[{i}].x25519_private_key_hex", key.x25519_private_key_hex))
+    return held
+
+
+def placeholder(secret: bytes) -> bool:
+    """Whether a 32-byte secret is a placeholder: at most 8 distinct byte values (all-zero, one
+    repeated byte, ``deadbeef`` ...). A random 32-byte value is that with probability < 1e-33."""
+    return len(set(secret)) <= 8
+
+
+def _validate_secrets(cfg: Config) -> None:
+    for path, secret in secret_paths(cfg):
+        if placeholder(secret.reveal()):
+            raise ConfigError(
+                path,
+                "a placeholder, not a secret (all-zero or a short repeated pattern, as in the "
+                "example config); run `registryd init --out PATH` for a config with fresh "
+                "random secrets",
+            )
+
+
 def _validate(cfg: Config) -> None:
     parse_address(cfg.address)
     for i, proxy in enumerate(cfg.trusted_proxies):
@@ -326,6 +356,7 @@ def _validate(cfg: Config) -> None:
         except ValueError:
             raise ConfigError(f"trusted_proxies[{i}]", "expected an IP address or CIDR") from None
     _validate_envelope(cfg.envelope)
+    _validate_secrets(cfg)
     if cfg.mode not in ("tls", "http"):
         raise ConfigError("mode", 'expected "tls" or "http"')
     if cfg.mode == "tls":
@@ -334,6 +365,12 @@ def _validate(cfg: Config) -> None:
         for name in ("cert_pem_path", "key_pem_path"):
             if not getattr(cfg.tls, name).strip():
                 raise ConfigError(f"tls.{name}", "must not be empty")
+    ca = cfg.tls.client_ca_pem_path if cfg.tls is not None else None
+    if ca is not None and not ca.strip():  # "" would silently serve without client certificates
+        raise ConfigError(
+            "tls.client_ca_pem_path",
+            "must not be empty; remove the key to serve without client certificates",
+        )
     if cfg.storage.kind == "sled":
         raise ConfigError("storage.kind", 'sled is not supported; use "leveldb"')
     if cfg.storage.kind not in ("leveldb", "memory"):
@@ -382,14 +419,50 @@ def parse(text: str) -> Config:
 def load(path: str | Path) -> Config:
     """Read, parse and validate the config file at ``path``; raises :class:`ConfigError`.
 
-    Relative ``tls.*`` and ``storage.path`` values are relative to the working directory,
-    as in the reference.
+    The file holds secrets (at least ``envelope.pepper_hex``), so, like the keystore, it is
+    refused when group or others may access it (it must be mode 0600 or 0400); the error names
+    the secrets it holds. Relative ``tls.*`` and ``storage.path`` values are relative to the
+    working directory, as in the reference.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:  # the mode is checked on the file that was read
+            problem = exposed(os.fstat(f.fileno()))
+            text = f.read().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError("", f"cannot read config file {path}: {exc.__class__.__name__}") from None
-    return parse(text)
+    cfg = parse(text)
+    if problem:
+        first, *others = [name for name, _ in secret_paths(cfg)]
+        also = f" (it also holds {', '.join(others)})" if others else ""
+        raise ConfigError(first, f"held in {path}, which {problem}{also}")
+    return cfg
+
+
+def active_key_problem(cfg: Config, keyring: KeyRing, at_ms: int) -> ConfigError | None:
+    """Why no envelope key may seal at ``at_ms`` (every active key expired, or not yet valid),
+    naming the key path, or None when one may. The daemon would answer ``/resolve`` and
+    ``/envelope_pubkey`` with 503 KEY_UNAVAILABLE; ``check-config`` exits non-zero."""
+    try:
+        keyring.active(at_ms)
+        return None
+    except KeyUnavailable:
+        pass
+    reasons = []
+    for key in (k for k in keyring.keys if k.active):
+        if key.expired(at_ms):
+            reasons.append(f"{key.kid.hex()} expired at {iso(key.not_after_ms)}")
+        else:
+            reasons.append(f"{key.kid.hex()} is valid only from {iso(key.not_before_ms)}")
+    path = "envelope.keystore_path"
+    if cfg.envelope.keystore_path is None:
+        first = next(i for i, k in enumerate(cfg.envelope.keys) if k.active)
+        path = f"envelope.keys[{first}].not_after_epoch_ms"
+    keys = "active keys" if len(reasons) > 1 else "active key"
+    return ConfigError(
+        path,
+        f"no active envelope key is valid now ({keys} {'; '.join(reasons)}): /resolve and "
+        "/envelope_pubkey would answer 503 KEY_UNAVAILABLE; add or activate a key",
+    )
 
 
 def summary(cfg: Config, keyring: KeyRing | None = None) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 ``aead_key = BLAKE3(b"enigma:registry:envelope:v1" || pepper[32] || handle[32] || X25519 DH[32])``;
 the AEAD is XChaCha20-Poly1305 (24-byte nonce, 16-byte tag) with AAD = the 32 raw handle bytes.
-Wrong-length or low-order X25519 keys and short or forged ciphertexts raise :class:`InvalidInput`.
+Wrong-length, non-canonical or low-order X25519 keys and short or forged ciphertexts raise
+:class:`InvalidInput`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .wire import KID_LEN, NONCE_LEN, X25519_LEN, Envelope
 
 ENVELOPE_DOMAIN = b"enigma:registry:envelope:v1"
 TAG_LEN = 16
+X25519_P = 2**255 - 19
 
 
 def padded(plaintext: bytes, minimum: int) -> bytes:
@@ -46,12 +48,24 @@ def x25519_keypair() -> tuple[bytes, bytes]:
     return private, x25519_public(private)
 
 
+def canonical_x25519(public: bytes) -> bool:
+    """Whether ``public`` is the one canonical encoding of its X25519 u-coordinate: 32 bytes,
+    little-endian, below p = 2**255 - 19 (so bit 255 is clear).
+
+    X25519 masks bit 255 and reduces u mod p (RFC 7748 section 5), so each non-canonical key
+    is an alias that gives the same shared secret as a canonical one: accepting it would let
+    anyone alter a sealed envelope without breaking it.
+    """
+    return len(public) == X25519_LEN and int.from_bytes(public, "little") < X25519_P
+
+
 def shared_key(pepper: bytes, handle: bytes, private: bytes, peer_public: bytes) -> bytes:
     """The 32-byte AEAD key for (pepper, handle, our private key, their public key).
 
-    Raises :class:`InvalidInput` "envelope key" for a wrong-length or low-order public key.
+    Raises :class:`InvalidInput` "envelope key" for a wrong-length, non-canonical (see
+    :func:`canonical_x25519`) or low-order public key.
     """
-    if len(peer_public) != X25519_LEN or len(private) != X25519_LEN:
+    if not canonical_x25519(peer_public) or len(private) != X25519_LEN:
         raise InvalidInput("envelope key")
     try:
         dh = bindings.crypto_scalarmult(private, peer_public)
@@ -194,12 +208,20 @@ class KeyRing:
     def open_registration(
         self, handle: bytes, envelope: Envelope, at_ms: int | None = None
     ) -> bytes:
-        """Decrypt a ``/register`` envelope sealed by a client to one of our keys (spec 4.2)."""
+        """Decrypt a ``/register`` envelope sealed by a client to one of our keys (spec 4.2).
+
+        Raises :class:`InvalidInput`: a malformed field names it; an unknown ``kid`` is
+        "unknown envelope key"; every other failure, whichever part was altered (sender key,
+        nonce, ciphertext, tag), is one message, "unable to decrypt envelope".
+        """
         key = self.find(envelope.kid_bytes(), at_ms)
-        aead_key = shared_key(
-            self.pepper.reveal(), handle, key.private.reveal(), envelope.sender_bytes()
-        )
-        return open_sealed(aead_key, handle, envelope.nonce_bytes(), envelope.ciphertext_bytes())
+        sender = envelope.sender_bytes()
+        nonce, ciphertext = envelope.nonce_bytes(), envelope.ciphertext_bytes()
+        try:
+            aead_key = shared_key(self.pepper.reveal(), handle, key.private.reveal(), sender)
+        except InvalidInput:  # non-canonical or low-order: told apart from a forged tag by no one
+            raise InvalidInput("unable to decrypt envelope") from None
+        return open_sealed(aead_key, handle, nonce, ciphertext)
 
     def resolution_sealer(
         self, handle: bytes, requester_public: bytes, at_ms: int | None = None

@@ -28,7 +28,9 @@ PEPPER_HEX = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20"
 SERVER_PRIVATE_HEX = "101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f"
 SERVER_PUBLIC_HEX = "d89e3bad79437dbed9f843418304f460ff05c7fe81fe4a9577a804cb9367ff66"
 KID_HEX = "0001020304050607"
-INDEX_KEY_HEX = "a5" * 32
+INDEX_KEY_HEX = (
+    "5d374138f1840c16a2ce6920d03848edaa713ab64af58e4a3a1d685bc48aa420"  # random, not a pattern
+)
 ALICE_HANDLE_HEX = "4e586a7d57683f7ae69c6dbe407c986df78603ca12e9cab26d245df1349f08b5"
 
 
@@ -60,6 +62,15 @@ def config_text(
 
 def make_config(**kwargs: str) -> Config:
     return config_mod.parse(config_text(**kwargs))
+
+
+def write_config(path: Path, text: str) -> Path:
+    """Write a config file as an operator must: mode 0600, since ``config.load`` refuses a
+    config (it holds the pepper) that group or others may read."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)  # an existing file keeps its mode through touch
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def seal_resolution(request: wire.ResolveRequest, plaintext: bytes) -> wire.Envelope:

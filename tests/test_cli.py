@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import stat
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from registryd import config as config_mod
 from registryd.cli import main
 from registryd.client import load_client_config
 
-from .conftest import INDEX_KEY_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX, config_text
+from .conftest import INDEX_KEY_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX, config_text, write_config
 
 
 def mode(path: Path) -> int:
@@ -68,7 +69,7 @@ def test_check_config_prints_a_redacted_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "registry.toml"
-    path.write_text(config_text())
+    write_config(path, config_text())
     assert main(["check-config", str(path)]) == 0
     out, err = capsys.readouterr()
     assert '"kid_hex": "0001020304050607"' in out
@@ -79,7 +80,7 @@ def test_check_config_prints_a_redacted_summary(
 
 def test_check_config_names_the_bad_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "registry.toml"
-    path.write_text(config_text().replace("[storage]", "[storage]\nknd = 1"))
+    write_config(path, config_text().replace("[storage]", "[storage]\nknd = 1"))
     assert main(["check-config", str(path)]) == 1
     assert "storage.knd: unknown key" in capsys.readouterr().err
 
@@ -87,14 +88,28 @@ def test_check_config_names_the_bad_key(tmp_path: Path, capsys: pytest.CaptureFi
 def test_check_config_checks_tls_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "registry.toml"
     tls = f'[tls]\ncert_pem_path = "{tmp_path}/none.pem"\nkey_pem_path = "{tmp_path}/none.pem"\n'
-    path.write_text(config_text(mode="tls", tls=tls))
+    write_config(path, config_text(mode="tls", tls=tls))
     assert main(["check-config", str(path)]) == 1
     assert "tls.cert_pem_path: file not found" in capsys.readouterr().err
 
 
-def test_check_config_of_the_example_config(capsys: pytest.CaptureFixture[str]) -> None:
-    example = Path(__file__).parent.parent / "config" / "registry.example.toml"
-    cfg = config_mod.load(example)  # the example documents every key and parses
+EXAMPLE = Path(__file__).parent.parent / "config" / "registry.example.toml"
+
+
+def test_the_example_config_documents_every_key_but_its_placeholders_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    zeros = "0" * 64
+    assert text.count(zeros) == 3  # index key, pepper, private key
+    path = write_config(tmp_path / "registry.toml", text)
+    assert main(["check-config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("config error: envelope.pepper_hex: a placeholder, not a secret")
+    assert "run `registryd init --out PATH`" in err
+    while zeros in text:
+        text = text.replace(zeros, secrets.token_hex(32), 1)
+    cfg = config_mod.parse(text)  # with real secrets in place, every key parses
     assert cfg.storage.kind == "leveldb" and not cfg.allow_sync
 
 
@@ -115,7 +130,7 @@ def test_serve_with_bad_config_exits_1_naming_the_key(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "registry.toml"
-    path.write_text(config_text().replace('mode = "http"', 'mode = "https"'))
+    write_config(path, config_text().replace('mode = "http"', 'mode = "https"'))
     assert main(["serve", "--config", str(path)]) == 1
     assert 'config error: mode: expected "tls" or "http"' in caplog.text
 
@@ -142,8 +157,9 @@ def test_check_config_warns_when_the_active_key_expires_soon(
 ) -> None:
     path = tmp_path / "registry.toml"
     soon = int(time.time() * 1000) + 3 * 86_400_000
-    path.write_text(
-        config_text().replace("active = true\n", f"active = true\nnot_after_epoch_ms = {soon}\n")
+    write_config(
+        path,
+        config_text().replace("active = true\n", f"active = true\nnot_after_epoch_ms = {soon}\n"),
     )
     assert main(["check-config", str(path)]) == 0
     err = capsys.readouterr().err

@@ -277,6 +277,11 @@ def test_ok_false_is_a_protocol_error() -> None:
     [
         {"kid_hex": "00", "x25519_public_key_hex": SERVER_PUBLIC_HEX, "active": True},
         {"kid_hex": KID_HEX, "x25519_public_key_hex": "00" * 32, "active": True},  # low order
+        {  # non-canonical: bit 255 set (an alias of the real key, RFC 7748 section 5)
+            "kid_hex": KID_HEX,
+            "x25519_public_key_hex": SERVER_PUBLIC_HEX[:62] + "e6",
+            "active": True,
+        },
     ],
 )
 def test_bad_server_key_is_a_protocol_error(key: dict[str, object]) -> None:

@@ -11,11 +11,12 @@ import pytest
 from registryd import config
 from registryd.config import Config
 from registryd.errors import ConfigError
+from tests.conftest import write_config
 
 PEPPER_HEX = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20"
 PRIVATE_HEX = "101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f"
 PUBLIC_HEX = "d89e3bad79437dbed9f843418304f460ff05c7fe81fe4a9577a804cb9367ff66"
-INDEX_KEY_HEX = "a5b6c7d8e9f0" * 5 + "0123"
+INDEX_KEY_HEX = "c3c010b7a6d427698b20152b6f8df72897df0a9f83ba97ed73942fe1889e9a42"
 SECRETS = (PEPPER_HEX, PRIVATE_HEX, INDEX_KEY_HEX)
 NOW_MS = 1_700_000_000_000
 
@@ -482,7 +483,7 @@ def test_index_key_is_derived_from_the_pepper_when_absent() -> None:
     assert len(derived) == 32
     assert derived.hex() != PEPPER_HEX  # derived, not the pepper itself
     assert derived == parse(toml(storage='[storage]\nkind = "memory"\n')).index_key().reveal()
-    other = toml(storage="", envelope=ENVELOPE.replace(PEPPER_HEX, "ff" * 32))
+    other = toml(storage="", envelope=ENVELOPE.replace(PEPPER_HEX, PEPPER_HEX[::-1]))
     assert parse(other).index_key().reveal() != derived
 
 
@@ -608,7 +609,7 @@ def test_errors_about_secrets_do_not_echo_them(text: str) -> None:
 
 def test_load_reads_a_file(tmp_path: Path) -> None:
     path = tmp_path / "registry.toml"
-    path.write_text(toml(), encoding="utf-8")
+    write_config(path, toml())
     cfg = config.load(path)
     assert cfg.keyring().keys[0].public.hex() == PUBLIC_HEX
     assert config.load(str(path)) == cfg
@@ -634,7 +635,7 @@ def test_load_of_non_utf8_is_a_config_error(tmp_path: Path) -> None:
 
 def test_load_validates(tmp_path: Path) -> None:
     path = tmp_path / "registry.toml"
-    path.write_text(toml("adress = 1\n"), encoding="utf-8")
+    write_config(path, toml("adress = 1\n"))
     with pytest.raises(ConfigError) as info:
         config.load(path)
     assert info.value.path == "adress"

@@ -22,7 +22,7 @@ from registryd.errors import KeystoreError
 from registryd.keystore import KdfParams, Keystore
 from registryd.secret import Secret
 
-from .conftest import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX, Clock, config_text
+from .conftest import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX, Clock, config_text, write_config
 
 CHEAP = KdfParams(time_cost=1, memory_cost=8, parallelism=1)
 PASS = "open sesame"
@@ -496,10 +496,11 @@ def test_passwd_asks_on_a_terminal_and_needs_a_source_otherwise(
 
 def keystore_config(tmp_path: Path, keystore_path: Path) -> Path:
     cfg = tmp_path / "registry.toml"
-    cfg.write_text(
+    write_config(
+        cfg,
         'address = "127.0.0.1:0"\nmode = "http"\n[storage]\nkind = "memory"\n'
         f'[envelope]\npepper_hex = "{PEPPER_HEX}"\nkeystore_path = "{keystore_path}"\n'
-        f'keystore_passphrase_env = "{ENV}"\n'
+        f'keystore_passphrase_env = "{ENV}"\n',
     )
     return cfg
 
@@ -518,7 +519,7 @@ def test_commands_read_the_keystore_from_the_config(
     err = one_line_error(run("keys", "list", "--config", str(cfg), "--passphrase-env", ENV), code=2)
     assert "go with --keystore" in err
     inline = tmp_path / "inline.toml"
-    inline.write_text(config_text())
+    write_config(inline, config_text())
     assert "keys import" in one_line_error(run("keys", "list", "--config", str(inline)))
     with pytest.raises(SystemExit) as info:
         run("keys", "list", "--config", str(cfg), "--keystore", str(path))
@@ -526,7 +527,7 @@ def test_commands_read_the_keystore_from_the_config(
 
 
 SECOND_KID = "1111111111111111"
-SECOND_PRIVATE = "22" * 32
+SECOND_PRIVATE = "9a3a301c6bab38dc5b5cadd3ffbf0a71acd977461fa4cdac0798d6a2adc9c393"
 
 
 def reference_config() -> str:
@@ -541,7 +542,7 @@ def test_import_from_a_reference_config(
     tmp_path: Path, run: Any, passphrase: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = tmp_path / "registry.toml"
-    cfg.write_text(reference_config())
+    write_config(cfg, reference_config())
     before = cfg.read_bytes()
     target = tmp_path / "keys.json"
     result = run(
@@ -594,7 +595,7 @@ def test_import_needs_inline_keys(tmp_path: Path, run: Any, passphrase: str) -> 
     assert "no inline keys" in err
     assert not target.exists()
     bad = tmp_path / "bad.toml"
-    bad.write_text("mode = 'carrier pigeon'\n")
+    write_config(bad, "mode = 'carrier pigeon'\n")
     one_line_error(run("keys", "import", "--from-config", str(bad), "--keystore", str(target)))
 
 

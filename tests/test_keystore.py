@@ -32,7 +32,7 @@ from registryd.keystore import (
 )
 from registryd.secret import Secret
 
-from .conftest import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX, SERVER_PUBLIC_HEX
+from .conftest import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX, SERVER_PUBLIC_HEX, write_config
 
 CHEAP = KdfParams(time_cost=1, memory_cost=8, parallelism=1)
 PASS = b"correct horse battery staple"
@@ -575,7 +575,7 @@ def test_config_keyring_reads_an_encrypted_keystore(
     new, _ = store.rotate(T0 + 1, HOUR)
     store.save(path, PASS, kdf=CHEAP)
     cfg_path = tmp_path / "registry.toml"
-    cfg_path.write_text(keystore_config(path, 'keystore_passphrase_env = "REGISTRYD_KS_PASS"'))
+    write_config(cfg_path, keystore_config(path, 'keystore_passphrase_env = "REGISTRYD_KS_PASS"'))
     cfg = config_mod.load(cfg_path)
     with pytest.raises(KeystoreError, match="REGISTRYD_KS_PASS is not set"):
         cfg.keyring()
@@ -598,7 +598,7 @@ def test_config_keyring_with_a_passphrase_file(tmp_path: Path) -> None:
     pass_file.write_bytes(PASS + b"\n")
     pass_file.chmod(0o400)
     cfg_path = tmp_path / "registry.toml"
-    cfg_path.write_text(keystore_config(path, f'keystore_passphrase_file = "{pass_file}"'))
+    write_config(cfg_path, keystore_config(path, f'keystore_passphrase_file = "{pass_file}"'))
     ring = config_mod.load(cfg_path).keyring()
     assert ring.keys == tuple(store.keys)
     assert privates(Keystore.load(path, PASS)) == privates(store)

@@ -20,9 +20,10 @@ from registryd.keystore import KdfParams, Keystore
 from registryd.routes import Registry
 from registryd.storage import open_storage
 
-from .conftest import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX, Clock, config_text
+from .conftest import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX, Clock, config_text, write_config
 
-KID_B, PRIVATE_B = "0b0b0b0b0b0b0b0b", "0b" * 32
+KID_B = "0b0b0b0b0b0b0b0b"
+PRIVATE_B = "6f30cc7225bda1bf26a373bc4daab78732ddea2fbce1abcdfaac582aeeed0e04"
 TOKEN = "admin-token-0123456789"
 TOKEN_HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(TOKEN)
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
@@ -69,13 +70,13 @@ async def test_reload_swaps_keys_at_once_and_reports_restart_only_changes(
     tmp_path: Path, clock: Clock
 ) -> None:
     path = tmp_path / "registry.toml"
-    path.write_text(config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX)))
+    write_config(path, config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX)))
     async with registry_app(path, clock) as (registry, http):
         assert await active_kid(http) == KID_HEX
         new = config_with(
             key_table(KID_B, PRIVATE_B), key_table(KID_HEX, SERVER_PRIVATE_HEX, active=False)
         )
-        path.write_text(new.replace('address = "127.0.0.1:0"', 'address = "127.0.0.1:9"'))
+        write_config(path, new.replace('address = "127.0.0.1:0"', 'address = "127.0.0.1:9"'))
         assert await registry.reload() == ["address"]
         assert await active_kid(http) == KID_B
         listed = (await http.get("/envelope_pubkeys")).json()
@@ -85,9 +86,9 @@ async def test_reload_swaps_keys_at_once_and_reports_restart_only_changes(
 
 async def test_a_failed_reload_keeps_the_running_keys(tmp_path: Path, clock: Clock) -> None:
     path = tmp_path / "registry.toml"
-    path.write_text(config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX)))
+    write_config(path, config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX)))
     async with registry_app(path, clock) as (registry, http):
-        path.write_text(config_with(key_table(KID_B, "zz")))
+        write_config(path, config_with(key_table(KID_B, "zz")))
         with pytest.raises(ConfigError) as err:
             await registry.reload()
         assert err.value.path == "envelope.keys[0].x25519_private_key_hex"
@@ -97,7 +98,7 @@ async def test_a_failed_reload_keeps_the_running_keys(tmp_path: Path, clock: Clo
 async def test_expired_key_degrades_with_503_not_500(tmp_path: Path, clock: Clock) -> None:
     path = tmp_path / "registry.toml"
     not_after = f"not_after_epoch_ms = {clock.now_ms + 1000}\n"
-    path.write_text(config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX, extra=not_after)))
+    write_config(path, config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX, extra=not_after)))
     async with registry_app(path, clock) as (_, http):
         assert (await http.get("/health")).json() == {"status": "ok", "active_kid": KID_HEX}
         clock.advance(1)
@@ -120,7 +121,7 @@ async def test_a_staged_successor_takes_over_at_its_not_before(
 ) -> None:
     switch = clock.now_ms + 60_000
     path = tmp_path / "registry.toml"
-    path.write_text(config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX)))
+    write_config(path, config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX)))
     # the reference's inline schema has no not_before: stage through the key ring itself
     async with registry_app(path, clock) as (registry, http):
         ring = registry.keyring
@@ -152,13 +153,13 @@ def test_key_warnings(clock: Clock) -> None:
 def admin_config(tmp_path: Path, token_hash: str = TOKEN_HASH) -> Path:
     path = tmp_path / "registry.toml"
     admin = f'[admin]\ntoken_hashes = ["{token_hash}"]\n'
-    path.write_text(config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX), tables=admin))
+    write_config(path, config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX), tables=admin))
     return path
 
 
 async def test_admin_api_is_absent_without_token_hashes(tmp_path: Path, clock: Clock) -> None:
     path = tmp_path / "registry.toml"
-    path.write_text(config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX)))
+    write_config(path, config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX)))
     async with registry_app(path, clock) as (_, http):
         assert (await http.get("/admin/keys", headers=ADMIN)).status_code == 404
 
@@ -185,7 +186,7 @@ async def test_admin_reload_and_rotate_without_keystore(tmp_path: Path, clock: C
     path = admin_config(tmp_path)
     async with registry_app(path, clock) as (_, http):
         text = path.read_text().replace(KID_HEX, KID_B)
-        path.write_text(text)
+        write_config(path, text)
         reloaded = await http.post("/admin/reload", headers=ADMIN)
         assert reloaded.json() == {"reloaded": True, "restart_needed": []}
         assert await active_kid(http) == KID_B
@@ -217,7 +218,7 @@ async def test_admin_rotate_with_an_encrypted_keystore(
         f'[envelope]\nkeystore_path = "{tmp_path / "keys.json"}"\n'
         'keystore_passphrase_env = "TEST_ADMIN_PASSPHRASE"\n',
     )
-    path.write_text(text)
+    write_config(path, text)
     async with registry_app(path, clock) as (registry, http):
         assert await active_kid(http) == first.kid.hex()
         rotated = await http.post("/admin/keys/rotate", headers=ADMIN, json={"grace_seconds": 60})
@@ -237,8 +238,9 @@ async def test_admin_is_not_local_through_a_trusted_local_proxy(
     tmp_path: Path, clock: Clock
 ) -> None:
     path = admin_config(tmp_path)
-    path.write_text(
-        path.read_text().replace('mode = "http"', 'mode = "http"\ntrusted_proxies = ["127.0.0.1"]')
+    write_config(
+        path,
+        path.read_text().replace('mode = "http"', 'mode = "http"\ntrusted_proxies = ["127.0.0.1"]'),
     )
     async with registry_app(path, clock) as (_, proxied):
         headers = {**ADMIN, "x-forwarded-for": "198.51.100.7"}
@@ -252,7 +254,7 @@ async def test_a_flood_of_bad_peer_tokens_does_not_lock_out_the_admin(
     slow_hash = PasswordHasher().hash(TOKEN)  # real cost: ~50 ms a check
     path = tmp_path / "registry.toml"
     tables = f'[admin]\ntoken_hashes = ["{TOKEN_HASH}"]\n[peers]\ntoken_hashes = ["{slow_hash}"]\n'
-    path.write_text(config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX), tables=tables))
+    write_config(path, config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX), tables=tables))
     async with registry_app(path, clock) as (_, http):
         junk = {"authorization": "Bearer junk"}
         flood = [http.post("/nodes", json={"nodes": []}, headers=junk) for _ in range(40)]
@@ -265,7 +267,7 @@ async def test_overlapping_reloads_apply_the_newest_file(
     tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "registry.toml"
-    path.write_text(config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX)))
+    write_config(path, config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX)))
     async with registry_app(path, clock) as (registry, http):
         real_load, first = config_mod.load, asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -280,7 +282,7 @@ async def test_overlapping_reloads_apply_the_newest_file(
         monkeypatch.setattr(config_mod, "load", slow_first_load)
         older = asyncio.create_task(registry.reload())
         await first.wait()
-        path.write_text(config_with(key_table(KID_B, PRIVATE_B)))
+        write_config(path, config_with(key_table(KID_B, PRIVATE_B)))
         await asyncio.gather(older, registry.reload())
         assert await active_kid(http) == KID_B
 

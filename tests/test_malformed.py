@@ -188,8 +188,11 @@ CASES = [
     ),
     post("resolve-missing-field", "/resolve", dump({"handle": ALICE})),
     # /register: envelope fields
-    post("register-sender-zero", "/register", register(sender_pubkey=ZERO_KEY)),
-    post("register-sender-order8", "/register", register(sender_pubkey=ORDER8_KEY)),
+    # a low-order sender key gets the message of any other altered envelope
+    post("register-sender-zero", "/register", register(sender_pubkey=ZERO_KEY), message=DECRYPT),
+    post(
+        "register-sender-order8", "/register", register(sender_pubkey=ORDER8_KEY), message=DECRYPT
+    ),
     post(
         "register-ciphertext-short",
         "/register",

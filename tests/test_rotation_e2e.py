@@ -24,7 +24,7 @@ from registryd.errors import RegistrydError
 from registryd.identity import user_id
 from registryd.wire import Envelope
 
-from .conftest import INDEX_KEY_HEX, PEPPER_HEX, Daemon, daemon, tls_table
+from .conftest import INDEX_KEY_HEX, PEPPER_HEX, Daemon, daemon, tls_table, write_config
 
 pytestmark = pytest.mark.e2e
 PEPPER = bytes.fromhex(PEPPER_HEX)
@@ -49,13 +49,14 @@ def keystore_config(tmp_path: Path, certs: DevCerts, *, passphrase_env: str = ""
     envelope = f'[envelope]\npepper_hex = "{PEPPER_HEX}"\nkeystore_path = "{keystore}"\n'
     if passphrase_env:
         envelope += f'keystore_passphrase_env = "{passphrase_env}"\n'
-    path.write_text(
+    write_config(
+        path,
         'address = "127.0.0.1:0"\nmode = "tls"\n'
         f'[storage]\nkind = "leveldb"\npath = "{tmp_path / "db"}"\n'
         f'index_key_hex = "{INDEX_KEY_HEX}"\n'
         + tls_table(certs)
         + "[rate_limit]\nenabled = false\n"
-        + envelope
+        + envelope,
     )
     return path
 
