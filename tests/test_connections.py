@@ -20,7 +20,7 @@ import pytest
 from registryd import config as config_mod
 from registryd.certs import DevCerts
 
-from .conftest import NO_RATE_LIMIT, Daemon, config_text, running, tls_table
+from .conftest import NO_RATE_LIMIT, Daemon, config_text, running, tls_table, write_config
 from .rawhttp import open_tls, read_answer, tls_context
 
 RESOLVE = json.dumps({"handle": "00" * 32, "requester_ephemeral_pubkey_hex": "09" * 32}).encode()
@@ -115,7 +115,7 @@ async def test_sigterm_under_tls_keep_alive_load(certs: DevCerts, tmp_path: Path
     escaped Hypercorn), in-flight requests cut off with 500."""
     path = tmp_path / "registry.toml"
     tables = NO_RATE_LIMIT + f"[server]\nshutdown_grace_seconds = {GRACE_S}\n"
-    path.write_text(config_text(mode="tls", tls=tls_table(certs), tables=tables))
+    write_config(path, config_text(mode="tls", tls=tls_table(certs), tables=tables))
     d = Daemon(path)
     statuses: Counter[int | str] = Counter()
     stop = asyncio.Event()
