@@ -55,12 +55,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from .peer_listener import peer_hypercorn_config
     from .server import hypercorn_config
 
     _setup_logging("warning")
     try:
         cfg = config.load(args.path)
-        hypercorn_config(cfg)
+        peer_hypercorn_config(cfg, hypercorn_config(cfg))
         keyring = cfg.keyring()
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

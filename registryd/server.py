@@ -19,9 +19,10 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 
 from .app import build_app
-from .config import Config
+from .config import Config, parse_address
 from .envelope import KeyRing, key_warnings, now_ms
 from .errors import ConfigError, KeyUnavailable
+from .peer_listener import peer_hypercorn_config, serving_peers
 from .routes import Registry
 from .storage import open_storage
 
@@ -83,6 +84,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _bind_peers(config: Config, hc: HypercornConfig, sock: socket.socket | None) -> None:
+    """Bind the peer listener (``peers.listen``, or take ``sock``) and hand it to ``hc``."""
+    if sock is None:
+        sock = bind_socket(*parse_address(config.peers.listen or "", "peers.listen"))
+    url = url_of(config, sock)
+    hc.bind = [f"fd://{sock.detach()}"]  # Hypercorn takes ownership of the descriptor
+    log.info("peer listener on %s (client certificates from peers.client_ca_pem_path)", url)
+
+
 async def _reload(registry: Registry) -> None:
     try:
         await registry.reload()
@@ -110,6 +120,7 @@ async def serve(
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     on_ready: Callable[[str], None] | None = None,
     config_path: str | None = None,
+    peer_sock: socket.socket | None = None,
 ) -> None:
     """Serve until ``shutdown_trigger`` returns (default: SIGINT or SIGTERM).
 
@@ -117,10 +128,13 @@ async def serve(
     ``sock`` used), so every configuration or storage error surfaces before anything listens.
     In-flight requests get ``server.shutdown_grace_seconds`` to finish; storage is then closed.
     SIGHUP re-reads ``config_path`` and its keystore (:meth:`Registry.reload`) without
-    dropping connections. ``on_ready`` receives the base URL once listening. Raises
-    :class:`ConfigError` and :class:`~registryd.errors.StorageError`.
+    dropping connections. ``on_ready`` receives the base URL once listening. With
+    ``[peers] listen``, the peer listener (:mod:`registryd.peer_listener`) serves too, on
+    ``peer_sock`` if given. Raises :class:`ConfigError` and
+    :class:`~registryd.errors.StorageError`.
     """
     hc = hypercorn_config(config)
+    peer_hc = peer_hypercorn_config(config, hypercorn_config(config))
     keyring = config.keyring()
     for warning in key_warnings(keyring, now_ms(), config.envelope.expiry_warning_days):
         log.warning("%s", warning)
@@ -138,6 +152,8 @@ async def serve(
             sock = bind_socket(*config.host_port)
         url = url_of(config, sock)
         hc.bind = [f"fd://{sock.detach()}"]  # Hypercorn takes ownership of the descriptor
+        if peer_hc is not None:
+            _bind_peers(config, peer_hc, peer_sock)
         registry = Registry(config, storage, keyring, now_ms, config_path=config_path)
         app = build_app(registry)
         loop = asyncio.get_running_loop()
@@ -164,8 +180,9 @@ async def serve(
         )
         if on_ready is not None:
             on_ready(url)
-        # Starlette's ASGI signature is not structurally Hypercorn's TypedDict one; same protocol.
-        await hypercorn_serve(app, hc, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+        async with serving_peers(app, peer_hc, shutdown_trigger) as shutdown_trigger:
+            # Starlette's ASGI signature is not structurally Hypercorn's TypedDict one.
+            await hypercorn_serve(app, hc, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
         log.info("registryd stopped")
     finally:
         await storage.close()
