@@ -20,8 +20,6 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -54,6 +52,10 @@ class PeerListener:
 
 def _ca_keys(path: str, key: str) -> set[bytes]:
     """The public keys (DER SubjectPublicKeyInfo) of the certificates in the PEM file ``path``."""
+    # Imported here: cryptography adds ~7 MiB RSS to every daemon, and only this check needs it.
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     try:
         certs = x509.load_pem_x509_certificates(Path(path).read_bytes())
     except (OSError, ValueError) as exc:
