@@ -1,6 +1,6 @@
 """The ``registryd`` command line: ``main(argv) -> exit code``, testable without a subprocess.
 
-    registryd serve --config PATH           run the daemon
+    registryd serve --config PATH           run the daemon (--pid-file PATH: its PID, for kill -HUP)
     registryd check-config PATH             validate a config, print it with secrets redacted
     registryd init --out PATH [--dev]       write a fresh config with new keys (mode 0600)
     registryd certs dev --out DIR           make a dev CA, server and client certificates
@@ -23,6 +23,7 @@ from pathlib import Path
 from . import __version__, client_cli, config, keys_cli, scaffold
 from .envelope import key_warnings, now_ms
 from .errors import ConfigError, StorageError
+from .pidfile import PidFile
 
 log = logging.getLogger("registryd")
 
@@ -35,13 +36,27 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _serve(cfg: config.Config, args: argparse.Namespace) -> None:
+    """Serve ``cfg``; with ``--pid-file``, claimed before binding, written once bound and
+    removed on exit (:mod:`registryd.pidfile`)."""
     from .server import serve
 
+    if args.pid_file is None:
+        asyncio.run(serve(cfg, config_path=args.config))
+        return
+    pid_file = PidFile(args.pid_file)
+    pid_file.claim()
+    try:
+        asyncio.run(serve(cfg, config_path=args.config, on_ready=lambda _: pid_file.write()))
+    finally:
+        pid_file.remove()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     try:
         cfg = config.load(args.config)
-        asyncio.run(serve(cfg, config_path=args.config))
+        _serve(cfg, args)
     except ConfigError as exc:
         log.error("config error: %s", exc)
         return 1
@@ -120,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (default: info; no level logs secrets)",
     )
+    p.add_argument(
+        "--pid-file",
+        metavar="PATH",
+        help='write the daemon\'s PID here once listening (for kill -HUP "$(cat PATH)"); '
+        "removed on exit; refuses to start if it names a running registryd",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -140,8 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dev",
         action="store_true",
-        help="development setup: 127.0.0.1:8443, certs/ TLS files, LevelDB in ./data/registry, "
-        "and a client.toml beside the config for `registryd client`",
+        help="development setup: 127.0.0.1:8443, certs/ TLS files, LevelDB in ./data/db, "
+        "friendly rate limits (burst 100, 10 s bans), and a client.toml beside the config for "
+        "`registryd client`",
     )
     p.add_argument("--client-out", metavar="PATH", help="with --dev: client config path")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
