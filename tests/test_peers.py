@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shutil
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -28,7 +29,7 @@ from registryd.routes import Registry
 from registryd.server import bind_socket, serve
 from registryd.storage import open_storage
 
-from .conftest import NO_RATE_LIMIT, Clock, config_text, tls_table
+from .conftest import NO_RATE_LIMIT, Clock, config_text, daemon, tls_table
 
 pytestmark = pytest.mark.e2e
 
@@ -246,3 +247,19 @@ async def test_a_reload_keeps_the_peer_listener_and_applies_new_tokens(
         assert registry.config.peers.token_hashes == (new_hash,)
     finally:
         await storage.close()
+
+
+async def test_the_daemon_serves_the_peer_listener_and_stops_cleanly(
+    certs: DevCerts, peer_certs: PeerCerts, tmp_path: Path
+) -> None:
+    path = tmp_path / "registry.toml"
+    path.write_text(peers_config(certs, peer_certs.ca))
+    path.chmod(0o600)
+    with daemon(path) as d:
+        found = re.search(r"peer listener on (https://127\.0\.0\.1:\d+)", d.log)
+        assert found, d.log
+        async with client(certs, (peer_certs.cert, peer_certs.key)) as peer:
+            nodes = await peer.post(f"{found.group(1)}/nodes", json=NODES)
+        assert (nodes.status_code, nodes.json()) == (200, {"merged": 1})
+        assert d.stop() == 0
+    assert "Traceback" not in d.log
