@@ -188,7 +188,7 @@ class PeersConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``[admin]`` (registryd only): the admin API (``/admin/...``) is on when ``token_hashes``
     (Argon2id hashes of bearer tokens, from ``registryd hash-token``) is not empty. It answers
-    only callers on loopback or with a verified client certificate."""
+    only callers on loopback or on the peer listener (``[peers] listen``) with such a token."""
 
     token_hashes: tuple[str, ...] = ()
 
