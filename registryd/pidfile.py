@@ -47,7 +47,10 @@ class PidFile:
         self.pid = os.getpid()
 
     def claim(self) -> None:
-        """Refuse to start if the file names another running registryd; raises ConfigError."""
+        """Refuse to start if the file names another running registryd, or its directory is
+        missing; raises ConfigError."""
+        if not self.path.parent.is_dir():
+            raise ConfigError(KEY, f"no such directory: {self.path.parent}")
         try:
             text = self.path.read_text(encoding="ascii").strip()
         except FileNotFoundError:

@@ -171,6 +171,8 @@ async def serve(
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, stop.set)
             shutdown_trigger = stop.wait
+        if on_ready is not None:  # before the log line: a pid file exists once it is seen
+            on_ready(url)
         log.info(
             "registryd listening on %s (storage=%s, active kid=%s%s)",
             url,
@@ -178,8 +180,6 @@ async def serve(
             _active_kid(keyring),
             ", mTLS required" if hc.verify_mode == ssl.CERT_REQUIRED else "",
         )
-        if on_ready is not None:
-            on_ready(url)
         async with serving_peers(app, peer_hc, shutdown_trigger) as shutdown_trigger:
             # Starlette's ASGI signature is not structurally Hypercorn's TypedDict one.
             await hypercorn_serve(app, hc, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]

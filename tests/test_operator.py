@@ -97,6 +97,12 @@ def test_stale_pid_files_are_replaced(tmp_path: Path) -> None:
     pid_file.path.write_text(f"{os.getpid()}\n")
     pid_file.remove()
     assert not pid_file.path.exists()
+    with pytest.raises(ConfigError) as err:
+        PidFile(tmp_path / "missing" / "registryd.pid").claim()
+    assert (err.value.path, err.value.message) == (
+        "--pid-file",
+        f"no such directory: {tmp_path / 'missing'}",
+    )
 
 
 # -- (b) the README's examples, run as written against a real daemon --------------------------
