@@ -19,8 +19,10 @@ certs/server.pem: | $(STAMP)
 registry.toml: | $(STAMP)
 	$(PY) -m registryd init --dev --out registry.toml
 
+# The daemon's PID goes to data/registryd.pid: reload it with kill -HUP "$$(cat data/registryd.pid)".
 run: $(STAMP) certs/server.pem registry.toml
-	$(PY) -m registryd serve --config registry.toml
+	mkdir -p data
+	$(PY) -m registryd serve --config registry.toml --pid-file data/registryd.pid
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check registryd tests bench

@@ -1,8 +1,9 @@
 """The optional admin API: list and rotate envelope keys, reload the config.
 
-On only with ``[admin] token_hashes``; every route then needs a caller on loopback or with a
-verified client certificate (else 403) and a bearer token matching one of the hashes (else
-401). Token checks run in a bounded thread pool (:class:`~registryd.auth.TokenVerifier`).
+On only with ``[admin] token_hashes``; every route then needs a caller on loopback or on the
+peer listener (``[peers] listen``; else 403) and a bearer token matching one of the hashes
+(else 401). A client certificate on the public listener does not count: it identifies nobody.
+Token checks run in a bounded thread pool (:class:`~registryd.auth.TokenVerifier`).
 
     GET  /admin/keys          the envelope keys: kid, public key, state, times (never private)
     POST /admin/keys/rotate   {"grace_seconds": n}: a new active key; the old one opens
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .auth import bearer_token, from_loopback, verified_client_cert
+from .auth import bearer_token, from_loopback, on_peer_listener
 from .errors import (
     ConfigError,
     Conflict,
@@ -56,8 +57,8 @@ class Admin:
         if not config.admin.token_hashes:
             raise NotFound()
         local = from_loopback(request, config.trusted_proxies)
-        if not (local or verified_client_cert(config, request)):
-            raise Forbidden("admin API: loopback or a verified client certificate only")
+        if not (local or on_peer_listener(request)):
+            raise Forbidden("admin API: loopback or the peer listener only")
         token = bearer_token(request)
         if not await self.registry.admin_tokens.verify(token, config.admin.token_hashes):
             raise Unauthorized()

@@ -1,39 +1,77 @@
-"""Who a caller is: verified client certificates, loopback, and Argon2id-hashed bearer tokens.
+"""Who a caller is: loopback, the peer listener, and Argon2id-hashed bearer tokens.
 
-Used by the peer endpoints (``POST /sync``, ``POST /nodes``; DESIGN) and the admin API.
+Used by the peer endpoints (``POST /sync``, ``POST /nodes``; DESIGN) and the admin API. A
+client certificate on the public listener identifies nobody: Hypercorn does not expose the
+peer certificate, so the app only knows that *some* certificate from ``tls.client_ca_pem_path``
+was presented. Certificate-based peers come only through the peer listener
+(:mod:`registryd.peer_listener`), whose TLS layer accepts certificates from a peer-only CA.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
-import anyio
-import anyio.to_thread
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 from starlette.requests import Request
 
-from .config import Config
 from .errors import RateLimited
 
-CHECKS_AT_ONCE = 2  # Argon2 verifications in flight (each holds ~64 MiB for ~50 ms)
+CHECKS_AT_ONCE = 2  # Argon2 verifications in flight per pool (each holds its hash's memory cost)
 CHECKS_WAITING = 16  # queued beyond this, a token check is refused at once (429)
 
+PEER_LISTENER = "registryd.peer_listener"
+"""Scope key set (to True) by the peer listener on every request it serves."""
 
-def verified_client_cert(config: Config, request: Request) -> bool:
-    """True when the connection presented a certificate from ``tls.client_ca_pem_path``.
+# Token hashes: Argon2id with t=3, m=4 MiB, p=1; a check takes ~5 ms on the 2-core dev machine.
+# RFC 9106 section 4 gives two uniformly safe options for *passwords*: t=1, p=4, m=2 GiB, and
+# the second, t=3, p=4, m=64 MiB -- argon2-cffi's default, used here before: a flood of 200 bad
+# tokens then held 64 MiB per check in flight and raised the daemon's peak RSS by ~130 MiB (two
+# checks at a time; ~260 MiB with both pools busy). The same section's procedure starts instead
+# from "the maximum amount of memory m that each call can afford": here 4 MiB, so four checks in
+# flight (two pools) hold 16 MiB, then picks t for the time budget. Memory hardness slows the
+# guessing of low-entropy secrets; a bearer token is random (hash-token refuses fewer than
+# MIN_TOKEN_CHARS characters; the suggested secrets.token_urlsafe(32) carries 256 bits). At
+# 10**12 guesses a second, 2**127 guesses take ~5 * 10**18 years, whatever a guess costs: the
+# hash only keeps the config file from holding a usable token.
+TOKEN_HASHER = PasswordHasher(time_cost=3, memory_cost=4 * 1024, parallelism=1)
+MIN_TOKEN_CHARS = 32  # e.g. 16 random bytes in hex: 128 bits
+EXPENSIVE_TOKEN_KIB = 16 * 1024  # older hashes (argon2-cffi's 64 MiB default) draw a warning
 
-    Hypercorn does not expose the peer certificate, but with a client CA configured the TLS
-    layer refuses every handshake without one (``CERT_REQUIRED``), so HTTPS implies it.
-    """
-    tls = config.tls
-    return bool(
-        config.mode == "tls"
-        and tls is not None
-        and tls.client_ca_pem_path
-        and request.url.scheme == "https"
-    )
+
+def hash_token(token: str) -> str:
+    """The ``$argon2id$...`` hash of ``token`` (:data:`TOKEN_HASHER`) for ``[peers]`` or
+    ``[admin] token_hashes``; raises :class:`ValueError` for a token shorter than
+    :data:`MIN_TOKEN_CHARS` characters, too short to be a random token."""
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(
+            f"token too short: use a random token of at least {MIN_TOKEN_CHARS} characters"
+        )
+    return TOKEN_HASHER.hash(token)
+
+
+def token_hash_warnings(table: str, hashes: Sequence[str]) -> list[str]:
+    """One warning per hash in ``table.token_hashes`` whose checks cost more than
+    :data:`EXPENSIVE_TOKEN_KIB` of memory each. Such hashes still verify."""
+    warnings = []
+    for i, digest in enumerate(hashes):
+        memory_kib = extract_parameters(digest).memory_cost
+        if memory_kib > EXPENSIVE_TOKEN_KIB:
+            warnings.append(
+                f"{table}.token_hashes[{i}]: every check of this hash holds {memory_kib // 1024} "
+                f"MiB ({CHECKS_AT_ONCE} checks at a time); hash the token again with "
+                f"`registryd hash-token`, which uses {TOKEN_HASHER.memory_cost // 1024} MiB"
+            )
+    return warnings
+
+
+def on_peer_listener(request: Request) -> bool:
+    """True when the request came through the peer listener: its TLS layer accepted a client
+    certificate from ``peers.client_ca_pem_path``, a CA that issues peer certificates only."""
+    return request.scope.get(PEER_LISTENER) is True
 
 
 def from_loopback(request: Request, trusted_proxies: Sequence[str]) -> bool:
@@ -59,16 +97,22 @@ def bearer_token(request: Request) -> str | None:
 
 
 class TokenVerifier:
-    """Checks bearer tokens against Argon2id hashes in a small thread pool.
+    """Checks bearer tokens against Argon2id hashes on :data:`CHECKS_AT_ONCE` threads of its own.
 
     At most :data:`CHECKS_AT_ONCE` run at once and :data:`CHECKS_WAITING` wait; past that a
     check raises :class:`RateLimited`, so a flood of bad tokens costs neither memory nor the
-    event loop.
+    event loop. Memory in flight is ``CHECKS_AT_ONCE`` times a hash's memory cost (4 MiB for
+    hashes from ``registryd hash-token``).
     """
 
     def __init__(self) -> None:
-        self._hasher = PasswordHasher()
-        self._limiter = anyio.CapacityLimiter(CHECKS_AT_ONCE)
+        self._hasher = TOKEN_HASHER  # verify() reads the parameters from each hash
+        # Threads of its own, not anyio's shared pool (up to 40 threads): glibc keeps a freed
+        # 4 MiB Argon2 block cached in the arena of each thread that hashed (measured: +8 MiB
+        # RSS after 500 checks on 2 threads, flat from the first 100; +16 MiB on 4), so what
+        # stays resident grows with the number of threads that ever hash. Two per pool bound
+        # it to 2 x 4 MiB. (64 MiB blocks exceed glibc's mmap threshold and are returned.)
+        self._threads = ThreadPoolExecutor(CHECKS_AT_ONCE, thread_name_prefix="registryd-token")
         self._pending = 0  # counted before any await, so a burst in one loop turn is bounded too
 
     async def verify(self, token: str | None, hashes: Sequence[str]) -> bool:
@@ -79,7 +123,8 @@ class TokenVerifier:
             raise RateLimited()
         self._pending += 1
         try:
-            return await anyio.to_thread.run_sync(self._check, token, hashes, limiter=self._limiter)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._threads, self._check, token, hashes)
         finally:
             self._pending -= 1
 

@@ -1,6 +1,7 @@
 """The ``registryd`` command line: ``main(argv) -> exit code``, testable without a subprocess.
 
-    registryd serve --config PATH           run the daemon ([--log-level L] [--debug-logger NAME])
+    registryd serve --config PATH           run the daemon ([--log-level L] [--debug-logger NAME]
+                                            [--pid-file PATH]: its PID, for kill -HUP)
     registryd check-config PATH             validate a config, print it with secrets redacted
                                             (exit 1 also when no envelope key can seal now)
     registryd init --out PATH [--dev]       write a fresh config with new keys (mode 0600)
@@ -24,17 +25,32 @@ from pathlib import Path
 from . import __version__, client_cli, config, keys_cli, logs, scaffold
 from .envelope import key_warnings, now_ms
 from .errors import ConfigError, StorageError
+from .pidfile import PidFile
 
 log = logging.getLogger("registryd")
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _serve(cfg: config.Config, args: argparse.Namespace) -> None:
+    """Serve ``cfg``; with ``--pid-file``, claimed before binding, written once bound and
+    removed on exit (:mod:`registryd.pidfile`)."""
     from .server import serve
 
+    if args.pid_file is None:
+        asyncio.run(serve(cfg, config_path=args.config))
+        return
+    pid_file = PidFile(args.pid_file)
+    pid_file.claim()
+    try:
+        asyncio.run(serve(cfg, config_path=args.config, on_ready=lambda _: pid_file.write()))
+    finally:
+        pid_file.remove()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
     logs.setup(args.log_level, args.debug_logger)
     try:
         cfg = config.load(args.config)
-        asyncio.run(serve(cfg, config_path=args.config))
+        _serve(cfg, args)
     except ConfigError as exc:
         log.error("config error: %s", exc)
         return 1
@@ -48,13 +64,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from .peer_listener import peer_hypercorn_config
     from .server import hypercorn_config
 
     logs.setup("warning")
     now = now_ms()
     try:
         cfg = config.load(args.path)
-        hypercorn_config(cfg)
+        peer_hypercorn_config(cfg, hypercorn_config(cfg))
         keyring = cfg.keyring()
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
@@ -132,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also log this library's logger at debug level (hpack, h2, hypercorn.error, "
         "asyncio ...); repeatable. UNSAFE: their lines may hold bearer tokens and handles",
     )
+    p.add_argument(
+        "--pid-file",
+        metavar="PATH",
+        help='write the daemon\'s PID here once listening (for kill -HUP "$(cat PATH)"); '
+        "removed on exit; refuses to start if it names a running registryd",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -154,8 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dev",
         action="store_true",
-        help="development setup: 127.0.0.1:8443, certs/ TLS files, LevelDB in ./data/registry, "
-        "and a client.toml beside the config for `registryd client`",
+        help="development setup: 127.0.0.1:8443, certs/ TLS files, LevelDB in ./data/db, "
+        "friendly rate limits (burst 100, 10 s bans), and a client.toml beside the config for "
+        "`registryd client`",
     )
     p.add_argument("--client-out", metavar="PATH", help="with --dev: client config path")
     p.add_argument("--force", action="store_true", help="overwrite existing files")

@@ -21,6 +21,7 @@ import msgspec
 from argon2 import Type, extract_parameters
 from argon2.exceptions import InvalidHashError
 
+from .auth import token_hash_warnings
 from .envelope import EnvelopeKey, KeyRing, now_ms
 from .errors import ConfigError, KeyUnavailable
 from .files import exposed
@@ -178,18 +179,23 @@ class PrivacyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 class PeersConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``[peers]`` (registryd only): who may call ``POST /sync`` and ``POST /nodes``.
 
-    ``token_hashes`` are Argon2id hashes of bearer tokens; with ``mtls = true`` (default) a
-    client certificate verified against ``tls.client_ca_pem_path`` also makes a peer.
+    A caller is a peer when it sends a bearer token matching one of ``token_hashes`` (Argon2id,
+    from ``registryd hash-token``), on any listener; or when it is connected to the peer
+    listener. ``listen`` (``IP:port``, ``mode = "tls"`` only) opens that second listener, serving
+    the same app with the ``[tls]`` certificate, whose TLS layer requires a client certificate
+    from ``client_ca_pem_path``: a CA that issues peer certificates only, never the public
+    ``tls.client_ca_pem_path``. A certificate on the public listener never makes a peer.
     """
 
     token_hashes: tuple[str, ...] = ()
-    mtls: bool = True
+    listen: str | None = None
+    client_ca_pem_path: str | None = None
 
 
 class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``[admin]`` (registryd only): the admin API (``/admin/...``) is on when ``token_hashes``
     (Argon2id hashes of bearer tokens, from ``registryd hash-token``) is not empty. It answers
-    only callers on loopback or with a verified client certificate."""
+    only callers on loopback or on the peer listener (``[peers] listen``) with such a token."""
 
     token_hashes: tuple[str, ...] = ()
 
@@ -278,22 +284,22 @@ def config_error(exc: msgspec.ValidationError) -> ConfigError:
     return ConfigError(path, msg)
 
 
-def parse_address(address: str) -> tuple[str, int]:
-    """Split ``IP:port`` / ``[IPv6]:port``; raises :class:`ConfigError` ("address")."""
+def parse_address(address: str, key: str = "address") -> tuple[str, int]:
+    """Split ``IP:port`` / ``[IPv6]:port``; raises :class:`ConfigError` naming ``key``."""
     m = re.fullmatch(
         r"\[(?P<v6>[^\]]+)\]:(?P<port>[0-9]{1,5})|(?P<v4>[^:\[\]]+):(?P<port4>[0-9]{1,5})",
         address.strip(),
     )
     if not m:
-        raise ConfigError("address", "expected IP:port, e.g. 127.0.0.1:8443 or [::1]:8443")
+        raise ConfigError(key, "expected IP:port, e.g. 127.0.0.1:8443 or [::1]:8443")
     host = m["v6"] or m["v4"]
     port = int(m["port"] or m["port4"])
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        raise ConfigError("address", "host must be an IP address, not a name") from None
+        raise ConfigError(key, "host must be an IP address, not a name") from None
     if (ip.version == 6) != bool(m["v6"]) or port > 65535:
-        raise ConfigError("address", "expected IP:port, e.g. 127.0.0.1:8443 or [::1]:8443")
+        raise ConfigError(key, "expected IP:port, e.g. 127.0.0.1:8443 or [::1]:8443")
     return host, port
 
 
@@ -348,6 +354,35 @@ def _validate_secrets(cfg: Config) -> None:
             )
 
 
+def _validate_peers(cfg: Config) -> None:
+    peers = cfg.peers
+    if peers.listen is None:
+        if peers.client_ca_pem_path is not None:
+            raise ConfigError("peers.client_ca_pem_path", "only with peers.listen")
+        return
+    host, port = parse_address(peers.listen, "peers.listen")
+    if cfg.mode != "tls":
+        raise ConfigError("peers.listen", 'the peer listener needs mode = "tls"')
+    if not (peers.client_ca_pem_path or "").strip():
+        raise ConfigError("peers.client_ca_pem_path", "required with peers.listen (a peer-only CA)")
+    if port and (host, port) == cfg.host_port:
+        raise ConfigError("peers.listen", "must differ from address")
+
+
+def _validate_paths(cfg: Config) -> None:
+    """Refuse a keystore inside the LevelDB directory: LevelDB owns every file in it."""
+    keystore = cfg.envelope.keystore_path
+    if keystore is None or cfg.storage.kind != "leveldb":
+        return
+    db = Path(cfg.storage.path).resolve()
+    if Path(keystore).resolve().is_relative_to(db):
+        raise ConfigError(
+            "envelope.keystore_path",
+            f"must not be inside storage.path ({cfg.storage.path}); keep it beside the "
+            "database, e.g. /var/lib/registryd/keys.json next to /var/lib/registryd/db",
+        )
+
+
 def _validate(cfg: Config) -> None:
     parse_address(cfg.address)
     for i, proxy in enumerate(cfg.trusted_proxies):
@@ -389,6 +424,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(
             "privacy.resolve_pad_bytes", "expected a power of two from 256 to 1048576"
         )
+    _validate_peers(cfg)
+    _validate_paths(cfg)
     if cfg.rate_limit.storage_uri != "memory://":
         raise ConfigError("rate_limit.storage_uri", 'only "memory://" is supported in this version')
     for table, hashes in (("peers", cfg.peers.token_hashes), ("admin", cfg.admin.token_hashes)):
@@ -408,6 +445,13 @@ def parse(text: str) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"invalid TOML: {exc}") from None
+    peers = raw.get("peers")
+    if isinstance(peers, dict) and "mtls" in peers:
+        raise ConfigError(
+            "peers.mtls",
+            "removed: a certificate from tls.client_ca_pem_path no longer makes a peer; use peer "
+            "tokens, or peers.listen with a peer-only peers.client_ca_pem_path (README: Peers)",
+        )
     try:
         cfg = msgspec.convert(raw, Config, strict=True, dec_hook=dec_hook)
     except msgspec.ValidationError as exc:
@@ -435,6 +479,9 @@ def load(path: str | Path) -> Config:
         first, *others = [name for name, _ in secret_paths(cfg)]
         also = f" (it also holds {', '.join(others)})" if others else ""
         raise ConfigError(first, f"held in {path}, which {problem}{also}")
+    for table, hashes in (("peers", cfg.peers.token_hashes), ("admin", cfg.admin.token_hashes)):
+        for warning in token_hash_warnings(table, hashes):
+            log.warning("%s", warning)
     return cfg
 
 

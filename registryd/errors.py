@@ -9,7 +9,7 @@
     ├── ApiError               becomes the wire error body {"error": {"code", "message"}} (spec 4.6)
     │   ├── InvalidInput       400 INVALID_INPUT (also a ValueError: bad usernames, hex, keys ...)
     │   ├── Unauthorized       401 UNAUTHORIZED
-    │   ├── Forbidden          403 FORBIDDEN (admin API from a non-loopback, certificate-less peer)
+    │   ├── Forbidden          403 FORBIDDEN (admin API neither from loopback nor the peer listener)
     │   ├── NotFound           404 NOT_FOUND
     │   ├── MethodNotAllowed   405 METHOD_NOT_ALLOWED
     │   ├── Conflict           409 CONFLICT

@@ -28,9 +28,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from argon2 import PasswordHasher
-
 from . import config, timespec
+from .auth import MIN_TOKEN_CHARS, hash_token
 from .envelope import EnvelopeKey, KeyRing, now_ms
 from .errors import ConfigError, KeystoreError, KeyUnavailable, RegistrydError
 from .keystore import Keystore, describe_key, passphrase_from, read_passphrase
@@ -289,7 +288,11 @@ def cmd_hash_token(args: argparse.Namespace) -> int:
     if not token:
         print("error: no token on stdin", file=sys.stderr)
         return 1
-    print(PasswordHasher().hash(token))
+    try:
+        print(hash_token(token))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -457,8 +460,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "hash-token",
         help="print the Argon2id hash of a token read on stdin",
         description="Read a bearer token on stdin (first line, surrounding whitespace removed; "
-        "a prompt without echo on a terminal) and print its Argon2id hash for [peers] "
-        "token_hashes or [admin] token_hashes. Make a token with e.g. "
+        "a prompt without echo on a terminal) and print its Argon2id hash (t=3, 4 MiB, p=1) for "
+        "[peers] token_hashes or [admin] token_hashes. The token must be random and at least "
+        f"{MIN_TOKEN_CHARS} characters long; make one with e.g. "
         "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`.",
     )
     p.set_defaults(func=_run(cmd_hash_token))

@@ -171,7 +171,13 @@ class RateLimiter:
         return record
 
 
-_BODY = wire.encode({"error": {"code": RateLimited.code, "message": RateLimited().message}})
+def refusal_body(refusal: Refusal) -> bytes:
+    """The 429 body: ``{"error":{"code":"RATE_LIMITED","message":"rate limited: retry after
+    N s"}}`` (spec 4.6's code; the message adds how long the refusal or ban lasts)."""
+    error = RateLimited(f"retry after {refusal.retry_after_s} s")
+    return wire.encode({"error": {"code": error.code, "message": error.message}})
+
+
 _ROUTES = {
     ("POST", "/register"): "register",
     ("POST", "/resolve"): "resolve",
@@ -198,7 +204,7 @@ class RateLimitMiddleware:
     For each ``http`` scope (any path or method, unknown paths included) the client key from
     ``keys`` is stored in ``scope[CLIENT_KEY]`` (``"registryd.client"``). With a ``limiter`` the
     request is then charged (:func:`endpoint_of`); a refusal is answered here with 429 and the
-    spec 4.6 body ``{"error":{"code":"RATE_LIMITED","message":"rate limited"}}``, headers
+    spec 4.6 body (:func:`refusal_body`: ``"message":"rate limited: retry after N s"``), headers
     ``retry-after``, ``ratelimit-limit``, ``ratelimit-remaining``, ``ratelimit-reset`` (seconds),
     without reading the body or calling ``app``. ``limiter=None`` (``[rate_limit] enabled =
     false``) only keys.
@@ -222,9 +228,10 @@ class RateLimitMiddleware:
 
 
 async def _send_429(send: Send, refusal: Refusal) -> None:
+    body = refusal_body(refusal)
     headers = [
         (b"content-type", b"application/json"),
-        (b"content-length", b"%d" % len(_BODY)),
+        (b"content-length", b"%d" % len(body)),
         (b"retry-after", b"%d" % refusal.retry_after_s),
         (b"ratelimit-limit", b"%d" % refusal.limit),
         (b"ratelimit-remaining", b"%d" % refusal.remaining),
@@ -233,4 +240,4 @@ async def _send_429(send: Send, refusal: Refusal) -> None:
     await send(
         {"type": "http.response.start", "status": RateLimited.status_code, "headers": headers}
     )
-    await send({"type": "http.response.body", "body": _BODY})
+    await send({"type": "http.response.body", "body": body})

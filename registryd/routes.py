@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from . import config as config_mod
 from . import wire
-from .auth import TokenVerifier, bearer_token, verified_client_cert
+from .auth import TokenVerifier, bearer_token, on_peer_listener
 from .config import Config
 from .encoding import decode_hex
 from .envelope import KeyRing, key_warnings, padded
@@ -107,7 +107,13 @@ class Registry:
         sections, which keep their running values; returns those that differ."""
         pinned = {name: getattr(self.config, name) for name in RESTART_ONLY}
         stale = [name for name, value in pinned.items() if getattr(config, name) != value]
-        self.config = msgspec.structs.replace(config, **pinned)
+        running = self.config.peers  # the peer listener is bound once; its tokens reload
+        peers = msgspec.structs.replace(
+            config.peers, listen=running.listen, client_ca_pem_path=running.client_ca_pem_path
+        )
+        if peers != config.peers:
+            stale.append("peers.listen")
+        self.config = msgspec.structs.replace(config, peers=peers, **pinned)
         self.keyring = keyring  # one assignment: requests see the old set or the new one
         self._pad = config.privacy.resolve_pad_bytes
         self._miss = bytearray(os.urandom(self._pad))  # what a constant-shape miss seals
@@ -285,8 +291,9 @@ class Registry:
         return json_response([key.describe(now) for key in self.keyring.keys])
 
     async def require_peer(self, request: Request) -> None:
-        """Pass authenticated peers (verified mTLS client, or an Argon2id-hashed bearer token)."""
-        if self.config.peers.mtls and verified_client_cert(self.config, request):
+        """Pass authenticated peers: callers on the peer listener, or with a bearer token
+        matching one of ``[peers] token_hashes`` (else 401)."""
+        if on_peer_listener(request):
             return
         token = bearer_token(request)
         if not await self.peer_tokens.verify(token, self.config.peers.token_hashes):

@@ -7,7 +7,16 @@ from pathlib import Path
 
 from .files import write_new
 
-DEV_DATA = "./data/registry"
+DEV_DATA = "./data"
+"""The dev data directory: LevelDB in ``db/``; a keystore, the pid file (``make run``) and the
+client's keys beside it. Production uses the same layout under ``/var/lib/registryd``."""
+PROD_DATA = "/var/lib/registryd"
+
+DEV_RATE_LIMIT = """
+[rate_limit]                  # development: friendly (defaults: burst 10, ban_seconds 300)
+burst = 100                   # every bucket's capacity
+ban_seconds = 10              # a violation bans the client this long
+"""
 
 
 def random_hex(n: int) -> str:
@@ -16,7 +25,9 @@ def random_hex(n: int) -> str:
 
 
 def server_config(pepper_hex: str, *, dev: bool) -> str:
-    """A valid registry.toml with new secrets (dev: TLS from certs/, LevelDB in ./data)."""
+    """A valid registry.toml with new secrets: LevelDB in ``DATA/db`` with the keystore path
+    ``DATA/keys.json`` beside it (commented out), DATA being ``./data`` for ``dev`` (with TLS
+    from certs/ and friendly rate limits) or ``/var/lib/registryd``."""
     if dev:
         address, cert, key, ca, data = (
             "127.0.0.1:8443",
@@ -31,7 +42,7 @@ def server_config(pepper_hex: str, *, dev: bool) -> str:
             "/etc/registryd/tls/server.pem",
             "/etc/registryd/tls/server-key.pem",
             "/etc/registryd/tls/client-ca.pem",
-            "/var/lib/registryd",
+            PROD_DATA,
         )
     return f"""\
 # registryd config written by `registryd init`. It holds secrets: keep it mode 0600.
@@ -46,11 +57,13 @@ key_pem_path = "{key}"
 
 [storage]
 kind = "leveldb"
-path = "{data}"
+path = "{data}/db"
 index_key_hex = "{random_hex(32)}"   # server-only secret: blind indexes and at-rest sealing
 
 [envelope]
 pepper_hex = "{pepper_hex}"      # give this to your clients; it enters the envelope KDF
+# Moving to a keystore (registryd keys import): keep it beside the database, never inside it.
+# keystore_path = "{data}/keys.json"
 
 [[envelope.keys]]
 kid_hex = "{random_hex(8)}"
@@ -60,7 +73,7 @@ active = true
 [presence]
 ttl_seconds = 300
 gc_interval_seconds = 60
-"""
+{DEV_RATE_LIMIT if dev else ""}"""
 
 
 def client_config(pepper_hex: str, *, url: str = "https://127.0.0.1:8443") -> str:

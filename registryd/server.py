@@ -22,10 +22,11 @@ from hypercorn.config import Config as HypercornConfig
 from . import listener
 from .app import build_app
 from .clientip import ClientKeys
-from .config import Config
+from .config import Config, parse_address
 from .envelope import KeyRing, key_warnings, now_ms
 from .errors import ConfigError, KeyUnavailable
 from .listener import Gate
+from .peer_listener import peer_hypercorn_config, serving_peers
 from .routes import Registry
 from .storage import open_storage
 
@@ -89,6 +90,24 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _bind_peers(config: Config, sock: socket.socket | None) -> socket.socket:
+    """The peer listener's socket: ``peers.listen`` bound now, or ``sock``."""
+    if sock is None:
+        sock = bind_socket(*parse_address(config.peers.listen or "", "peers.listen"))
+    url = url_of(config, sock)
+    log.info("peer listener on %s (client certificates from peers.client_ca_pem_path)", url)
+    return sock
+
+
+def _gate(config: Config) -> Gate:
+    """A listener's connection cap and per-client shares (``[server] max_connections*``)."""
+    return Gate(
+        config.server.max_connections,
+        config.server.max_connections_per_client,
+        ClientKeys(config.trusted_proxies),
+    )
+
+
 async def _reload(registry: Registry) -> None:
     try:
         await registry.reload()
@@ -116,6 +135,7 @@ async def serve(
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     on_ready: Callable[[str], None] | None = None,
     config_path: str | None = None,
+    peer_sock: socket.socket | None = None,
 ) -> None:
     """Serve until ``shutdown_trigger`` returns (default: SIGINT or SIGTERM).
 
@@ -123,10 +143,13 @@ async def serve(
     ``sock`` used), so every configuration or storage error surfaces before anything listens.
     In-flight requests get ``server.shutdown_grace_seconds`` to finish; storage is then closed.
     SIGHUP re-reads ``config_path`` and its keystore (:meth:`Registry.reload`) without
-    dropping connections. ``on_ready`` receives the base URL once listening. Raises
-    :class:`ConfigError` and :class:`~registryd.errors.StorageError`.
+    dropping connections. ``on_ready`` receives the base URL once listening. With
+    ``[peers] listen``, the peer listener (:mod:`registryd.peer_listener`) serves too, on
+    ``peer_sock`` if given. Raises :class:`ConfigError` and
+    :class:`~registryd.errors.StorageError`.
     """
     hc = hypercorn_config(config)
+    peer_hc = peer_hypercorn_config(config, hypercorn_config(config))
     keyring = config.keyring()
     for warning in key_warnings(keyring, now_ms(), config.envelope.expiry_warning_days):
         log.warning("%s", warning)
@@ -143,6 +166,8 @@ async def serve(
         if sock is None:
             sock = bind_socket(*config.host_port)
         url = url_of(config, sock)
+        if peer_hc is not None:
+            peer_sock = _bind_peers(config, peer_sock)
         registry = Registry(config, storage, keyring, now_ms, config_path=config_path)
         app = build_app(registry)
         loop = asyncio.get_running_loop()
@@ -160,6 +185,8 @@ async def serve(
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, stop.set)
             shutdown_trigger = stop.wait
+        if on_ready is not None:  # before the log line: a pid file exists once it is seen
+            on_ready(url)
         log.info(
             "registryd listening on %s (storage=%s, active kid=%s%s)",
             url,
@@ -167,15 +194,10 @@ async def serve(
             _active_kid(keyring),
             ", mTLS required" if hc.verify_mode == ssl.CERT_REQUIRED else "",
         )
-        if on_ready is not None:
-            on_ready(url)
-        gate = Gate(
-            config.server.max_connections,
-            config.server.max_connections_per_client,
-            ClientKeys(config.trusted_proxies),
-        )
-        # Starlette's ASGI signature is not structurally Hypercorn's TypedDict one; same protocol.
-        await listener.serve(app, hc, sock, gate, shutdown_trigger)  # type: ignore[arg-type]
+        peers = (peer_hc, peer_sock, _gate(config)) if peer_hc and peer_sock else None
+        async with serving_peers(app, peers, shutdown_trigger) as shutdown_trigger:
+            # Starlette's ASGI signature is not structurally Hypercorn's TypedDict one.
+            await listener.serve(app, hc, sock, _gate(config), shutdown_trigger)  # type: ignore[arg-type]
         log.info("registryd stopped")
     finally:
         await storage.close()

@@ -9,7 +9,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -173,7 +173,12 @@ class Daemon:
     """``python -m registryd serve`` in a subprocess; the URL is read from its start-up log."""
 
     def __init__(
-        self, config_path: Path, log_level: str = "info", env: dict[str, str] | None = None
+        self,
+        config_path: Path,
+        log_level: str = "info",
+        env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
+        cwd: Path | None = None,
     ) -> None:
         self.proc = subprocess.Popen(
             [
@@ -185,10 +190,12 @@ class Daemon:
                 str(config_path),
                 "--log-level",
                 log_level,
+                *args,
             ],
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
         self.lines: list[str] = []
         self.url = ""
@@ -220,10 +227,15 @@ class Daemon:
 
 @contextlib.contextmanager
 def daemon(
-    config_path: Path, log_level: str = "info", env: dict[str, str] | None = None
+    config_path: Path,
+    log_level: str = "info",
+    env: dict[str, str] | None = None,
+    args: Sequence[str] = (),
+    cwd: Path | None = None,
 ) -> Iterator[Daemon]:
-    """A running :class:`Daemon`, stopped with SIGTERM on exit."""
-    d = Daemon(config_path, log_level, env)
+    """A running :class:`Daemon` (extra ``serve`` ``args``, in ``cwd``), stopped with SIGTERM
+    on exit."""
+    d = Daemon(config_path, log_level, env, args, cwd)
     try:
         assert d.url, d.log
         yield d

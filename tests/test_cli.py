@@ -59,7 +59,7 @@ def test_init_dev_writes_a_matching_client_config(tmp_path: Path) -> None:
     client = load_client_config(client_path)
     assert server.address == "127.0.0.1:8443"
     assert server.tls is not None and server.tls.cert_pem_path == "certs/server.pem"
-    assert server.storage.path == "./data/registry"
+    assert server.storage.path == "./data/db"
     assert client.url == "https://127.0.0.1:8443"
     assert client.ca_file == "certs/ca.pem"
     assert client.pepper_hex == server.envelope.pepper_hex

@@ -603,15 +603,18 @@ def test_import_needs_inline_keys(tmp_path: Path, run: Any, passphrase: str) -> 
 
 
 def test_hash_token(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sys.stdin", io.StringIO("  my-peer-token \nsecond line\n"))
+    token = "my-peer-token-0123456789abcdefghij"
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"  {token} \nsecond line\n"))
     result = run("hash-token")
     assert result.code == 0, result.err
     digest = result.out.strip()
-    assert digest.startswith("$argon2id$") and "my-peer-token" not in result.out
-    assert PasswordHasher().verify(digest, "my-peer-token")
+    assert digest.startswith("$argon2id$v=19$m=4096,t=3,p=1$") and token not in result.out
+    assert PasswordHasher().verify(digest, token)
     config_mod.parse(config_text(tables=f'[peers]\ntoken_hashes = ["{digest}"]\n'))
     monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
     assert "no token" in one_line_error(run("hash-token"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("short-token\n"))
+    assert "at least 32 characters" in one_line_error(run("hash-token"))
 
 
 ACTIONS = ["list", "generate", "rotate", "retire", "prune", "passwd", "import"]

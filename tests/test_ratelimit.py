@@ -29,7 +29,10 @@ from registryd.storage import open_storage
 from tests.conftest import ALICE_HANDLE_HEX, Clock, make_config
 
 PEER = "203.0.113.5"
-BODY_429 = b'{"error":{"code":"RATE_LIMITED","message":"rate limited"}}'
+
+
+def body_429(seconds: int) -> bytes:
+    return b'{"error":{"code":"RATE_LIMITED","message":"rate limited: retry after %d s"}}' % seconds
 
 
 def limits(
@@ -315,7 +318,7 @@ async def test_refusal_answers_429_without_calling_the_app(clock: Clock) -> None
     status, sent = await call(app)
     assert status == 429 and len(inner.scopes) == 2
     assert dict(sent[0]["headers"])[b"retry-after"] == b"60"
-    assert sent[1] == {"type": "http.response.body", "body": BODY_429}
+    assert sent[1] == {"type": "http.response.body", "body": body_429(60)}
 
 
 async def test_disabled_limiter_never_refuses_but_sets_the_key() -> None:
@@ -380,9 +383,9 @@ async def test_429_body_and_headers(clock: Clock) -> None:
         assert [(await api.get("/nodes")).status_code for _ in range(2)] == [200, 200]
         response = await api.get("/nodes")
     assert response.status_code == 429
-    assert response.content == BODY_429
+    assert response.content == body_429(300)
     assert response.headers["content-type"] == "application/json"
-    assert response.headers["content-length"] == str(len(BODY_429))
+    assert response.headers["content-length"] == str(len(body_429(300)))
     assert {k: v for k, v in response.headers.items() if k.startswith(("retry", "ratelimit"))} == {
         "retry-after": "300",
         "ratelimit-limit": "2",
@@ -473,4 +476,19 @@ async def test_the_refused_body_is_the_wire_error_shape(clock: Clock) -> None:
     async with limited_app(clock, rate_tables(burst=1)) as api:
         await api.get("/nodes")
         body: Any = json.loads((await api.get("/nodes")).content)
-    assert body == {"error": {"code": "RATE_LIMITED", "message": "rate limited"}}
+    assert body == {"error": {"code": "RATE_LIMITED", "message": "rate limited: retry after 1 s"}}
+
+
+async def test_the_429_message_says_how_long_the_ban_lasts(clock: Clock) -> None:
+    async with limited_app(clock, rate_tables(burst=1, ban_seconds=300)) as api:
+        await api.get("/nodes")
+        banned = await api.get("/nodes")
+        clock.advance(258)
+        later = await api.get("/nodes")
+        clock.advance(42)
+        free = await api.get("/nodes")
+    messages = [r.json()["error"]["message"] for r in (banned, later)]
+    assert messages == ["rate limited: retry after 300 s", "rate limited: retry after 42 s"]
+    assert [banned.headers["retry-after"], later.headers["retry-after"]] == ["300", "42"]
+    assert {banned.json()["error"]["code"], later.json()["error"]["code"]} == {"RATE_LIMITED"}
+    assert free.status_code == 200

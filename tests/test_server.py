@@ -103,13 +103,13 @@ async def test_mtls_requires_client_certificate(certs: DevCerts, tmp_path: Path)
             url, PEPPER, cafile=str(certs.ca), client_cert=cert
         ) as client:
             assert await client.check_user("alice") is False
-        # a verified client certificate makes a peer: POST /nodes is allowed
+        # a verified client certificate does not make a peer (tests/test_peers.py)
         context = ssl.create_default_context(cafile=str(certs.ca))
         context.load_cert_chain(*cert)
         async with httpx.AsyncClient(verify=context) as raw:
             nodes = {"nodes": [{"base_url": "https://peer.example"}]}
             response = await raw.post(url + "/nodes", json=nodes)
-        assert (response.status_code, response.json()) == (200, {"merged": 1})
+        assert response.status_code == 401
 
 
 async def test_bad_tls_files_stop_before_binding(certs: DevCerts, tmp_path: Path) -> None:
