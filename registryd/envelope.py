@@ -198,21 +198,24 @@ class KeyRing:
 
     def find(self, kid: bytes, at_ms: int | None = None) -> EnvelopeKey:
         """The first key with ``kid`` that may open a registration at ``at_ms`` (see
-        :meth:`EnvelopeKey.can_open`); :class:`InvalidInput` "unknown envelope key" otherwise."""
+        :meth:`EnvelopeKey.can_open`); :class:`InvalidInput` "unable to decrypt envelope" otherwise
+        (the message of every envelope that does not open, see :meth:`open_registration`)."""
         at_ms = now_ms() if at_ms is None else at_ms
         for key in self.keys:
             if key.kid == kid and key.can_open(at_ms):
                 return key
-        raise InvalidInput("unknown envelope key")
+        raise InvalidInput("unable to decrypt envelope")
 
     def open_registration(
         self, handle: bytes, envelope: Envelope, at_ms: int | None = None
     ) -> bytes:
         """Decrypt a ``/register`` envelope sealed by a client to one of our keys (spec 4.2).
 
-        Raises :class:`InvalidInput`: a malformed field names it; an unknown ``kid`` is
-        "unknown envelope key"; every other failure, whichever part was altered (sender key,
-        nonce, ciphertext, tag), is one message, "unable to decrypt envelope".
+        Raises :class:`InvalidInput`: a malformed field names it; every envelope that does not
+        open, whichever part was altered (kid, sender key, nonce, ciphertext, tag) or whether
+        its key is unknown, past its grace or retired, gets one message, "unable to decrypt
+        envelope" (the reference says "unknown envelope key" for the kid; one message tells a
+        tamperer nothing about which check failed).
         """
         key = self.find(envelope.kid_bytes(), at_ms)
         sender = envelope.sender_bytes()

@@ -323,7 +323,7 @@ async def test_register_unknown_kid(api: httpx.AsyncClient) -> None:
     body = register_body(SPEC_PLAINTEXT, alice, kid_hex="0706050403020100")
     response = await api.post("/register", json=body)
     assert response.status_code == 400
-    assert response.json() == error("INVALID_INPUT", "invalid input: unknown envelope key")
+    assert response.json() == error("INVALID_INPUT", "invalid input: unable to decrypt envelope")
 
 
 async def test_register_sealed_to_another_key_fails_to_decrypt(api: httpx.AsyncClient) -> None:
@@ -430,7 +430,7 @@ async def test_key_rotation_follows_the_app_clock(backend_config: Config, clock:
         bob = user_id("bob")
         late = register_body(identity("bob").to_json(), bob)  # sealed to the expired key
         response = await api.post("/register", json=late)
-        assert response.json() == error("INVALID_INPUT", "invalid input: unknown envelope key")
+        assert response.json() == error("INVALID_INPUT", "invalid input: unable to decrypt envelope")
         fresh = register_body(
             identity("bob").to_json(), bob, kid_hex=KID2_HEX, server_public_hex=second_public
         )

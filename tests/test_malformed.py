@@ -214,7 +214,7 @@ CASES = [
         "register-kid-unknown",
         "/register",
         register(kid="0706050403020100"),
-        message="invalid input: unknown envelope key",
+        message="invalid input: unable to decrypt envelope",
     ),
     post("register-nonce-short", "/register", register(nonce=NONCE[:46])),
     post("register-nonce-long", "/register", register(nonce=NONCE + "18")),

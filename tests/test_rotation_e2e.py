@@ -141,7 +141,7 @@ def test_rotate_with_grace_and_sighup_on_a_running_daemon(certs: DevCerts, tmp_p
                 {
                     "error": {
                         "code": "INVALID_INPUT",
-                        "message": "invalid input: unknown envelope key",
+                        "message": "invalid input: unable to decrypt envelope",
                     }
                 },
             )
