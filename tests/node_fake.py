@@ -33,6 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from registryd.canonical import canonical_json
+from registryd.certs import DevCerts
 from registryd.errors import InvalidInput
 from registryd.node import NodeKey, RegistrationAgent
 from registryd.server import bind_socket
@@ -305,17 +306,20 @@ async def run_until(
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Starlette) -> AsyncIterator[str]:
-    """Serve ``app`` with Hypercorn on 127.0.0.1:0 in this event loop; yields its URL."""
+async def serving(app: Starlette, certs: DevCerts | None = None) -> AsyncIterator[str]:
+    """Serve ``app`` with Hypercorn on 127.0.0.1:0 in this event loop (over TLS with the dev
+    ``certs``); yields its URL."""
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     config = HypercornConfig()
     config.bind = [f"fd://{sock.detach()}"]
     config.accesslog = None
+    if certs is not None:
+        config.certfile, config.keyfile = str(certs.server_cert), str(certs.server_key)
     stop = asyncio.Event()
     task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if certs else 'http'}://127.0.0.1:{port}"
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
