@@ -3,11 +3,13 @@ on a fake clock: every wait the agent makes is recorded, none is real."""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import random
 from pathlib import Path
 
+import httpx
 import pytest
 
 from registryd.node import RegistrationAgent, State, load_config, read_state
@@ -300,3 +302,25 @@ async def test_stop_before_any_call_writes_disconnected(
     await agent.run()
     assert directory.calls == []
     assert read_state(agent.config.state_path).state is State.DISCONNECTED
+
+
+async def test_stop_abandons_a_call_in_flight(tmp_path: Path, time: FakeTime) -> None:
+    started = asyncio.Event()
+
+    async def hanging(request: httpx.Request) -> httpx.Response:
+        started.set()
+        await asyncio.Event().wait()  # a registry that never answers
+        raise AssertionError("unreachable")
+
+    config = load_config(make_node(tmp_path, "http://registry.test"))
+    agent = RegistrationAgent(
+        config, transport=httpx.MockTransport(hanging), clock=time, sleep=time.sleep
+    )
+    task = asyncio.create_task(agent.run())
+    await asyncio.wait_for(started.wait(), 30)
+    assert read_state(config.state_path).state is State.REGISTERING
+    agent.stop()
+    agent.stop()  # a second signal changes nothing
+    await asyncio.wait_for(task, 30)
+    assert not task.cancelled() and time.sleeps == []
+    assert read_state(config.state_path).state is State.DISCONNECTED

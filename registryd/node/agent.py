@@ -117,7 +117,10 @@ class RegistrationAgent:
 
     def stop(self) -> None:
         """Make :meth:`run` return soon: the call or wait in progress is abandoned, the state
-        file is written (``disconnected``). Safe to call from a signal handler or a callback."""
+        file is written (``disconnected``). Safe to call from a signal handler or a callback, and
+        more than once (a second SIGTERM does not interrupt the clean stop)."""
+        if self._stop_requested:
+            return
         self._stop_requested = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
