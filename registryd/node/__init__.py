@@ -13,11 +13,17 @@ key file), :mod:`~registryd.node.protocol` (§3 bodies and signed messages),
 :mod:`~registryd.node.cli` (``registryd node init|run|status``).
 """
 
-from .agent import RegistrationAgent
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .config import NodeConfig, PayloadConfig
 from .config import load as load_config
 from .keys import NodeKey
 from .state import AgentState, State, read_state
+
+if TYPE_CHECKING:
+    from .agent import RegistrationAgent
 
 __all__ = [
     "AgentState",
@@ -29,3 +35,13 @@ __all__ = [
     "load_config",
     "read_state",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The agent pulls in httpx, Hypercorn and the server module; `registryd --help` and the
+    # other subcommands import this package through the CLI and need none of them (80 ms).
+    if name == "RegistrationAgent":
+        from .agent import RegistrationAgent
+
+        return RegistrationAgent
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
