@@ -25,6 +25,7 @@ from pathlib import Path
 from . import __version__, client_cli, config, keys_cli, logs, scaffold
 from .envelope import key_warnings, now_ms
 from .errors import ConfigError, StorageError
+from .node import cli as node_cli
 from .pidfile import PidFile
 
 log = logging.getLogger("registryd")
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     client_cli.add_parser(sub)
     keys_cli.add_parsers(sub)
+    node_cli.add_parsers(sub)
     return parser
 
 

@@ -154,12 +154,16 @@ class TransportError(ClientError):
 
 
 class ServerError(ClientError):
-    """The server answered with an error body: HTTP ``status``, wire ``code`` and ``message``."""
+    """The server answered with an error body: HTTP ``status``, wire ``code`` and ``message``;
+    ``retry_after`` is the answer's raw ``Retry-After`` header, if any."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, retry_after: str | None = None
+    ) -> None:
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after
         super().__init__(f"{status} {code}: {message}")
 
 

@@ -430,7 +430,8 @@ async def test_key_rotation_follows_the_app_clock(backend_config: Config, clock:
         bob = user_id("bob")
         late = register_body(identity("bob").to_json(), bob)  # sealed to the expired key
         response = await api.post("/register", json=late)
-        assert response.json() == error("INVALID_INPUT", "invalid input: unable to decrypt envelope")
+        message = "invalid input: unable to decrypt envelope"
+        assert response.json() == error("INVALID_INPUT", message)
         fresh = register_body(
             identity("bob").to_json(), bob, kid_hex=KID2_HEX, server_public_hex=second_public
         )
