@@ -174,6 +174,9 @@ class RateLimiter:
 _BODY = wire.encode({"error": {"code": RateLimited.code, "message": RateLimited().message}})
 _ROUTES = {
     ("POST", "/register"): "register",
+    ("POST", "/api/registry/challenge"): "register",  # node directory (extensions spec §3)
+    ("POST", "/api/registry/register"): "register",
+    ("POST", "/api/registry/heartbeat"): "register",
     ("POST", "/resolve"): "resolve",
     ("GET", "/pow/challenge"): "pow_challenge",
     ("HEAD", "/pow/challenge"): "pow_challenge",
