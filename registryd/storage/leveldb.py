@@ -290,6 +290,8 @@ class LevelDBStorage(Storage):
     async def spend_nonce(
         self, nonce_id: bytes, expires_at_ms: int, now_ms: int, max_entries: int
     ) -> Spend:
+        if await self.nonce_spent(nonce_id):
+            return Spend.REPLAYED
         if self._spent_count >= max_entries:
             await self.purge_spent_nonces(now_ms)
             if self._spent_count >= max_entries:
