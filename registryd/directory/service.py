@@ -92,6 +92,9 @@ class Directory:
     @contextlib.asynccontextmanager
     async def running(self, *, probe: bool = True) -> AsyncIterator[None]:
         """Open the GeoIP database and, with ``probe``, run the prober until exit."""
+        httpx_log = logging.getLogger("httpx")
+        if httpx_log.level == logging.NOTSET:  # no INFO line per probe naming each node's URL
+            httpx_log.setLevel(logging.WARNING)
         await self.geoip.open(self.config.geoip_db_path)
         task = asyncio.create_task(self.prober.run()) if probe else None
         try:
