@@ -4,6 +4,7 @@ GeoIP countries, and the reload that re-opens the GeoIP database."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import itertools
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench import prober as bench_prober
 from registryd.app import build_app
 from registryd.config import Config
 from registryd.directory import Directory
@@ -256,6 +258,19 @@ async def test_rounds_never_overlap_and_each_logs_one_line(
         assert all(r.duration_s >= 1.0 for r in rounds)
     lines = [r for r in caplog.records if r.getMessage().startswith("directory round")]
     assert len(lines) == len(rounds)
+
+
+async def test_the_prober_benchmark_at_ci_size(tmp_path: Path) -> None:
+    """``bench.prober`` on 64 slow nodes (the full run, 500 nodes, is in bench/): each round
+    within ceil(64/16) x timeout, rounds back to back without overlap, at most 16 probes in
+    flight at the nodes' server. The loop-stall target (20 ms) is judged by the full run."""
+    args = argparse.Namespace(nodes=64, concurrency=16, timeout_ms=400, rounds=2)
+    result = await bench_prober.measure(args, tmp_path)
+    assert len(result["rounds"]) == 2 and result["overlaps"] == 0
+    assert all(r["duration_s"] <= result["round_bound_s"] for r in result["rounds"])
+    assert all(r["online"] == result["expected_online"] == 58 for r in result["rounds"])
+    assert result["server_max_in_flight"] == 16
+    assert result["stall_samples"] > 0
 
 
 async def test_offline_nodes_are_pruned_after_prune_after_days() -> None:
