@@ -91,7 +91,7 @@ class Prober:
             await asyncio.sleep(max(0.0, started + interval - time.monotonic()))
 
     async def run_round(self) -> RoundStats:
-        """Probe every node once, then prune; returns the round's counts."""
+        """Probe every node once (pruning long-dead ones); returns the round's counts."""
         started = time.monotonic()
         directory = self.directory
         config = directory.config
@@ -116,15 +116,15 @@ class Prober:
                         log.warning("probe of %s refused by the address policy", node.host)
                 else:
                     self._refused.discard(node.host)
-                before = await directory.record_probe(node, outcome)
                 counts[ONLINE if outcome.ok else OFFLINE] += 1
-                if before is not None and before != (ONLINE if outcome.ok else OFFLINE):
-                    counts["changed"] += 1
+                recorded = await directory.record_probe(node, outcome)
+                if recorded is not None:
+                    counts["changed"] += recorded.before != recorded.after
+                    counts["pruned"] += recorded.pruned
 
         async with asyncio.TaskGroup() as group:
             for _ in range(min(config.probe_concurrency, probed)):
                 group.create_task(worker())
-        pruned = await directory.prune()
         stats = RoundStats(
             started=started,
             ended=time.monotonic(),
@@ -133,7 +133,7 @@ class Prober:
             offline=counts[OFFLINE],
             refused=counts["refused"],
             changed=counts["changed"],
-            pruned=pruned,
+            pruned=counts["pruned"],
         )
         log.info(
             "directory round: %d nodes in %.2f s: %d online, %d offline (%d refused), "

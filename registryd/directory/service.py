@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -23,6 +24,7 @@ from ..storage.base import DirectoryNode
 from . import records
 from .challenges import Challenges
 from .geoip import GeoIP
+from .listing import Listing
 from .payload import (
     HeartbeatBody,
     RegisterBody,
@@ -77,17 +79,20 @@ class Directory:
         self.geoip = GeoIP()
         self.prober = Prober(self, ssl_context=ssl_context)
         self._lock = asyncio.Lock()
-        self._count: int | None = None
-        self._version = 0
-        self._listing: tuple[tuple[int, int], bytes] | None = None
+        self._listing = Listing()
         registry.reload_hooks.append(self.reload)
 
     @property
     def config(self) -> DirectoryConfig:
         return self.registry.config.directory
 
-    def _changed(self) -> None:
-        self._version += 1
+    async def _loaded_listing(self) -> Listing:
+        """The listing, loaded from storage if needed; call with the lock held."""
+        window = self.config.uptime_window
+        if not self._listing.loaded(window):
+            nodes = await self.storage.list_directory_nodes()
+            self._listing.load((records.decode(node.record) for node in nodes), window)
+        return self._listing
 
     @contextlib.asynccontextmanager
     async def running(self, *, probe: bool = True) -> AsyncIterator[None]:
@@ -96,6 +101,8 @@ class Directory:
         if httpx_log.level == logging.NOTSET:  # no INFO line per probe naming each node's URL
             httpx_log.setLevel(logging.WARNING)
         await self.geoip.open(self.config.geoip_db_path)
+        async with self._lock:  # the one full load (~60 ms for 10,000 nodes), before serving
+            await self._loaded_listing()
         task = asyncio.create_task(self.prober.run()) if probe else None
         try:
             yield
@@ -133,7 +140,7 @@ class Directory:
             other = await self.storage.directory_host_of_key(pubkey)
             if other is not None and other != node.host:
                 raise Forbidden("key already registered with another host")
-            if existing is None and await self._node_count() >= MAX_NODES:
+            if existing is None and len(await self._loaded_listing()) >= MAX_NODES:
                 raise ServiceUnavailable("the node directory is full")
             record = NodeRecord(
                 name=node.name,
@@ -156,12 +163,7 @@ class Directory:
                     features=record.features,
                 )
             contact = node.contact_email.encode()
-            await self.storage.put_directory_node(
-                DirectoryNode(node.host, pubkey, records.encode(record), contact)
-            )
-            if existing is None and self._count is not None:
-                self._count += 1
-            self._changed()
+            await self._put(DirectoryNode(node.host, pubkey, b"", contact), record)
 
     async def _resolve_host(self, host: str) -> str:
         try:
@@ -172,11 +174,6 @@ class Directory:
         if not addresses:
             raise InvalidInput("could not resolve host")
         return addresses[0]
-
-    async def _node_count(self) -> int:
-        if self._count is None:
-            self._count = len(await self.storage.list_directory_nodes())
-        return self._count
 
     # -- §3.3 heartbeat --------------------------------------------------------------------
 
@@ -208,24 +205,26 @@ class Directory:
             await self._put(entry, record)
 
     async def _put(self, entry: DirectoryNode, record: NodeRecord) -> None:
+        """Store ``record`` for ``entry``'s host, key and contact; call with the lock held."""
         await self.storage.put_directory_node(
             DirectoryNode(entry.host, entry.pubkey, records.encode(record), entry.contact)
         )
-        self._changed()
+        self._listing.put(record)
+
+    async def _delete(self, host: str) -> bool:
+        """Remove ``host``'s node; call with the lock held."""
+        removed = await self.storage.delete_directory_node(host)
+        self._listing.remove(host)
+        return removed
 
     # -- §3.4 listing, §3.7 administration -------------------------------------------------
 
     async def listing(self) -> bytes:
-        """The ``GET /api/nodes`` body, rebuilt only after a change."""
-        window = self.config.uptime_window
-        key = (self._version, window)
-        if self._listing is not None and self._listing[0] == key:
-            return self._listing[1]
-        nodes = await self.storage.list_directory_nodes()
-        ordered = sorted((records.decode(node.record) for node in nodes), key=records.order_key)
-        body = msgspec.json.encode({"nodes": [records.view(r, window) for r in ordered]})
-        self._listing = (key, body)
-        return body
+        """The ``GET /api/nodes`` body (:class:`~.listing.Listing`)."""
+        if not self._listing.loaded(self.config.uptime_window):
+            async with self._lock:
+                await self._loaded_listing()
+        return self._listing.body()
 
     async def admin_listing(self) -> list[records.AdminNodeView]:
         """Every node with its contact email, in listing order."""
@@ -241,18 +240,13 @@ class Directory:
         """Remove ``host``'s node; False if there is none."""
         name = normalize_host(host)
         async with self._lock:
-            removed = await self.storage.delete_directory_node(name)
-            if removed:
-                if self._count is not None:
-                    self._count -= 1
-                self._changed()
-        return removed
+            return await self._delete(name)
 
     # -- §3.5 probe results ----------------------------------------------------------------
 
-    async def record_probe(self, probed: DirectoryNode, outcome: Outcome) -> str | None:
-        """Store ``outcome`` for ``probed`` unless it was removed or re-keyed meanwhile;
-        returns the node's status before the probe (None when nothing was stored)."""
+    async def record_probe(self, probed: DirectoryNode, outcome: Outcome) -> Recorded | None:
+        """Store ``outcome`` for ``probed`` unless it was removed or re-keyed meanwhile (None);
+        a node then offline for more than ``prune_after_days`` (0: never) is removed."""
         async with self._lock:
             entry = await self.storage.get_directory_node(probed.host)
             if entry is None or entry.pubkey != probed.pubkey:
@@ -260,8 +254,10 @@ class Directory:
             record = records.decode(entry.record)
             before = record.status
             now = self.clock()
-            window = self.config.uptime_window
-            record.history = (record.history + ("1" if outcome.ok else "0"))[-window:]
+            config = self.config
+            record.history = (record.history + ("1" if outcome.ok else "0"))[
+                -config.uptime_window :
+            ]
             record.country_code, record.country_name = self.geoip.country(record.ip)
             if outcome.ok:
                 record.last_seen_ms = now
@@ -270,31 +266,19 @@ class Directory:
             else:
                 record.last_latency_ms = None
                 record.went(OFFLINE, now)
+            since = record.offline_since_ms
+            days = config.prune_after_days
+            if days and since is not None and now - since > days * DAY_MS:
+                await self._delete(entry.host)
+                return Recorded(before, record.status, pruned=True)
             await self._put(entry, record)
-            return before
-
-    async def prune(self) -> int:
-        """Remove nodes offline for more than ``prune_after_days`` (0 keeps them)."""
-        days = self.config.prune_after_days
-        if days == 0:
-            return 0
-        cutoff = self.clock() - days * DAY_MS
-        pruned = 0
-        for node in await self.storage.list_directory_nodes():
-            if not _offline_before(records.decode(node.record), cutoff):
-                continue
-            async with self._lock:
-                entry = await self.storage.get_directory_node(node.host)
-                if entry is None or not _offline_before(records.decode(entry.record), cutoff):
-                    continue
-                await self.storage.delete_directory_node(node.host)
-                if self._count is not None:
-                    self._count -= 1
-                self._changed()
-                pruned += 1
-        return pruned
+            return Recorded(before, record.status, pruned=False)
 
 
-def _offline_before(record: NodeRecord, cutoff_ms: int) -> bool:
-    since = record.offline_since_ms
-    return record.status == OFFLINE and since is not None and since < cutoff_ms
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What a probe result did to its node: status ``before`` and ``after``, ``pruned``."""
+
+    before: str
+    after: str
+    pruned: bool
