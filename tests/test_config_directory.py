@@ -27,6 +27,13 @@ def test_defaults_are_the_specs() -> None:
     )
 
 
+def test_the_example_config_documents_the_defaults() -> None:
+    example = Path(__file__).parent.parent / "config" / "registry.example.toml"
+    text = example.read_text()
+    assert "[directory]" in text
+    assert config.load(example).directory == DirectoryConfig()
+
+
 def test_every_key_is_read() -> None:
     directory = parse(
         toml(
