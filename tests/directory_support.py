@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,21 @@ from mmdb_writer import MMDBWriter
 from nacl.signing import SigningKey
 
 from registryd.canonical import canonical_json
+from registryd.directory.ssrf import resolve
+
+NAMES: dict[str, list[str]] = {"node-a.test": ["127.0.0.2"], "dual.test": ["::1", "127.0.0.1"]}
+
+
+async def fake_resolver(host: str) -> list[str]:
+    """IP literals answer themselves; a few test names; anything else does not resolve (no
+    DNS query leaves this machine)."""
+    if host in NAMES:
+        return NAMES[host]
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
+    return await resolve(host)
 
 
 class NodeKey:

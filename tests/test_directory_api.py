@@ -7,7 +7,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,29 +20,13 @@ from registryd.config import Config
 from registryd.directory import Directory
 from registryd.directory.challenges import NONCE_CHARS
 from registryd.directory.prober import Outcome
-from registryd.directory.ssrf import resolve
 from registryd.ratelimit import endpoint_of
 from registryd.routes import Registry
 from registryd.storage import Storage, open_storage
 from tests.conftest import NO_RATE_LIMIT, Clock, make_config
-from tests.directory_support import NodeKey, payload
+from tests.directory_support import NodeKey, fake_resolver, payload
 
 HOST_A, HOST_B, HOST_C = "127.0.0.2", "127.0.0.4", "127.0.0.5"
-NAMES = {"node-a.test": ["127.0.0.2"], "dual.test": ["::1", "127.0.0.1"]}
-
-
-async def fake_resolver(host: str) -> list[str]:
-    """IP literals answer themselves; a few test names; anything else does not resolve (no
-    DNS query leaves this machine)."""
-    if host in NAMES:
-        return NAMES[host]
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-    except OSError:
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
-    return await resolve(host)
-
-
 DIRECTORY_TABLE = '[directory]\nprobe_allow_cidrs = ["127.0.0.2/32"]\nprobe_timeout_ms = 1000\n'
 
 

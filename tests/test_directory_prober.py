@@ -27,8 +27,7 @@ from registryd.directory.ssrf import AddressPolicy
 from registryd.routes import Registry
 from registryd.storage import Storage, open_storage
 from tests.conftest import NO_RATE_LIMIT, Clock, config_text, make_config
-from tests.directory_support import NodeKey, fake_nodes, make_mmdb, payload
-from tests.test_directory_api import fake_resolver
+from tests.directory_support import NodeKey, fake_nodes, fake_resolver, make_mmdb, payload
 
 A, B = "127.0.0.2", "127.0.0.3"
 
@@ -399,3 +398,17 @@ async def test_reload_reopens_the_geoip_db(tmp_path: Path) -> None:
         await s.directory.prober.run_round()
         assert (await s.listed())[A]["country_code"] is None
         assert s.registry.config.directory.geoip_db_path is None
+
+
+async def test_a_reloaded_uptime_window_applies_to_the_listing(tmp_path: Path) -> None:
+    config_path = tmp_path / "registry.toml"
+    config_path.write_text(config_text(tables=NO_RATE_LIMIT + directory_table(uptime_window=4)))
+    async with setup("", config_path=config_path) as s, fake_nodes(A) as (a,):
+        await s.add(A, a.url)
+        for status in (500, 500, 200, 200):
+            a.status = status
+            await s.directory.prober.run_round()
+        assert (await s.listed())[A]["uptime_ratio"] == 0.5
+        config_path.write_text(config_text(tables=NO_RATE_LIMIT + directory_table(uptime_window=2)))
+        await s.registry.reload()
+        assert (await s.listed())[A]["uptime_ratio"] == 1.0

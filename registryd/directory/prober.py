@@ -76,7 +76,7 @@ class Prober:
         self.directory = directory
         self.on_round: Callable[[RoundStats], None] | None = None
         self._ssl = ssl_context
-        self._refused: set[str] = set()  # hosts whose refusal was logged (once per streak)
+        self._refused: set[str] = set()  # hosts refused last round: logged once per streak
 
     async def run(self) -> None:
         """Run rounds until cancelled, one every ``probe_interval_seconds`` (read anew after
@@ -103,6 +103,7 @@ class Prober:
         timeout_s = config.probe_timeout_ms / 1000
         counts: Counter[str] = Counter()
         probed = len(nodes)
+        refused: set[str] = set()
 
         async def worker() -> None:
             while nodes:
@@ -110,12 +111,9 @@ class Prober:
                 url = records.decode(node.record).api_base_url
                 outcome = await self.probe(url, policy, timeout_s)
                 if outcome.refused:
-                    counts["refused"] += 1
+                    refused.add(node.host)
                     if node.host not in self._refused:
-                        self._refused.add(node.host)
                         log.warning("probe of %s refused by the address policy", node.host)
-                else:
-                    self._refused.discard(node.host)
                 counts[ONLINE if outcome.ok else OFFLINE] += 1
                 recorded = await directory.record_probe(node, outcome)
                 if recorded is not None:
@@ -125,13 +123,14 @@ class Prober:
         async with asyncio.TaskGroup() as group:
             for _ in range(min(config.probe_concurrency, probed)):
                 group.create_task(worker())
+        self._refused = refused
         stats = RoundStats(
             started=started,
             ended=time.monotonic(),
             probed=probed,
             online=counts[ONLINE],
             offline=counts[OFFLINE],
-            refused=counts["refused"],
+            refused=len(refused),
             changed=counts["changed"],
             pruned=counts["pruned"],
         )
