@@ -16,7 +16,8 @@ Set-up, in two processes so the nodes' work never runs on the prober's loop:
    tested in tests/; here only probing is measured), all pointing at the child with
    ``probe_allow_cidrs = ["127.0.0.2/32"]``, and runs the real prober loop
    (``Prober.run``, interval 1 s, so rounds run back to back) for ``--rounds`` rounds, while a
-   task that sleeps 5 ms records how late it wakes (:class:`bench.gc_stall.LagProbe`).
+   task that sleeps 5 ms records how late it wakes (:class:`bench.gc_stall.LagProbe`). The heap
+   is settled first as the daemon does (:func:`registryd.server.settle_heap`).
 
 Prints one JSON object; exits 1 when a target is missed.
 """
@@ -43,6 +44,7 @@ from registryd.directory import Directory
 from registryd.directory.prober import RoundStats
 from registryd.directory.records import NodeRecord, encode
 from registryd.routes import Registry
+from registryd.server import settle_heap
 from registryd.storage.base import DirectoryNode
 from registryd.storage.leveldb import LevelDBStorage
 
@@ -152,6 +154,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 done.set()
 
         directory.prober.on_round = on_round
+        settle_heap()  # as registryd.server.serve does before serving
         probe = LagProbe()
         probe_task = asyncio.create_task(probe.run())
         await asyncio.sleep(0.2)
