@@ -71,10 +71,10 @@ def hypercorn_config(config: Config) -> HypercornConfig:
 def settle_heap() -> None:
     """Collect start-up garbage, then freeze what is left out of the cyclic collector's reach.
 
-    Every full collection otherwise walks the ~300,000 objects that importing and starting
-    leave behind: 14-18 ms with the event loop stopped, every few seconds under load. Frozen,
-    a full collection takes ~2 ms (measured with ``python -m bench.prober``: longest loop stall
-    19-24 ms without, 6-7 ms with).
+    Every full collection otherwise walks every object importing and starting left behind:
+    14-18 ms with the event loop stopped, every few seconds under load. Frozen, a full
+    collection takes ~2 ms (``python -m bench.prober``, 500 nodes: longest loop stall 11-24 ms
+    over five runs without, 6-15 ms over six runs with).
     """
     gc.collect()
     gc.freeze()
@@ -175,9 +175,9 @@ async def serve(
             _active_kid(keyring),
             ", mTLS required" if hc.verify_mode == ssl.CERT_REQUIRED else "",
         )
+        settle_heap()
         if on_ready is not None:
             on_ready(url)
-        settle_heap()
         # Starlette's ASGI signature is not structurally Hypercorn's TypedDict one; same protocol.
         await hypercorn_serve(app, hc, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
         log.info("registryd stopped")
