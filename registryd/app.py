@@ -18,6 +18,9 @@ from . import wire
 from .admin import Admin
 from .clientip import ClientKeys
 from .config import Config
+from .directory import Directory
+from .directory.admin import admin_routes
+from .directory.routes import directory_routes
 from .drain import DrainMiddleware
 from .envelope import KeyRing, now_ms
 from .errors import ApiError, MethodNotAllowed, NotFound, StorageError
@@ -80,10 +83,14 @@ def create_app(
     return build_app(Registry(config, storage, keyring or config.keyring(), clock), run_gc=run_gc)
 
 
-def build_app(registry: Registry, *, run_gc: bool = True) -> Starlette:
+def build_app(
+    registry: Registry, *, run_gc: bool = True, directory: Directory | None = None
+) -> Starlette:
     """The composition root: the Starlette app serving ``registry``, with the rate-limit
-    middleware and the error handlers. With ``run_gc`` the lifespan runs the presence GC."""
+    middleware and the error handlers. With ``run_gc`` the lifespan runs the presence GC and
+    the node directory's prober (``directory``: default, one over ``registry``)."""
     config = registry.config
+    directory = directory or Directory(registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -92,7 +99,8 @@ def build_app(registry: Registry, *, run_gc: bool = True) -> Starlette:
             presence = lambda: registry.config.presence  # noqa: E731 - read anew after reloads
             task = asyncio.create_task(gc_loop(registry.storage, presence, registry.clock))
         try:
-            yield
+            async with directory.running(probe=run_gc):
+                yield
         finally:
             if task is not None:
                 task.cancel()
@@ -103,7 +111,10 @@ def build_app(registry: Registry, *, run_gc: bool = True) -> Starlette:
     limiter = RateLimiter(config.rate_limit, clock) if config.rate_limit.enabled else None
     keys = ClientKeys(config.trusted_proxies)
     app = Starlette(
-        routes=registry.routes() + Admin(registry).routes(),
+        routes=registry.routes()
+        + Admin(registry).routes()
+        + directory_routes(directory)
+        + admin_routes(directory),
         lifespan=lifespan,
         middleware=[
             # Outermost, so that every early answer (429s included) settles the unread body.

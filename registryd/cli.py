@@ -9,6 +9,7 @@
     registryd client ...                    talk to a registry (register, resolve, check, announce)
     registryd keys ...                      envelope keystore: list, generate, rotate, retire ...
     registryd hash-token                    Argon2id hash of a token read on stdin, for the config
+    registryd directory list|remove HOST    the node directory, through the admin API
 
 Exit codes: 0 success, 1 failure (config, storage, server errors), 2 usage errors.
 """
@@ -23,6 +24,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, client_cli, config, keys_cli, logs, scaffold
+from .directory import cli as directory_cli
 from .envelope import key_warnings, now_ms
 from .errors import ConfigError, StorageError
 from .node import cli as node_cli
@@ -201,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_certs_dev)
 
     client_cli.add_parser(sub)
+    directory_cli.add_parser(sub)  # node directory administration (extensions spec §3.7)
     keys_cli.add_parsers(sub)
     node_cli.add_parsers(sub)
     return parser

@@ -200,6 +200,47 @@ class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     token_hashes: tuple[str, ...] = ()
 
 
+# -- node directory (extensions spec §3) -------------------------------------------------------
+
+
+class DirectoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[directory]`` (extensions spec §3): the HushNet-compatible node directory.
+
+    A challenge nonce is valid ``challenge_ttl_seconds``. The prober sends ``GET
+    {api_base_url}/health`` to every node every ``probe_interval_seconds`` (rounds never
+    overlap), ``probe_concurrency`` at once, each within ``probe_timeout_ms`` (milliseconds).
+    Loopback, private, link-local, multicast, reserved and unspecified targets are refused unless
+    they fall in ``probe_allow_cidrs`` (IPs or CIDRs). ``uptime_ratio`` covers the last
+    ``uptime_window`` probes. ``geoip_db_path`` names a local MaxMind DB (a missing or unreadable
+    file is a warning, not an error). Nodes offline for more than ``prune_after_days`` are
+    removed (0 keeps them). Every key applies on reload.
+    """
+
+    challenge_ttl_seconds: Annotated[int, msgspec.Meta(gt=0, le=DAY)] = 300 * SECONDS
+    probe_interval_seconds: Annotated[int, msgspec.Meta(gt=0, le=DAY)] = 60 * SECONDS
+    probe_concurrency: Annotated[int, msgspec.Meta(gt=0, le=1024)] = 16
+    probe_timeout_ms: Annotated[int, msgspec.Meta(gt=0, le=60_000)] = 3000
+    probe_allow_cidrs: tuple[str, ...] = ()
+    uptime_window: Annotated[int, msgspec.Meta(gt=0, le=10_000)] = 100
+    geoip_db_path: str | None = None
+    prune_after_days: Annotated[int, msgspec.Meta(ge=0, le=36_500)] = 30
+
+
+def _validate_directory(directory: DirectoryConfig) -> None:
+    for i, cidr in enumerate(directory.probe_allow_cidrs):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"directory.probe_allow_cidrs[{i}]", "expected an IP address or CIDR"
+            ) from None
+    if directory.geoip_db_path is not None and not directory.geoip_db_path.strip():
+        raise ConfigError("directory.geoip_db_path", "must not be empty (omit it for no GeoIP)")
+
+
+# -- end of node directory ---------------------------------------------------------------------
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole config file. ``address`` is ``IP:port`` (``[::1]:8443`` for IPv6)."""
 
@@ -218,6 +259,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     privacy: PrivacyConfig = PrivacyConfig()
     peers: PeersConfig = PeersConfig()
     admin: AdminConfig = AdminConfig()
+    directory: DirectoryConfig = DirectoryConfig()
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -392,6 +434,7 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"trusted_proxies[{i}]", "expected an IP address or CIDR") from None
     _validate_envelope(cfg.envelope)
     _validate_secrets(cfg)
+    _validate_directory(cfg.directory)
     if cfg.mode not in ("tls", "http"):
         raise ConfigError("mode", 'expected "tls" or "http"')
     if cfg.mode == "tls":

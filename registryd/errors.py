@@ -17,7 +17,8 @@
     │   ├── PayloadTooLarge    413 PAYLOAD_TOO_LARGE
     │   ├── RateLimited        429 RATE_LIMITED
     │   ├── PowRequired        400 POW_REQUIRED (missing, wrong, expired or spent proof of work)
-    │   └── KeyUnavailable     503 KEY_UNAVAILABLE (no valid active envelope key)
+    │   ├── KeyUnavailable     503 KEY_UNAVAILABLE (no valid active envelope key)
+    │   └── ServiceUnavailable 503 SERVICE_UNAVAILABLE (a bounded store is full; retry later)
     └── ClientError            raised by registryd.client
         ├── TransportError     connection, TLS or timeout failure
         ├── ServerError        the server answered with an error body (status, code, message)
@@ -143,6 +144,12 @@ class KeyUnavailable(ApiError):
     status_code = 503
     code = "KEY_UNAVAILABLE"
     prefix = "no valid envelope key"
+
+
+class ServiceUnavailable(ApiError):
+    status_code = 503
+    code = "SERVICE_UNAVAILABLE"
+    prefix = "service unavailable"
 
 
 class ClientError(RegistrydError):

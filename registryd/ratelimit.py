@@ -180,6 +180,9 @@ def refusal_body(refusal: Refusal) -> bytes:
 
 _ROUTES = {
     ("POST", "/register"): "register",
+    ("POST", "/api/registry/challenge"): "register",  # node directory (extensions spec §3)
+    ("POST", "/api/registry/register"): "register",
+    ("POST", "/api/registry/heartbeat"): "register",
     ("POST", "/resolve"): "resolve",
     ("GET", "/pow/challenge"): "pow_challenge",
     ("HEAD", "/pow/challenge"): "pow_challenge",

@@ -99,6 +99,7 @@ class Registry:
         self.peer_tokens = TokenVerifier()
         self.admin_tokens = TokenVerifier()
         self._reloading = asyncio.Lock()
+        self.reload_hooks: list[Callable[[Config], Awaitable[None]]] = []  # e.g. the directory
         self.config = config
         self.apply(config, keyring)
 
@@ -136,6 +137,8 @@ class Registry:
         async with self._reloading:  # one at a time, so the last file read is the one applied
             cfg, keyring = await anyio.to_thread.run_sync(read)
             stale = self.apply(cfg, keyring)
+            for hook in self.reload_hooks:
+                await hook(self.config)
         log.info("reloaded %s: %d envelope keys", path, len(keyring.keys))
         if stale:
             log.warning("changed but needing a restart (kept as they were): %s", ", ".join(stale))

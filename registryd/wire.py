@@ -37,6 +37,15 @@ def _reject_constant(name: str) -> None:
     raise InvalidInput(f"invalid number {name}")
 
 
+def _serde_int(text: str) -> int:
+    """An integer literal as serde_json reads it: ``-0`` and integers outside i64/u64 become
+    floats there, so they are refused here (extensions spec §3.2: no floats in signed JSON)."""
+    value = int(text)
+    if text == "-0" or not -(2**63) <= value < 2**64:
+        raise InvalidInput(f"number {text[:24]} is not an i64/u64 integer")
+    return value
+
+
 def decode(raw: bytes, type_: type[T]) -> T:
     """Decode ``raw`` JSON into ``type_`` strictly; raises :class:`InvalidInput` with the reason."""
     obj = loads(raw)
@@ -48,7 +57,8 @@ def decode(raw: bytes, type_: type[T]) -> T:
 
 def loads(raw: bytes) -> Any:
     """Parse ``raw`` JSON as serde_json would accept it: UTF-8 only (no BOM, no UTF-16), no
-    duplicate keys, NaN, lone surrogates or runaway nesting; :class:`InvalidInput` with why."""
+    duplicate keys, NaN, lone surrogates, runaway nesting, ``-0`` or integers outside
+    i64/u64 (floats to serde_json); :class:`InvalidInput` with why."""
     try:
         text = raw.decode("utf-8")  # json.loads(bytes) would also sniff UTF-16/32 and a BOM
     except UnicodeDecodeError as exc:
@@ -57,7 +67,10 @@ def loads(raw: bytes) -> Any:
         raise InvalidInput("byte order mark before the JSON")
     try:
         obj = json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+            text,
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+            parse_int=_serde_int,
         )
     except RecursionError as exc:
         raise InvalidInput("json nested too deeply") from exc

@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from registryd import wire
 from registryd.canonical import MAX_DEPTH, canonical_json
 from registryd.errors import InvalidInput
 
@@ -103,3 +104,27 @@ def test_depth_is_bounded() -> None:
     assert canonical_json(ok) == b"[" * MAX_DEPTH + b"1" + b"]" * MAX_DEPTH
     with pytest.raises(InvalidInput, match="nested deeper"):
         canonical_json([ok])
+
+
+def test_canonical_of_parsed_payload_ignores_input_spacing_and_order() -> None:
+    raw = b'{ "name" : "n\\u0153ud",\n "features": {"b": [1, 2], "a": {"y": null, "x": "\\/"}} }'
+    assert canonical_json(wire.loads(raw)) == (
+        '{"features":{"a":{"x":"/","y":null},"b":[1,2]},"name":"nœud"}'.encode()
+    )
+
+
+@pytest.mark.parametrize(
+    "raw", [b"-0", b'{"a": -0}', b"18446744073709551616", b"-9223372036854775809", b"[1e3]"]
+)
+def test_wire_decoding_refuses_what_serde_json_reads_as_floats(raw: bytes) -> None:
+    with pytest.raises(InvalidInput):
+        canonical_json(wire.loads(raw))
+
+
+def test_wire_decoding_keeps_integers_serde_json_keeps() -> None:
+    assert wire.loads(b"[0, -1, 18446744073709551615, -9223372036854775808]") == [
+        0,
+        -1,
+        2**64 - 1,
+        -(2**63),
+    ]

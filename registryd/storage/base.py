@@ -8,9 +8,11 @@ record kind || blind, so reading one needs the index key *and* the handle.
 
 from __future__ import annotations
 
+import enum
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import blake3
 
@@ -25,6 +27,33 @@ NONCE_LEN = 24
 DECOY_LEN = 640  # about the size of a sealed identity with 32-byte keys
 IDENTITY = b"identity:"
 PRESENCE = b"presence:"
+CONTACT = b"node-contact:"
+
+
+# -- node directory (extensions spec §3) ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryNode:
+    """A node directory entry: its ``host`` (the unique key), its 32-byte Ed25519 ``pubkey``,
+    the public ``record`` (opaque bytes, JSON from :mod:`registryd.directory`) and the
+    ``contact`` email (UTF-8; ``b""`` when listed without contacts)."""
+
+    host: str
+    pubkey: bytes
+    record: bytes
+    contact: bytes = b""
+
+
+class Spend(enum.Enum):
+    """What :meth:`Storage.spend_nonce` did: spent it now, found it spent, or found no room."""
+
+    SPENT = "spent"
+    REPLAYED = "replayed"
+    FULL = "full"
+
+
+# -- end of node directory --------------------------------------------------------------------
 
 
 class Storage(ABC):
@@ -127,6 +156,72 @@ class Storage(ABC):
     @abstractmethod
     async def nodes(self) -> list[str]:
         """Known node base URLs in insertion order."""
+
+    # -- node directory (extensions spec §3) --------------------------------------------------
+    #
+    # Node records are public data and stored as given; the contact email is sealed like an
+    # identity (key derived from the index key and the host) and never returned by listings.
+    # One host has one key and one key one host: ``put_directory_node`` keeps the key index in
+    # step with the records. The caller (registryd.directory) serialises read-modify-writes.
+
+    async def put_directory_node(self, node: DirectoryNode) -> None:
+        """Insert or replace the entry of ``node.host`` (and its key index), durably."""
+        host = node.host.encode()
+        sealed = self._seal(CONTACT, host, b"", node.contact)
+        await self._put_dnode(node.host, node.pubkey, node.record, sealed)
+
+    async def get_directory_node(self, host: str) -> DirectoryNode | None:
+        """The entry of ``host`` with its contact email opened, or None."""
+        found = await self._get_dnode(host)
+        if found is None:
+            return None
+        pubkey, record, sealed = found
+        contact = self._open(CONTACT, host.encode(), b"", sealed)
+        return DirectoryNode(host, pubkey, record, contact)
+
+    @abstractmethod
+    async def directory_host_of_key(self, pubkey: bytes) -> str | None:
+        """The host registered with the 32-byte ``pubkey``, or None."""
+
+    async def list_directory_nodes(self, *, with_contact: bool = False) -> list[DirectoryNode]:
+        """Every entry, in no particular order; contacts are ``b""`` unless ``with_contact``."""
+        nodes = []
+        for host, pubkey, record, sealed in await self._list_dnodes():
+            contact = self._open(CONTACT, host.encode(), b"", sealed) if with_contact else b""
+            nodes.append(DirectoryNode(host, pubkey, record, contact))
+        return nodes
+
+    @abstractmethod
+    async def delete_directory_node(self, host: str) -> bool:
+        """Remove the entry of ``host`` and its key index; False if there was none."""
+
+    @abstractmethod
+    async def spend_nonce(
+        self, nonce_id: bytes, expires_at_ms: int, now_ms: int, max_entries: int
+    ) -> Spend:
+        """Mark ``nonce_id`` (16 bytes) spent until ``expires_at_ms`` (Unix ms), atomically:
+        :attr:`Spend.SPENT` if it was not spent, :attr:`Spend.REPLAYED` if it was, and
+        :attr:`Spend.FULL` (nothing written) when ``max_entries`` entries unexpired at
+        ``now_ms`` are held (expired ones are purged first), so the set stays bounded."""
+
+    @abstractmethod
+    async def nonce_spent(self, nonce_id: bytes) -> bool:
+        """Whether ``nonce_id`` is in the spent set (expired entries count until purged)."""
+
+    @abstractmethod
+    async def purge_spent_nonces(self, now_ms: int) -> int:
+        """Drop spent-set entries whose expiry <= ``now_ms``; returns how many."""
+
+    @abstractmethod
+    async def _put_dnode(self, host: str, pubkey: bytes, record: bytes, sealed: bytes) -> None: ...
+
+    @abstractmethod
+    async def _get_dnode(self, host: str) -> tuple[bytes, bytes, bytes] | None: ...
+
+    @abstractmethod
+    async def _list_dnodes(self) -> list[tuple[str, bytes, bytes, bytes]]: ...
+
+    # -- end of node directory ----------------------------------------------------------------
 
     @abstractmethod
     async def close(self) -> None:

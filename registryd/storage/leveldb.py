@@ -7,6 +7,13 @@ Key layout (every key after its one-byte prefix is binary):
     b"p" + blind                  → expiry_be64 + sealed presence
     b"x" + expiry_be64 + blind    → b""   (expiry index: GC walks it in order, O(expired))
     b"n" + seq_be64               → node base URL (UTF-8; public data)
+
+Node directory (extensions spec §3; public data except the sealed contact email):
+
+    b"Dn" + host (UTF-8)          → pubkey (32) + record_len_be32 + record + sealed contact
+    b"Dk" + pubkey (32)           → host (UTF-8)   (one host per key)
+    b"Ds" + nonce_id (16)         → expiry_be64    (challenge spent set)
+    b"De" + expiry_be64 + nonce_id → b""           (spent-set expiry index, purged in order)
 """
 
 from __future__ import annotations
@@ -22,11 +29,14 @@ import plyvel
 
 from ..errors import SchemaVersionError, StorageError, StorageLockedError
 from ..secret import Secret
-from .base import SCHEMA_VERSION, Storage
+from .base import SCHEMA_VERSION, Spend, Storage
 
 SCHEMA_KEY = b"\x00schema_version"
 IDENT, PRES, EXPIRY, NODE = b"i", b"p", b"x", b"n"
 BE64 = struct.Struct(">Q")
+BE32 = struct.Struct(">I")
+DNODE, DKEY, DSPENT, DSPENT_EXPIRY = b"Dn", b"Dk", b"Ds", b"De"
+_GONE = b""  # a staged delete of a node directory key (their values are never empty)
 Write = Callable[[Any, dict[bytes, bytes]], Any]  # (write batch, staged puts) -> result
 
 
@@ -64,6 +74,7 @@ class LevelDBStorage(Storage):
         self._committer: asyncio.Task[None] | None = None
         self._node_list = [url.decode() for _, url in self._db.iterator(prefix=NODE)]
         self._node_set = set(self._node_list)
+        self._spent_count = sum(1 for _ in self._db.iterator(prefix=DSPENT, include_value=False))
 
     def __repr__(self) -> str:
         return f"LevelDBStorage(path={str(self.path)!r})"
@@ -213,6 +224,113 @@ class LevelDBStorage(Storage):
 
     async def nodes(self) -> list[str]:
         return list(self._node_list)
+
+    # -- node directory (extensions spec §3) --------------------------------------------------
+
+    def _staged(self, staged: dict[bytes, bytes], key: bytes) -> bytes | None:
+        value: bytes | None = staged[key] if key in staged else self._db.get(key)
+        return value or None
+
+    def _unlink(self, batch: Any, staged: dict[bytes, bytes], host: bytes) -> bytes | None:
+        """Stage the delete of ``host``'s record and, if it points back, its key index."""
+        old = self._staged(staged, DNODE + host)
+        if old is None:
+            return None
+        key = DKEY + old[:32]
+        if self._staged(staged, key) == host:
+            batch.delete(key)
+            staged[key] = _GONE
+        batch.delete(DNODE + host)
+        staged[DNODE + host] = _GONE
+        return old
+
+    async def _put_dnode(self, host: str, pubkey: bytes, record: bytes, sealed: bytes) -> None:
+        name = host.encode()
+        value = pubkey + BE32.pack(len(record)) + record + sealed
+
+        def write(batch: Any, staged: dict[bytes, bytes]) -> None:
+            self._unlink(batch, staged, name)
+            batch.put(DNODE + name, value)
+            batch.put(DKEY + pubkey, name)
+            staged[DNODE + name] = value
+            staged[DKEY + pubkey] = name
+
+        await self._commit(write)
+
+    @staticmethod
+    def _split_dnode(value: bytes) -> tuple[bytes, bytes, bytes]:
+        end = 36 + BE32.unpack(value[32:36])[0]
+        return value[:32], value[36:end], value[end:]
+
+    async def _get_dnode(self, host: str) -> tuple[bytes, bytes, bytes] | None:
+        value = self._db.get(DNODE + host.encode())
+        return None if value is None else self._split_dnode(value)
+
+    async def directory_host_of_key(self, pubkey: bytes) -> str | None:
+        value = self._db.get(DKEY + pubkey)
+        return None if value is None else bytes(value).decode()
+
+    async def _list_dnodes(self) -> list[tuple[str, bytes, bytes, bytes]]:
+        def scan() -> list[tuple[str, bytes, bytes, bytes]]:
+            return [
+                (key[len(DNODE) :].decode(), *self._split_dnode(value))
+                for key, value in self._db.iterator(prefix=DNODE)
+            ]
+
+        nodes: list[tuple[str, bytes, bytes, bytes]] = await self._in_thread(scan)
+        return nodes
+
+    async def delete_directory_node(self, host: str) -> bool:
+        def write(batch: Any, staged: dict[bytes, bytes]) -> bool:
+            return self._unlink(batch, staged, host.encode()) is not None
+
+        deleted: bool = await self._commit(write)
+        return deleted
+
+    async def spend_nonce(
+        self, nonce_id: bytes, expires_at_ms: int, now_ms: int, max_entries: int
+    ) -> Spend:
+        if await self.nonce_spent(nonce_id):
+            return Spend.REPLAYED
+        if self._spent_count >= max_entries:
+            await self.purge_spent_nonces(now_ms)
+            if self._spent_count >= max_entries:
+                return Spend.FULL
+        expiry = BE64.pack(expires_at_ms)
+
+        def write(batch: Any, staged: dict[bytes, bytes]) -> Spend:
+            key = DSPENT + nonce_id
+            if self._staged(staged, key) is not None:
+                return Spend.REPLAYED
+            batch.put(key, expiry)
+            batch.put(DSPENT_EXPIRY + expiry + nonce_id, b"")
+            staged[key] = expiry
+            return Spend.SPENT
+
+        spend: Spend = await self._commit(write)
+        if spend is Spend.SPENT:
+            self._spent_count += 1
+        return spend
+
+    async def nonce_spent(self, nonce_id: bytes) -> bool:
+        return self._db.get(DSPENT + nonce_id) is not None
+
+    async def purge_spent_nonces(self, now_ms: int) -> int:
+        def purge() -> int:
+            stop = DSPENT_EXPIRY + BE64.pack(now_ms + 1)
+            keys = list(self._db.iterator(start=DSPENT_EXPIRY, stop=stop, include_value=False))
+            with self._db.write_batch(transaction=True) as batch:
+                for key in keys:
+                    batch.delete(key)
+                    batch.delete(DSPENT + key[len(DSPENT_EXPIRY) + 8 :])
+            return len(keys)
+
+        async with self._write_lock:
+            purged: int = await self._in_thread(purge)
+        self._spent_count -= purged
+        return purged
+
+    # -- end of node directory ----------------------------------------------------------------
 
     async def close(self) -> None:
         if self._committer is not None:

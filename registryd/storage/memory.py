@@ -6,7 +6,7 @@ import heapq
 from collections.abc import Sequence
 
 from ..secret import Secret
-from .base import Storage
+from .base import Spend, Storage
 
 
 class MemoryStorage(Storage):
@@ -20,6 +20,11 @@ class MemoryStorage(Storage):
         self._presences: dict[bytes, tuple[int, bytes]] = {}
         self._expiry: list[tuple[int, bytes]] = []  # heap; stale entries skipped on pop
         self._nodes: dict[str, None] = {}
+        # node directory: host -> (pubkey, record, sealed contact); pubkey -> host; spent set
+        self._dnodes: dict[str, tuple[bytes, bytes, bytes]] = {}
+        self._dkeys: dict[bytes, str] = {}
+        self._spent: dict[bytes, int] = {}
+        self._spent_expiry: list[tuple[int, bytes]] = []  # heap of (expiry, nonce id)
 
     async def _insert(self, blind: bytes, sealed: bytes) -> bool:
         return await self._insert_many([(blind, sealed)]) == 1
@@ -67,6 +72,58 @@ class MemoryStorage(Storage):
 
     async def nodes(self) -> list[str]:
         return list(self._nodes)
+
+    # -- node directory (extensions spec §3) --------------------------------------------------
+
+    async def _put_dnode(self, host: str, pubkey: bytes, record: bytes, sealed: bytes) -> None:
+        old = self._dnodes.get(host)
+        if old is not None and self._dkeys.get(old[0]) == host:
+            del self._dkeys[old[0]]
+        self._dnodes[host] = (pubkey, record, sealed)
+        self._dkeys[pubkey] = host
+
+    async def _get_dnode(self, host: str) -> tuple[bytes, bytes, bytes] | None:
+        return self._dnodes.get(host)
+
+    async def directory_host_of_key(self, pubkey: bytes) -> str | None:
+        return self._dkeys.get(pubkey)
+
+    async def _list_dnodes(self) -> list[tuple[str, bytes, bytes, bytes]]:
+        return [(host, *entry) for host, entry in self._dnodes.items()]
+
+    async def delete_directory_node(self, host: str) -> bool:
+        old = self._dnodes.pop(host, None)
+        if old is None:
+            return False
+        if self._dkeys.get(old[0]) == host:
+            del self._dkeys[old[0]]
+        return True
+
+    async def spend_nonce(
+        self, nonce_id: bytes, expires_at_ms: int, now_ms: int, max_entries: int
+    ) -> Spend:
+        if nonce_id in self._spent:
+            return Spend.REPLAYED
+        if len(self._spent) >= max_entries:
+            await self.purge_spent_nonces(now_ms)
+            if len(self._spent) >= max_entries:
+                return Spend.FULL
+        self._spent[nonce_id] = expires_at_ms
+        heapq.heappush(self._spent_expiry, (expires_at_ms, nonce_id))
+        return Spend.SPENT
+
+    async def nonce_spent(self, nonce_id: bytes) -> bool:
+        return nonce_id in self._spent
+
+    async def purge_spent_nonces(self, now_ms: int) -> int:
+        purged = 0
+        while self._spent_expiry and self._spent_expiry[0][0] <= now_ms:
+            _, nonce_id = heapq.heappop(self._spent_expiry)
+            del self._spent[nonce_id]
+            purged += 1
+        return purged
+
+    # -- end of node directory ----------------------------------------------------------------
 
     async def close(self) -> None:
         return None
