@@ -16,8 +16,8 @@ from registryd.config import Config
 from registryd.directory import Directory
 from registryd.routes import Registry
 from registryd.storage import Storage, open_storage
-from tests.conftest import NO_RATE_LIMIT, Clock, make_config
 from tests.directory_support import fake_resolver
+from tests.helpers import NO_RATE_LIMIT, Clock, make_config
 
 HOST_A, HOST_B, HOST_C = "127.0.0.2", "127.0.0.4", "127.0.0.5"
 DIRECTORY_TABLE = '[directory]\nprobe_allow_cidrs = ["127.0.0.2/32"]\nprobe_timeout_ms = 1000\n'

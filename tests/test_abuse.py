@@ -9,15 +9,14 @@ import httpx
 import pytest
 
 from registryd import config as config_mod
-from registryd.app import create_app
 from registryd.client import AsyncRegistryClient, IdentityKeys
 from registryd.envelope import x25519_keypair
 from registryd.errors import ServerError
 from registryd.identity import user_id
 from registryd.pow import solve
 from registryd.storage import open_storage
-
-from .conftest import PEPPER_HEX, Clock, config_text
+from tests.helpers import Clock, app_transport, config_text
+from tests.vectors import PEPPER_HEX
 
 POW = "[rate_limit]\nenabled = false\n[pow]\nenabled = true\ndifficulty = 8\n"
 RESOLVE = {
@@ -29,8 +28,7 @@ POW_REQUIRED = {"error": {"code": "POW_REQUIRED", "message": "pow required"}}
 
 def transport(tables: str, clock: Clock, client: str = "203.0.113.9") -> httpx.ASGITransport:
     cfg = config_mod.parse(config_text(tables=tables))
-    app = create_app(cfg, open_storage(cfg), clock=clock, run_gc=False)
-    return httpx.ASGITransport(app=app, client=(client, 40000))
+    return app_transport(cfg, open_storage(cfg), clock=clock, client=(client, 40000))
 
 
 @pytest.fixture

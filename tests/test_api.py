@@ -14,50 +14,21 @@ import pytest
 from argon2 import PasswordHasher
 
 from registryd import config as config_mod
-from registryd.app import create_app
 from registryd.config import Config
 from registryd.envelope import open_sealed, seal, shared_key, x25519_keypair, x25519_public
 from registryd.identity import PublicIdentity, user_id
-from registryd.storage import Storage, open_storage
 from registryd.wire import Envelope
-from tests.conftest import (
+from tests.helpers import Clock, app_client, config_text, error
+from tests.vectors import (
     ALICE_HANDLE_HEX,
+    CLIENT_PRIVATE,
+    CLIENT_PUBLIC_HEX,
     KID_HEX,
-    PEPPER_HEX,
+    PEPPER,
     SERVER_PUBLIC_HEX,
-    Clock,
-    config_text,
 )
-
-# Spec section 7.2.
-PEPPER = bytes.fromhex(PEPPER_HEX)
-CLIENT_PRIVATE = bytes([0x09]) * 32
-CLIENT_PUBLIC_HEX = "57db4b359f23ae5e146e4e2512056704722506348c150c14753d0c933d04d421"
-SPEC_NONCE_HEX = "000102030405060708090a0b0c0d0e0f1011121314151617"
-SPEC_PLAINTEXT = (
-    b'{"user_id":"4e586a7d57683f7ae69c6dbe407c986df78603ca12e9cab26d245df1349f08b5",'
-    b'"username_hint":"alice","signing_public_key":[1,2,3],"encryption_public_key":[4,5,6],'
-    b'"signature":[7,8,9],"created_at_ms":1}'
-)
-SPEC_CIPHERTEXT = (
-    "yBvCsN34bTymEqey2k+Mi2ff6vWhsMhVF5jFDXmkIsUnHdzcGzN4v7leGx7jN+2EPE9xr3cO7hGqAA+latjq30PEa2Yf"
-    "jVnFcuOz2/afkHnOmtC/mc96zx6DzgXzWPoVZH8+6snPIskVvDTW8EFm/qytUtUp2e+vbAp0LRIizk5sqrQweebNV4OD"
-    "2il+WAHSS6jn3o1mTlXqIFbTLkWj4/smGrmP35dX8ObmfxU+N8oaHkGXJW5ZWIJRemX5vjB5WMPcVkxZz5VDvNm9m+i/"
-    "+XUPw0rDT1zDyA=="
-)
-SPEC_REGISTER_BODY = (
-    '{"handle":"'
-    + ALICE_HANDLE_HEX
-    + '","envelope":{"kid":"'
-    + KID_HEX
-    + '","sender_pubkey":"'
-    + CLIENT_PUBLIC_HEX
-    + '","nonce":"'
-    + SPEC_NONCE_HEX
-    + '","ciphertext":"'
-    + SPEC_CIPHERTEXT
-    + '"}}'
-).encode()
+from tests.vectors import PLAINTEXT as SPEC_PLAINTEXT
+from tests.vectors import REGISTER_BODY as SPEC_REGISTER_BODY
 
 TOKEN = "peer-token-0123456789"
 TOKEN_HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(TOKEN)
@@ -111,10 +82,6 @@ def open_resolution(envelope: dict[str, Any], handle: bytes, requester_private: 
     return identity
 
 
-def error(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
-
-
 def config_for(backend: Config, *, extra: str = "", tail: str = "") -> str:
     kind = backend.storage.kind
     path = backend.storage.path if kind == "leveldb" else ""
@@ -127,15 +94,8 @@ PEERS = f'[peers]\ntoken_hashes = ["{TOKEN_HASH}"]\n'
 @contextlib.asynccontextmanager
 async def serve(text: str, clock: Clock) -> AsyncIterator[httpx.AsyncClient]:
     """An in-process client for an app built from config ``text`` (its own storage)."""
-    config = config_mod.parse(text)
-    storage: Storage = open_storage(config)
-    try:
-        app = create_app(config, storage, clock=clock, run_gc=False)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as c:
-            yield c
-    finally:
-        await storage.close()
+    async with app_client(config_mod.parse(text), clock=clock) as c:
+        yield c
 
 
 # -- register / resolve / check_user / announce ---------------------------------------------

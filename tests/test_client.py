@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import itertools
 import json
 import os
 import socket
 import stat
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from registryd import client as client_mod
 from registryd import scaffold, wire
-from registryd.app import create_app
 from registryd.client import (
-    MIB,
     AsyncRegistryClient,
     IdentityKeys,
     RegistryClient,
@@ -35,65 +31,25 @@ from registryd.errors import (
     ServerError,
     TransportError,
 )
-from registryd.identity import PublicIdentity, user_id
-from registryd.storage import Storage, open_storage
-
-from .conftest import (
-    KID_HEX,
-    PEPPER_HEX,
-    SERVER_PUBLIC_HEX,
-    Clock,
-    make_config,
-    seal_resolution,
+from registryd.identity import user_id
+from registryd.storage import Storage
+from tests.client_support import (
+    URL,
+    assert_identity_of,
+    forging_server,
+    in_process_app,
+    sync_client,
 )
+from tests.helpers import Clock, app_transport
+from tests.vectors import KID_HEX, PEPPER, PEPPER_HEX, SERVER_PUBLIC_HEX
 
-PEPPER = bytes.fromhex(PEPPER_HEX)
-URL = "http://registry.test"
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-# -- helpers shared with test_client_cli ------------------------------------------------------
-
-
-class SyncASGITransport(httpx.BaseTransport):
-    """Serves a blocking httpx client from an ASGI app running on a portal's event loop."""
-
-    def __init__(self, app: Callable[..., object], portal: BlockingPortal) -> None:
-        self._inner = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-        self._portal = portal
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        body = request.read()
-
-        async def forward() -> httpx.Response:
-            copy = httpx.Request(request.method, request.url, headers=request.headers, content=body)
-            response = await self._inner.handle_async_request(copy)
-            content = await response.aread()
-            return httpx.Response(response.status_code, headers=response.headers, content=content)
-
-        return self._portal.call(forward)
-
-
-@contextlib.contextmanager
-def in_process_app() -> Iterator[SyncASGITransport]:
-    """The real app over memory storage, for blocking clients (ASGITransport is async only)."""
-    config = make_config()
-    with start_blocking_portal() as portal:
-        storage = open_storage(config)
-        try:
-            yield SyncASGITransport(create_app(config, storage, run_gc=False), portal)
-        finally:
-            portal.call(storage.close)
 
 
 def answering(body: object, status: int = 200) -> httpx.MockTransport:
     """A server that gives every request the same JSON (or raw bytes) answer."""
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     return httpx.MockTransport(lambda request: httpx.Response(status, content=content))
-
-
-def sync_client(transport: httpx.BaseTransport, max_response_bytes: int = MIB) -> RegistryClient:
-    return RegistryClient(URL, PEPPER, transport=transport, max_response_bytes=max_response_bytes)
 
 
 # -- the real app -------------------------------------------------------------------------
@@ -103,19 +59,9 @@ def sync_client(transport: httpx.BaseTransport, max_response_bytes: int = MIB) -
 async def aclient(
     backend_config: Config, storage: Storage, clock: Clock
 ) -> AsyncIterator[AsyncRegistryClient]:
-    app = create_app(backend_config, storage, clock=clock, run_gc=False)
-    transport = httpx.ASGITransport(app=app)
+    transport = app_transport(backend_config, storage, clock=clock)
     async with AsyncRegistryClient(URL, PEPPER, transport=transport) as client:
         yield client
-
-
-def assert_identity_of(identity: PublicIdentity | None, name: str, keys: IdentityKeys) -> None:
-    assert identity is not None
-    assert identity.handle == user_id(name)
-    assert identity.username_hint == name
-    assert bytes(identity.signing_public_key) == keys.signing_public_key
-    assert bytes(identity.encryption_public_key) == keys.encryption_public_key
-    assert identity.verify_signature()
 
 
 async def test_register_then_resolve_alice_and_bob(aclient: AsyncRegistryClient) -> None:
@@ -195,18 +141,6 @@ def test_blocking_client_against_the_real_app() -> None:
 
 
 # -- forged and broken servers ------------------------------------------------------------
-
-
-def forging_server(identity: bytes, *, echo: str | None = None) -> httpx.MockTransport:
-    """A /resolve server that seals ``identity`` correctly, with the real server key and pepper."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        req = wire.decode(request.content, wire.ResolveRequest)
-        envelope = seal_resolution(req, identity)
-        answer = wire.ResolveResponse(req.handle if echo is None else echo, envelope)
-        return httpx.Response(200, content=wire.encode(answer))
-
-    return httpx.MockTransport(handler)
 
 
 def test_a_correctly_sealed_forgery_is_opened() -> None:

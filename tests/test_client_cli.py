@@ -13,9 +13,8 @@ import pytest
 
 from registryd import cli, client_cli
 from registryd.identity import user_id
-
-from .conftest import PEPPER_HEX
-from .test_client import SyncASGITransport, in_process_app
+from tests.client_support import SyncASGITransport, in_process_app
+from tests.vectors import PEPPER_HEX
 
 URL = "http://registry.test"
 WRONG_PEPPER_HEX = "ff" * 32

@@ -20,9 +20,9 @@ from registryd.client import AsyncRegistryClient, IdentityKeys, RegistryClient
 from registryd.config import PowConfig
 from registryd.errors import PowRequired, ProtocolError, ServerError
 from registryd.pow import HEADER, ProofOfWork, SolveCancelled, solve
-
-from .conftest import KID_HEX, SERVER_PUBLIC_HEX, Clock, seal_resolution
-from .test_client import PEPPER, URL, assert_identity_of, forging_server, sync_client
+from tests.client_support import URL, assert_identity_of, forging_server, sync_client
+from tests.helpers import Clock, seal_resolution
+from tests.vectors import KID_HEX, PEPPER, SERVER_PUBLIC_HEX
 
 CLIENT_KEY = "192.0.2.1"
 Seen = tuple[str, str, str | None]  # method, path, x-enigma-pow header

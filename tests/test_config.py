@@ -9,39 +9,22 @@ from pathlib import Path
 import pytest
 
 from registryd import config
-from registryd.config import Config
 from registryd.errors import ConfigError
-from tests.conftest import write_config
-
-PEPPER_HEX = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20"
-PRIVATE_HEX = "101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f"
-PUBLIC_HEX = "d89e3bad79437dbed9f843418304f460ff05c7fe81fe4a9577a804cb9367ff66"
-INDEX_KEY_HEX = "c3c010b7a6d427698b20152b6f8df72897df0a9f83ba97ed73942fe1889e9a42"
-SECRETS = (PEPPER_HEX, PRIVATE_HEX, INDEX_KEY_HEX)
-NOW_MS = 1_700_000_000_000
-
-KEY = (
-    '[[envelope.keys]]\nkid_hex = "0001020304050607"\n'
-    f'x25519_private_key_hex = "{PRIVATE_HEX}"\nactive = true\n'
+from tests.config_support import (
+    ENVELOPE,
+    INDEX_KEY_HEX,
+    KEY,
+    NOW_MS,
+    SECRETS,
+    STORAGE,
+    error_of,
+    parse,
+    toml,
 )
-ENVELOPE = f'[envelope]\npepper_hex = "{PEPPER_HEX}"\n' + KEY
-STORAGE = f'[storage]\nkind = "memory"\nindex_key_hex = "{INDEX_KEY_HEX}"\n'
-
-
-def toml(top: str = "", *tables: str, envelope: str = ENVELOPE, storage: str = STORAGE) -> str:
-    """A valid config (http mode, memory storage) with ``top`` keys and extra ``tables``."""
-    head = 'address = "127.0.0.1:8443"\nmode = "http"\n' + top
-    return "\n".join([head, storage, *tables, envelope])
-
-
-def parse(text: str) -> Config:
-    return config.parse(text)
-
-
-def error_of(text: str) -> ConfigError:
-    with pytest.raises(ConfigError) as info:
-        parse(text)
-    return info.value
+from tests.helpers import write_config
+from tests.vectors import PEPPER_HEX
+from tests.vectors import SERVER_PRIVATE_HEX as PRIVATE_HEX
+from tests.vectors import SERVER_PUBLIC_HEX as PUBLIC_HEX
 
 
 def key_table(kid: str, *, active: bool = True, extra: str = "") -> str:

@@ -11,7 +11,7 @@ import pytest
 from registryd import cli, config
 from registryd.config import DirectoryConfig
 from registryd.errors import ConfigError
-from tests.test_config import error_of, parse, toml
+from tests.config_support import error_of, parse, toml
 
 
 def test_defaults_are_the_specs() -> None:

@@ -18,7 +18,6 @@ from registryd.directory.prober import Outcome
 from registryd.ratelimit import endpoint_of
 from registryd.routes import Registry
 from registryd.storage import Storage, open_storage
-from tests.conftest import NO_RATE_LIMIT, Clock, make_config
 from tests.directory_harness import (
     DIRECTORY_TABLE,
     HOST_A,
@@ -30,6 +29,7 @@ from tests.directory_harness import (
     serving,
 )
 from tests.directory_support import NodeKey, fake_resolver, payload
+from tests.helpers import NO_RATE_LIMIT, Clock, app_client, make_config
 
 # -- the happy paths ----------------------------------------------------------------------
 
@@ -224,24 +224,14 @@ def test_directory_posts_are_charged_to_the_register_bucket() -> None:
 
 async def test_rate_limited_challenges_get_429(tmp_path: Path) -> None:
     config = make_config(tables="[rate_limit]\nburst = 2\nban_seconds = 0\n")
-    storage = open_storage(config)
-    registry = Registry(config, storage, config.keyring(), Clock())
-    app = build_app(registry, run_gc=False)
     key = NodeKey()
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://r.test"
-        ) as client:
-            codes = [
-                (
-                    await client.post(
-                        "/api/registry/challenge", json={"pubkey_b64": key.pubkey_b64}
-                    )
-                ).status_code
-                for _ in range(4)
-            ]
-    finally:
-        await storage.close()
+    async with app_client(config, clock=Clock(), base_url="http://r.test") as client:
+        codes = [
+            (
+                await client.post("/api/registry/challenge", json={"pubkey_b64": key.pubkey_b64})
+            ).status_code
+            for _ in range(4)
+        ]
     assert codes == [200, 200, 429, 429]
 
 

@@ -17,9 +17,8 @@ from argon2 import PasswordHasher
 
 from registryd import cli
 from registryd.certs import DevCerts
-from tests import conftest
-from tests.conftest import config_text, daemon, tls_table
 from tests.directory_support import NodeKey, fake_nodes, payload
+from tests.helpers import config_text, daemon, tls_table, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +36,7 @@ def daemon_config(tmp_path: Path, certs: DevCerts) -> Path:
         f'probe_allow_cidrs = ["{A}/32"]\n'
     )
     path = tmp_path / "registry.toml"
-    conftest.write_config(
+    write_config(
         path,
         config_text(
             kind="leveldb",

@@ -26,8 +26,8 @@ from registryd.directory.prober import RoundStats
 from registryd.directory.ssrf import AddressPolicy
 from registryd.routes import Registry
 from registryd.storage import Storage, open_storage
-from tests.conftest import NO_RATE_LIMIT, Clock, config_text, make_config, write_config
 from tests.directory_support import NodeKey, fake_nodes, fake_resolver, make_mmdb, payload
+from tests.helpers import NO_RATE_LIMIT, Clock, config_text, make_config, write_config
 
 A, B = "127.0.0.2", "127.0.0.3"
 

@@ -23,36 +23,24 @@ from registryd.envelope import (
 from registryd.errors import InvalidInput, KeyUnavailable
 from registryd.identity import PublicIdentity, user_id
 from registryd.secret import Secret
+from tests.vectors import (
+    AEAD_KEY_HEX,
+    CIPHERTEXT_B64,
+    CLIENT_PRIVATE,
+    CLIENT_PUBLIC_HEX,
+    KID,
+    NONCE,
+    PEPPER,
+    PLAINTEXT,
+    REGISTER_BODY,
+    SERVER_PRIVATE,
+    SERVER_PUBLIC_HEX,
+    SHARED_SECRET_HEX,
+)
+from tests.vectors import ALICE_HANDLE_HEX as HANDLE_HEX
 
-# Spec 7.2.
-PEPPER = bytes(range(0x01, 0x21))
-SERVER_PRIVATE = bytes(range(0x10, 0x30))
-SERVER_PUBLIC_HEX = "d89e3bad79437dbed9f843418304f460ff05c7fe81fe4a9577a804cb9367ff66"
-KID = bytes.fromhex("0001020304050607")
-CLIENT_PRIVATE = bytes([0x09] * 32)
-CLIENT_PUBLIC_HEX = "57db4b359f23ae5e146e4e2512056704722506348c150c14753d0c933d04d421"
-SHARED_SECRET_HEX = "8e3598d52fb897464f3900f687f8684dcce39b279df2794a6d1380bc8bfe8b4e"
-HANDLE = bytes.fromhex("4e586a7d57683f7ae69c6dbe407c986df78603ca12e9cab26d245df1349f08b5")
-AEAD_KEY_HEX = "0b7e1c05e8664b08a2dffe8370539c555298abe7a74ac901fafcdd8f09a52024"
-NONCE = bytes(range(0x18))
-PLAINTEXT = (
-    b'{"user_id":"4e586a7d57683f7ae69c6dbe407c986df78603ca12e9cab26d245df1349f08b5",'
-    b'"username_hint":"alice","signing_public_key":[1,2,3],"encryption_public_key":[4,5,6],'
-    b'"signature":[7,8,9],"created_at_ms":1}'
-)
-CIPHERTEXT_B64 = (
-    "yBvCsN34bTymEqey2k+Mi2ff6vWhsMhVF5jFDXmkIsUnHdzcGzN4v7leGx7jN+2EPE9xr3cO7hGqAA+latjq30PEa2Yf"
-    "jVnFcuOz2/afkHnOmtC/mc96zx6DzgXzWPoVZH8+6snPIskVvDTW8EFm/qytUtUp2e+vbAp0LRIizk5sqrQweebNV4OD"
-    "2il+WAHSS6jn3o1mTlXqIFbTLkWj4/smGrmP35dX8ObmfxU+N8oaHkGXJW5ZWIJRemX5vjB5WMPcVkxZz5VDvNm9m+i/"
-    "+XUPw0rDT1zDyA=="
-)
-REGISTER_BODY = (
-    '{"handle":"4e586a7d57683f7ae69c6dbe407c986df78603ca12e9cab26d245df1349f08b5",'
-    '"envelope":{"kid":"0001020304050607",'
-    '"sender_pubkey":"57db4b359f23ae5e146e4e2512056704722506348c150c14753d0c933d04d421",'
-    '"nonce":"000102030405060708090a0b0c0d0e0f1011121314151617",'
-    f'"ciphertext":"{CIPHERTEXT_B64}"}}}}'
-).encode()
+HANDLE = bytes.fromhex(HANDLE_HEX)
+
 
 # Low-order (small-subgroup) X25519 public keys: the libsodium / cr.yp.to blacklist, in
 # canonical form and with the ignored top bit set. Each gives an all-zero shared secret.

@@ -14,16 +14,8 @@ from registryd.cli import main
 from registryd.errors import ConfigError
 from registryd.keystore import Keystore
 from registryd.timespec import iso
-
-from .conftest import (
-    INDEX_KEY_HEX,
-    PEPPER_HEX,
-    SERVER_PRIVATE_HEX,
-    Daemon,
-    config_text,
-    tls_table,
-    write_config,
-)
+from tests.helpers import INDEX_KEY_HEX, Daemon, config_text, tls_table, write_config
+from tests.vectors import PEPPER_HEX, SERVER_PRIVATE_HEX
 
 SECRETS = (PEPPER_HEX, INDEX_KEY_HEX, SERVER_PRIVATE_HEX)
 OTHER_PRIVATE_HEX = "9a3a301c6bab38dc5b5cadd3ffbf0a71acd977461fa4cdac0798d6a2adc9c393"

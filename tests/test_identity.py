@@ -18,30 +18,9 @@ from registryd.identity import (
     signed_payload,
     user_id,
 )
-
-ALICE_HEX = "4e586a7d57683f7ae69c6dbe407c986df78603ca12e9cab26d245df1349f08b5"
-
-# Spec 7.1: (input, its UTF-8 hex, UserId hex).
-USER_ID_VECTORS = [
-    ("alice", "616c696365", ALICE_HEX),
-    ("  Bob ", "2020426f6220", "43e1e13aec2cf4862b8350249559295b6230353c9c42a97c21c7b2d98af6b7e5"),
-    ("Bob", "426f62", "43e1e13aec2cf4862b8350249559295b6230353c9c42a97c21c7b2d98af6b7e5"),
-    ("bob", "626f62", "c3ca3a2ab8057e23941c0a784969367dbdc56c4a86ddd406d0644e8353950303"),
-    ("Jos\u00e9", "4a6f73c3a9", "54f285a57358513fa77820c74673674dd505121175bd662ce6c648801838e027"),
-    (
-        "Jose\u0301",
-        "4a6f7365cc81",
-        "315ce3bea3b97842a0575805d6312b2f4b7b673bb5eb6d9a4bdc52617b9e9ec2",
-    ),
-    ("Зоё", "d097d0bed191", "0cf84103a9567d8962c2a9aa9ee4de6112510a224670cc010a591b9f32fad113"),
-]
-
-# Spec 7.2: the exact 201-byte plaintext sealed in the register envelope.
-PLAINTEXT_7_2 = (
-    b'{"user_id":"4e586a7d57683f7ae69c6dbe407c986df78603ca12e9cab26d245df1349f08b5",'
-    b'"username_hint":"alice","signing_public_key":[1,2,3],"encryption_public_key":[4,5,6],'
-    b'"signature":[7,8,9],"created_at_ms":1}'
-)
+from tests.vectors import ALICE_HANDLE_HEX as ALICE_HEX
+from tests.vectors import PLAINTEXT as PLAINTEXT_7_2
+from tests.vectors import USER_ID_VECTORS
 
 
 def alice(**changes: object) -> PublicIdentity:

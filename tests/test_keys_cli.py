@@ -21,8 +21,8 @@ from registryd import keys_cli, keystore, timespec
 from registryd.errors import KeystoreError
 from registryd.keystore import KdfParams, Keystore
 from registryd.secret import Secret
-
-from .conftest import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX, Clock, config_text, write_config
+from tests.helpers import Clock, config_text, write_config
+from tests.vectors import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX
 
 CHEAP = KdfParams(time_cost=1, memory_cost=8, parallelism=1)
 PASS = "open sesame"

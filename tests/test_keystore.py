@@ -31,8 +31,8 @@ from registryd.keystore import (
     read_passphrase,
 )
 from registryd.secret import Secret
-
-from .conftest import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX, SERVER_PUBLIC_HEX, write_config
+from tests.helpers import write_config
+from tests.vectors import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX, SERVER_PUBLIC_HEX
 
 CHEAP = KdfParams(time_cost=1, memory_cost=8, parallelism=1)
 PASS = b"correct horse battery staple"

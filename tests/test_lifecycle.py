@@ -13,14 +13,12 @@ import pytest
 from argon2 import PasswordHasher
 
 from registryd import config as config_mod
-from registryd.app import build_app
 from registryd.envelope import key_warnings
 from registryd.errors import ConfigError
 from registryd.keystore import KdfParams, Keystore
 from registryd.routes import Registry
-from registryd.storage import open_storage
-
-from .conftest import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX, Clock, config_text, write_config
+from tests.helpers import Clock, app_with_state, config_text, write_config
+from tests.vectors import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX
 
 KID_B = "0b0b0b0b0b0b0b0b"
 PRIVATE_B = "6f30cc7225bda1bf26a373bc4daab78732ddea2fbce1abcdfaac582aeeed0e04"
@@ -37,7 +35,7 @@ def key_table(kid: str, private: str, *, active: bool = True, extra: str = "") -
 
 
 def config_with(*keys: str, tables: str = "") -> str:
-    """conftest's config with its spec key replaced by ``keys`` and extra ``tables``."""
+    """helpers' config with its spec key replaced by ``keys`` and extra ``tables``."""
     spec_key = key_table(KID_HEX, SERVER_PRIVATE_HEX)
     text = config_text(tables="[rate_limit]\nenabled = false\n" + tables)
     assert spec_key in text
@@ -49,14 +47,10 @@ async def registry_app(
     path: Path, clock: Clock, client: str = "127.0.0.1"
 ) -> AsyncIterator[tuple[Registry, httpx.AsyncClient]]:
     cfg = config_mod.load(path)
-    storage = open_storage(cfg)
-    registry = Registry(cfg, storage, cfg.keyring(), clock, config_path=str(path))
-    transport = httpx.ASGITransport(app=build_app(registry, run_gc=False), client=(client, 5000))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://r") as http:
-            yield registry, http
-    finally:
-        await storage.close()
+    async with app_with_state(
+        cfg, clock=clock, config_path=str(path), client=(client, 5000), base_url="http://r"
+    ) as (registry, http):
+        yield registry, http
 
 
 async def active_kid(http: httpx.AsyncClient) -> str:

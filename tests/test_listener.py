@@ -11,8 +11,7 @@ from registryd import config as config_mod
 from registryd.clientip import ClientKeys
 from registryd.errors import ConfigError
 from registryd.listener import Gate
-
-from .conftest import NO_RATE_LIMIT, config_text
+from tests.helpers import NO_RATE_LIMIT, config_text
 
 
 def test_each_client_gets_its_share_and_ipv6_counts_by_64() -> None:

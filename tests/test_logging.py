@@ -20,14 +20,11 @@ import httpx
 import pytest
 from argon2 import PasswordHasher
 
-from registryd.app import create_app
 from registryd.certs import DevCerts
 from registryd.identity import user_id
 from registryd.logs import SafeFormatter, escape
-from registryd.storage import open_storage
 from registryd.storage.memory import MemoryStorage
-
-from .conftest import Clock, config_text, make_config, tls_table, write_config
+from tests.helpers import Clock, app_client, config_text, make_config, tls_table, write_config
 
 HOSTILE = {
     "esc": "\x1b[31m",
@@ -110,13 +107,9 @@ async def test_an_unhandled_error_logs_the_route_not_the_path(
 ) -> None:
     config = make_config(tables="")  # rate limits on: the limiter reads the clock
     clock = BreakingClock()
-    storage = open_storage(config)
-    app = create_app(config, storage, clock=clock, run_gc=False)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    clock.broken = True
-    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as c:
+    async with app_client(config, clock=clock, raise_app_exceptions=False) as c:
+        clock.broken = True
         response = await c.get(f"/{quote(char)}x{quote(char)}/y")
-    await storage.close()
     assert response.status_code == 500
     [record] = [r for r in caplog.records if r.name == "registryd"]
     assert record.getMessage() == "unhandled RuntimeError in GET (no route)"
@@ -131,10 +124,8 @@ async def test_an_unhandled_error_in_a_route_logs_its_template_not_the_handle(
 
     config = make_config()
     storage = BrokenStorage(config.index_key())
-    app = create_app(config, storage, run_gc=False)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     handle = user_id("alice").hex()
-    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as c:
+    async with app_client(config, storage=storage, raise_app_exceptions=False) as c:
         assert (await c.get(f"/check_user/{handle}")).status_code == 500
     await storage.close()
     [record] = [r for r in caplog.records if r.name == "registryd"]

@@ -18,12 +18,21 @@ import pytest
 from argon2 import PasswordHasher
 
 from registryd import config as config_mod
-from registryd.app import create_app
 from registryd.config import Config
 from registryd.envelope import seal, shared_key
 from registryd.identity import user_id
 from registryd.storage import Storage, open_storage
-from tests.conftest import ALICE_HANDLE_HEX, KID_HEX, PEPPER_HEX, SERVER_PUBLIC_HEX, config_text
+from tests.helpers import app_client, config_text
+from tests.vectors import (
+    ALICE_HANDLE_HEX,
+    CLIENT_PRIVATE,
+    KID_HEX,
+    PEPPER_HEX,
+    SERVER_PUBLIC_HEX,
+)
+from tests.vectors import CIPHERTEXT_B64 as CIPHERTEXT
+from tests.vectors import CLIENT_PUBLIC_HEX as CLIENT_PUBLIC
+from tests.vectors import NONCE_HEX as NONCE
 
 TOKEN = "malformed-peer-token"
 TOKEN_HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(TOKEN)
@@ -32,15 +41,6 @@ AUTH = ((b"authorization", f"Bearer {TOKEN}".encode()),)
 ALICE = ALICE_HANDLE_HEX  # registered by the fixture
 BOB = user_id("bob").hex()  # never registered
 CAROL = user_id("carol")  # the handle of the sealed-identity cases
-CLIENT_PRIVATE = bytes([0x09]) * 32
-CLIENT_PUBLIC = "57db4b359f23ae5e146e4e2512056704722506348c150c14753d0c933d04d421"
-NONCE = "000102030405060708090a0b0c0d0e0f1011121314151617"
-CIPHERTEXT = (
-    "yBvCsN34bTymEqey2k+Mi2ff6vWhsMhVF5jFDXmkIsUnHdzcGzN4v7leGx7jN+2EPE9xr3cO7hGqAA+latjq30PEa2Yf"
-    "jVnFcuOz2/afkHnOmtC/mc96zx6DzgXzWPoVZH8+6snPIskVvDTW8EFm/qytUtUp2e+vbAp0LRIizk5sqrQweebNV4OD"
-    "2il+WAHSS6jn3o1mTlXqIFbTLkWj4/smGrmP35dX8ObmfxU+N8oaHkGXJW5ZWIJRemX5vjB5WMPcVkxZz5VDvNm9m+i/"
-    "+XUPw0rDT1zDyA=="
-)
 ZERO_KEY = "00" * 32
 ORDER8_KEY = "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"
 MAX_BODY = 64 * 1024  # [server] max_body_bytes default
@@ -516,9 +516,7 @@ async def client(backend_config: Config) -> AsyncIterator[httpx.AsyncClient]:
     storage: Storage = open_storage(config)
     try:
         assert await storage.register(bytes.fromhex(ALICE), b'{"registered":"alice"}')
-        app = create_app(config, storage, run_gc=False)
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as c:
+        async with app_client(config, storage=storage, raise_app_exceptions=False) as c:
             yield c
     finally:
         await storage.close()

@@ -11,20 +11,16 @@ import sys
 import threading
 from pathlib import Path
 
-import httpx
 import msgspec
 import pytest
 
 from registryd import config as config_mod
 from registryd import scaffold
-from registryd.app import create_app
 from registryd.cli import main
 from registryd.config import StorageConfig
 from registryd.errors import ConfigError
 from registryd.pidfile import PidFile
-from registryd.storage import open_storage
-
-from .conftest import Clock, Daemon, config_text, daemon
+from tests.helpers import Clock, Daemon, app_client, config_text, daemon
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
@@ -211,20 +207,15 @@ def test_readme_init_and_example_config_agree_on_the_layout() -> None:
 async def test_the_dev_config_does_not_ban_a_newcomer(clock: Clock) -> None:
     cfg = config_mod.parse(scaffold.server_config(scaffold.random_hex(32), dev=True))
     cfg = msgspec.structs.replace(cfg, storage=StorageConfig(kind="memory"))
-    storage = open_storage(cfg)
-    transport = httpx.ASGITransport(app=create_app(cfg, storage, clock=clock, run_gc=False))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://r") as http:
-            quick = [(await http.get("/health")).status_code for _ in range(50)]
-            assert quick == [200] * 50  # 13 quick curls used to bring a 5-minute ban
-            while (refused := await http.get("/envelope_pubkey")).status_code == 200:
-                pass
-            assert refused.status_code == 429
-            wait = int(refused.headers["retry-after"])
-            assert 0 < wait <= 10
-            message = refused.json()["error"]["message"]
-            assert message == f"rate limited: retry after {wait} s"
-            clock.advance(wait)
-            assert (await http.get("/health")).status_code == 200
-    finally:
-        await storage.close()
+    async with app_client(cfg, clock=clock, base_url="http://r") as http:
+        quick = [(await http.get("/health")).status_code for _ in range(50)]
+        assert quick == [200] * 50  # 13 quick curls used to bring a 5-minute ban
+        while (refused := await http.get("/envelope_pubkey")).status_code == 200:
+            pass
+        assert refused.status_code == 429
+        wait = int(refused.headers["retry-after"])
+        assert 0 < wait <= 10
+        message = refused.json()["error"]["message"]
+        assert message == f"rate limited: retry after {wait} s"
+        clock.advance(wait)
+        assert (await http.get("/health")).status_code == 200

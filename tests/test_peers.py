@@ -25,11 +25,17 @@ from registryd.certs import DevCerts
 from registryd.cli import main
 from registryd.config import Config
 from registryd.errors import ConfigError
-from registryd.routes import Registry
 from registryd.server import bind_socket, serve
 from registryd.storage import open_storage
-
-from .conftest import NO_RATE_LIMIT, Clock, config_text, daemon, tls_table, write_config
+from tests.helpers import (
+    NO_RATE_LIMIT,
+    Clock,
+    config_text,
+    daemon,
+    make_state,
+    tls_table,
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -238,7 +244,7 @@ async def test_a_reload_keeps_the_peer_listener_and_applies_new_tokens(
     cfg = config_mod.load(path)
     storage = open_storage(cfg)
     try:
-        registry = Registry(cfg, storage, cfg.keyring(), clock, config_path=str(path))
+        registry = make_state(cfg, storage, clock, config_path=str(path))
         new_hash = hash_token("another-peer-token-" + "n" * 32)
         text = path.read_text().replace(PEER_HASH, new_hash)
         write_config(path, text.replace('listen = "127.0.0.1:0"', 'listen = "127.0.0.1:9443"'))

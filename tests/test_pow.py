@@ -11,7 +11,6 @@ import os
 import threading
 import tracemalloc
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -27,41 +26,19 @@ from registryd.pow import (
     leading_zero_bits_ok,
     solve,
 )
+from tests.helpers import Clock
+from tests.pow_support import (
+    CLIENT,
+    OTHER,
+    accepted,
+    adaptive,
+    pow_for,
+    run_at,
+    solved,
+    zero_bits,
+)
 
-from .conftest import Clock
-
-CLIENT = "203.0.113.7"
-OTHER = "198.51.100.9"
 VECTOR_CHALLENGE = "00112233445566778899aabbccddeeff"
-
-
-def pow_for(clock: Clock, difficulty: int = 8, ttl: int = 120, **kwargs: Any) -> ProofOfWork:
-    config = PowConfig(enabled=True, difficulty=difficulty, ttl_seconds=ttl)
-    return ProofOfWork(config, clock, **kwargs)
-
-
-def adaptive(clock: Clock, difficulty: int = 8, free: float = 1.0, **kwargs: Any) -> ProofOfWork:
-    config = PowConfig(enabled=True, difficulty=difficulty, adaptive=True, adaptive_free_rps=free)
-    return ProofOfWork(config, clock, **kwargs)
-
-
-def solved(pow_: ProofOfWork, client: str = CLIENT) -> str:
-    """A fresh challenge for ``client`` and its solution, as the header value."""
-    issued = pow_.issue(client)
-    return f"{issued['challenge']}:{solve(issued['challenge'], issued['difficulty'])}"
-
-
-def accepted(pow_: ProofOfWork, header: str | None, client: str = CLIENT) -> bool:
-    try:
-        pow_.verify(header, client)
-    except PowRequired:
-        return False
-    return True
-
-
-def zero_bits(challenge: str, solution: str) -> int:
-    digest = int.from_bytes(hashlib.sha256((challenge + solution).encode()).digest(), "big")
-    return 256 - digest.bit_length()
 
 
 def solution_with_exactly(challenge: str, bits: int) -> str:
@@ -424,19 +401,6 @@ def test_a_clock_stepping_back_does_not_revive_a_spent_challenge(clock: Clock) -
 
 
 # -- adaptive difficulty ----------------------------------------------------------------------
-
-
-def run_at(
-    pow_: ProofOfWork, clock: Clock, rps: float, seconds: float, client: str = CLIENT
-) -> int:
-    """Issue to ``client`` at ``rps`` for ``seconds``; the last difficulty issued."""
-    step_ms = 1000 / rps
-    start = clock.now_ms
-    difficulty = -1
-    for i in range(int(rps * seconds)):
-        clock.now_ms = start + round(i * step_ms)
-        difficulty = pow_.issue(client)["difficulty"]
-    return difficulty
 
 
 def test_non_adaptive_difficulty_is_the_base(clock: Clock) -> None:

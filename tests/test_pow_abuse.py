@@ -11,9 +11,8 @@ import pytest
 
 from registryd.errors import PowRequired
 from registryd.pow import solve
-
-from .conftest import Clock
-from .test_pow import CLIENT, OTHER, accepted, adaptive, pow_for, run_at, solved, zero_bits
+from tests.helpers import Clock
+from tests.pow_support import CLIENT, OTHER, accepted, adaptive, pow_for, run_at, solved, zero_bits
 
 
 def wrong(challenge: str, difficulty: int, tag: str = "garbage") -> str:

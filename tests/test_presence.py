@@ -9,13 +9,13 @@ import msgspec
 import pytest
 
 from registryd import presence
-from registryd.app import create_app
 from registryd.config import Config
 from registryd.identity import user_id
 from registryd.storage import Storage
-from tests.conftest import ALICE_HANDLE_HEX, Clock
+from tests.helpers import Clock, make_app
+from tests.vectors import ALICE_HANDLE_HEX
 
-TTL_MS = 300_000  # conftest configs use the default [presence] ttl_seconds = 300
+TTL_MS = 300_000  # helpers' configs use the default [presence] ttl_seconds = 300
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ async def test_lifespan_gc_deletes_expired_at_startup(
         await storage.announce(handle, b"old", clock.now_ms - 1)
     await storage.announce(fresh, b"new", clock.now_ms + TTL_MS)
 
-    app = create_app(backend_config, storage, clock=clock, run_gc=True)
+    app = make_app(backend_config, storage, clock=clock, run_gc=True)
     async with app.router.lifespan_context(app):
         assert len(_gc_tasks()) == 1
         for _ in range(500):  # the first tick runs at start-up (in a worker thread for LevelDB)
@@ -99,7 +99,7 @@ async def test_lifespan_without_gc_starts_no_task(
     backend_config: Config, storage: Storage, clock: Clock
 ) -> None:
     await storage.announce(user_id("old"), b"old", clock.now_ms - 1)
-    app = create_app(backend_config, storage, clock=clock, run_gc=False)
+    app = make_app(backend_config, storage, clock=clock)
     async with app.router.lifespan_context(app):
         for _ in range(5):
             await asyncio.sleep(0)

@@ -13,7 +13,6 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from registryd.app import create_app
 from registryd.clientip import ClientKeys
 from registryd.config import EndpointLimits, RateLimitConfig
 from registryd.ratelimit import (
@@ -26,7 +25,8 @@ from registryd.ratelimit import (
     endpoint_of,
 )
 from registryd.storage import open_storage
-from tests.conftest import ALICE_HANDLE_HEX, Clock, make_config
+from tests.helpers import Clock, make_app, make_config
+from tests.vectors import ALICE_HANDLE_HEX
 
 PEER = "203.0.113.5"
 
@@ -368,7 +368,7 @@ async def limited_app(
     cfg = make_config(tables=tables, extra=extra)
     storage = open_storage(cfg)
     try:
-        app = create_app(cfg, storage, clock=clock, run_gc=False)
+        app = make_app(cfg, storage, clock=clock)
         limiter = RateLimiter(cfg.rate_limit, clock)
         limited = RateLimitMiddleware(app, limiter=limiter, keys=ClientKeys(cfg.trusted_proxies))
         transport = httpx.ASGITransport(app=wrap(limited), client=(client, 1234))

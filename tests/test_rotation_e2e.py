@@ -23,8 +23,8 @@ from registryd.envelope import seal, shared_key, x25519_keypair
 from registryd.errors import RegistrydError
 from registryd.identity import user_id
 from registryd.wire import Envelope
-
-from .conftest import INDEX_KEY_HEX, PEPPER_HEX, Daemon, daemon, tls_table, write_config
+from tests.helpers import INDEX_KEY_HEX, Daemon, daemon, tls_table, write_config
+from tests.vectors import PEPPER_HEX
 
 pytestmark = pytest.mark.e2e
 PEPPER = bytes.fromhex(PEPPER_HEX)

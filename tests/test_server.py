@@ -21,11 +21,8 @@ from registryd.config import Config
 from registryd.errors import ConfigError, ServerError, TransportError
 from registryd.identity import user_id
 from registryd.server import serve
-
-from .conftest import (
+from tests.helpers import (
     INDEX_KEY_HEX,
-    PEPPER_HEX,
-    SERVER_PRIVATE_HEX,
     Daemon,
     config_text,
     daemon,
@@ -33,6 +30,7 @@ from .conftest import (
     tls_table,
     write_config,
 )
+from tests.vectors import PEPPER_HEX, SERVER_PRIVATE_HEX
 
 pytestmark = pytest.mark.e2e
 PEPPER = bytes.fromhex(PEPPER_HEX)

@@ -16,8 +16,7 @@ import pytest
 from registryd import config as config_mod
 from registryd.certs import DevCerts
 from registryd.identity import user_id
-
-from .conftest import config_text, running, tls_table
+from tests.helpers import config_text, running, tls_table
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,8 @@ from registryd.storage import Storage
 from registryd.storage.base import SCHEMA_VERSION
 from registryd.storage.leveldb import IDENT, PRES, SCHEMA_KEY, LevelDBStorage
 from registryd.storage.memory import MemoryStorage
-from tests.conftest import INDEX_KEY_HEX, PEPPER_HEX
+from tests.helpers import INDEX_KEY_HEX
+from tests.vectors import PEPPER_HEX
 
 INDEX_KEY = Secret(bytes.fromhex(INDEX_KEY_HEX))
 OTHER_KEY = Secret(bytes(range(100, 132)))

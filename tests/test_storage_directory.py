@@ -12,7 +12,7 @@ from registryd.secret import Secret
 from registryd.storage import Storage
 from registryd.storage.base import DirectoryNode, Spend
 from registryd.storage.leveldb import LevelDBStorage
-from tests.conftest import INDEX_KEY_HEX
+from tests.helpers import INDEX_KEY_HEX
 
 INDEX_KEY = Secret(bytes.fromhex(INDEX_KEY_HEX))
 NOW = 1_700_000_000_000

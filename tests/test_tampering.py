@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import httpx
 import pytest
 
-from registryd.app import create_app
 from registryd.encoding import decode_b64, decode_hex
 from registryd.envelope import X25519_P, canonical_x25519
 from registryd.storage import open_storage
-from tests.conftest import ALICE_HANDLE_HEX, Clock, make_config
-from tests.test_api import CLIENT_PUBLIC_HEX, SPEC_REGISTER_BODY, error
+from tests.helpers import Clock, app_transport, error, make_config
+from tests.vectors import ALICE_HANDLE_HEX, CLIENT_PUBLIC_HEX
+from tests.vectors import REGISTER_BODY as SPEC_REGISTER_BODY
 
 UNDECRYPTABLE = "invalid input: unable to decrypt envelope"
 FIELDS = ("kid", "sender_pubkey", "nonce", "ciphertext")
@@ -74,8 +74,7 @@ async def fresh_api(clock: Clock) -> AsyncIterator[Callable[[], httpx.AsyncClien
     """In-process clients over one memory-backed app, rate limits off."""
     config = make_config()
     storage = open_storage(config)
-    app = create_app(config, storage, clock=clock, run_gc=False)
-    transport = httpx.ASGITransport(app=app)
+    transport = app_transport(config, storage, clock=clock)
     try:
         yield lambda: httpx.AsyncClient(transport=transport, base_url="http://registry.test")
     finally:

@@ -22,8 +22,7 @@ from argon2 import PasswordHasher
 
 from registryd import config as config_mod
 from registryd.cli import main
-
-from .conftest import config_text, daemon
+from tests.helpers import config_text, daemon
 
 MIB = 1024 * 1024
 TOKEN = "an-admin-token-" + "0123456789" * 3
