@@ -43,12 +43,12 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from registryd import config as config_mod
 from registryd import wire
 from registryd.app import create_app
-from registryd.envelope import now_ms
 from registryd.identity import user_id
 from registryd.presence import collect
 from registryd.server import bind_socket, hypercorn_config, url_of
 from registryd.storage.base import PRESENCE
 from registryd.storage.leveldb import LevelDBStorage
+from registryd.timespec import now_ms
 
 from .configs import Secrets, Setup, config_text
 from .cpu import ForeignCpu

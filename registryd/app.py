@@ -22,19 +22,20 @@ from .directory import Directory
 from .directory.admin import admin_routes
 from .directory.routes import directory_routes
 from .drain import DrainMiddleware
-from .envelope import KeyRing, now_ms
+from .envelope import KeyRing
 from .errors import ApiError, MethodNotAllowed, NotFound, StorageError
 from .presence import gc_loop
 from .ratelimit import RateLimiter, RateLimitMiddleware
 from .routes import Registry
 from .storage import Storage
+from .timespec import now_ms
 
 log = logging.getLogger("registryd")
 
 
 def error_response(exc: ApiError, headers: dict[str, str] | None = None) -> Response:
     """The wire error body (spec 4.6): ``{"error": {"code": ..., "message": ...}}``."""
-    body = wire.encode({"error": {"code": exc.code, "message": exc.message}})
+    body = wire.error_body(exc)
     if exc.close_connection:
         headers = {**(headers or {}), "connection": "close"}
     return Response(body, exc.status_code, headers=headers, media_type="application/json")

@@ -25,10 +25,11 @@ from pathlib import Path
 
 from . import __version__, client_cli, config, keys_cli, logs, scaffold
 from .directory import cli as directory_cli
-from .envelope import key_warnings, now_ms
+from .envelope import key_warnings
 from .errors import ConfigError, StorageError
 from .node import cli as node_cli
 from .pidfile import PidFile
+from .timespec import now_ms
 
 log = logging.getLogger("registryd")
 

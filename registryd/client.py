@@ -44,7 +44,7 @@ import msgspec
 from . import __version__, wire
 from .config import config_error, dec_hook
 from .encoding import decode_hex
-from .envelope import now_ms, open_sealed, seal, shared_key, x25519_keypair
+from .envelope import open_sealed, seal, shared_key, x25519_keypair
 from .errors import ConfigError, InvalidInput, ProtocolError, ServerError, TransportError
 from .identity import (
     USER_ID_LEN,
@@ -56,6 +56,7 @@ from .identity_keys import KEY_LEN, IdentityKeys
 from .pow import HEADER as POW_HEADER
 from .pow import solve as solve_pow
 from .secret import Secret
+from .timespec import now_ms
 
 __all__ = [
     "AsyncRegistryClient",

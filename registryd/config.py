@@ -22,12 +22,12 @@ from argon2 import Type, extract_parameters
 from argon2.exceptions import InvalidHashError
 
 from .auth import token_hash_warnings
-from .envelope import EnvelopeKey, KeyRing, now_ms
+from .envelope import EnvelopeKey, KeyRing
 from .errors import ConfigError, KeyUnavailable
 from .files import exposed
 from .keystore import Keystore, describe_key, read_passphrase
 from .secret import Secret
-from .timespec import iso
+from .timespec import iso, now_ms
 
 log = logging.getLogger("registryd")
 

@@ -9,7 +9,6 @@ Wrong-length, non-canonical or low-order X25519 keys and short or forged ciphert
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,12 +18,13 @@ import nacl.exceptions
 from nacl import bindings
 
 from . import aead
+from .aead import NONCE_LEN, TAG_LEN
 from .errors import InvalidInput, KeyUnavailable
 from .secret import Secret
-from .wire import KID_LEN, NONCE_LEN, X25519_LEN, Envelope
+from .timespec import now_ms
+from .wire import KID_LEN, X25519_LEN, Envelope
 
 ENVELOPE_DOMAIN = b"enigma:registry:envelope:v1"
-TAG_LEN = 16
 X25519_P = 2**255 - 19
 
 
@@ -155,10 +155,6 @@ class EnvelopeKey:
         if self.not_after_ms is not None:
             out["not_after_epoch_ms"] = self.not_after_ms
         return out
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def key_warnings(keyring: KeyRing, at_ms: int, warning_days: int) -> list[str]:

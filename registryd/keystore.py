@@ -53,6 +53,7 @@ from argon2.low_level import Type, hash_secret_raw
 from nacl import bindings
 
 from . import wire
+from .aead import NONCE_LEN
 from .envelope import EnvelopeKey, KeyRing
 from .errors import InvalidInput, KeystoreError
 from .files import exposed
@@ -67,7 +68,6 @@ log = logging.getLogger("registryd.keystore")
 FORMAT = "registryd-keystore"
 VERSION = 1
 SALT_LEN = 16
-NONCE_LEN = 24
 LOCK_TIMEOUT_S = 10.0  # how long Keystore.editing waits for another writer
 
 Hex = Annotated[str, msgspec.Meta(pattern="^(?:[0-9a-f]{2})+\\Z")]

@@ -46,20 +46,15 @@ from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import AppWrapper, ConnectionState, TaskGroup, WorkerContext
 
-from . import wire
 from .errors import InvalidInput, MethodNotAllowed
-
-
-def _error_body(exc: InvalidInput | MethodNotAllowed) -> bytes:
-    return wire.encode({"error": {"code": exc.code, "message": exc.message}})
-
+from .wire import error_body
 
 _MALFORMED = {
-    400: _error_body(InvalidInput("malformed HTTP/1.1 request")),
-    431: _error_body(InvalidInput("request head too large")),
-    501: _error_body(InvalidInput("unsupported transfer-encoding (only chunked is accepted)")),
+    400: error_body(InvalidInput("malformed HTTP/1.1 request")),
+    431: error_body(InvalidInput("request head too large")),
+    501: error_body(InvalidInput("unsupported transfer-encoding (only chunked is accepted)")),
 }
-_NO_CONNECT = _error_body(MethodNotAllowed("CONNECT"))
+_NO_CONNECT = error_body(MethodNotAllowed("CONNECT"))
 _JSON = (b"content-type", b"application/json")
 _CLOSE = (b"connection", b"close")
 DROP_BYTES = 4 * 1024 * 1024

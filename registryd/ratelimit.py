@@ -174,8 +174,7 @@ class RateLimiter:
 def refusal_body(refusal: Refusal) -> bytes:
     """The 429 body: ``{"error":{"code":"RATE_LIMITED","message":"rate limited: retry after
     N s"}}`` (spec 4.6's code; the message adds how long the refusal or ban lasts)."""
-    error = RateLimited(f"retry after {refusal.retry_after_s} s")
-    return wire.encode({"error": {"code": error.code, "message": error.message}})
+    return wire.error_body(RateLimited(f"retry after {refusal.retry_after_s} s"))
 
 
 _ROUTES = {

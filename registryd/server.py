@@ -24,12 +24,13 @@ from . import listener
 from .app import build_app
 from .clientip import ClientKeys
 from .config import Config, parse_address
-from .envelope import KeyRing, key_warnings, now_ms
+from .envelope import KeyRing, key_warnings
 from .errors import ConfigError, KeyUnavailable
 from .listener import Gate
 from .peer_listener import peer_hypercorn_config, serving_peers
 from .routes import Registry
 from .storage import open_storage
+from .timespec import now_ms
 
 log = logging.getLogger("registryd")
 

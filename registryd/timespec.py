@@ -1,4 +1,4 @@
-"""Durations and times as operators type them (``registryd keys``).
+"""Times: the clock (:func:`now_ms`), and durations and times as operators type them.
 
 ``DURATION`` is a whole number with an optional unit: ``90s``, ``15m``, ``2h``, ``7d``; a bare
 number is seconds. ``WHEN`` is a time: a ``DURATION`` with a unit or a leading ``+`` (``7d``,
@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 
 UNITS_MS = {"": 1000, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION = re.compile(r"(\+?)(\d+)([smhd]?)")
+
+
+def now_ms() -> int:
+    """The wall clock in Unix milliseconds (the daemon's default clock)."""
+    return time.time_ns() // 1_000_000
 
 
 def parse_duration(text: str) -> int:

@@ -11,15 +11,15 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from .aead import NONCE_LEN
 from .encoding import decode_b64, decode_hex, encode_b64
-from .errors import InvalidInput
+from .errors import ApiError, InvalidInput
 from .identity import NonNegative, PublicIdentity
 
 T = TypeVar("T")
 
 KID_LEN = 8
 X25519_LEN = 32
-NONCE_LEN = 24
 MAX_ADDR_BYTES = 256
 MAX_BASE_URL_BYTES = 256
 
@@ -87,6 +87,11 @@ def loads(raw: bytes) -> Any:
 
 def encode(obj: Any) -> bytes:
     return msgspec.json.encode(obj)
+
+
+def error_body(exc: ApiError) -> bytes:
+    """The wire error body of ``exc`` (spec 4.6): ``{"error":{"code":...,"message":...}}``."""
+    return encode({"error": {"code": exc.code, "message": exc.message}})
 
 
 class Envelope(msgspec.Struct, forbid_unknown_fields=True):

@@ -30,10 +30,10 @@ from registryd import wire
 from registryd.app import build_app
 from registryd.certs import DevCerts
 from registryd.config import Config
-from registryd.envelope import now_ms
 from registryd.routes import Registry
 from registryd.server import bind_socket, serve
 from registryd.storage import Storage, open_storage
+from registryd.timespec import now_ms
 from tests.vectors import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX
 
 INDEX_KEY_HEX = (

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import blake3
 
 from .. import aead
+from ..aead import NONCE_LEN
 from ..errors import StorageError
 from ..secret import Secret
 
 BLIND_DOMAIN = b"registry:blind:v1"
 RECORD_CONTEXT = "registryd record v1"
 SCHEMA_VERSION = b"1"
-NONCE_LEN = 24
 DECOY_LEN = 640  # about the size of a sealed identity with 32-byte keys
 IDENTITY = b"identity:"
 PRESENCE = b"presence:"
