@@ -31,9 +31,7 @@ import os
 import re
 import ssl
 import threading
-import tomllib
 from collections.abc import Generator, Iterator
-from pathlib import Path
 from time import monotonic
 from types import TracebackType
 from typing import Any, NamedTuple, TypeAlias, TypeVar
@@ -41,8 +39,7 @@ from typing import Any, NamedTuple, TypeAlias, TypeVar
 import httpx
 import msgspec
 
-from . import __version__, wire
-from .config import config_error, dec_hook
+from . import __version__, tomlfile, wire
 from .encoding import decode_hex
 from .envelope import open_sealed, seal, shared_key, x25519_keypair
 from .errors import ConfigError, InvalidInput, ProtocolError, ServerError, TransportError
@@ -111,16 +108,7 @@ def load_client_config(path: str | os.PathLike[str]) -> ClientConfig:
     """Read and validate a client config; raises :class:`ConfigError` naming the key path
     (``client.pepper_hex: expected 64 hex characters (32 bytes)``, ``client.urll: unknown key``).
     """
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("", f"cannot read client config {path}: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"invalid TOML in {path}: {exc}") from exc
-    try:
-        cfg = msgspec.convert(raw, _ClientFile, strict=True, dec_hook=dec_hook).client
-    except msgspec.ValidationError as exc:
-        raise config_error(exc) from exc
+    cfg = tomlfile.load(path, _ClientFile, what="client config").client
     if (cfg.cert_file is None) != (cfg.key_file is None):
         raise ConfigError("client.cert_file", "cert_file and key_file must be set together")
     return cfg

@@ -12,7 +12,6 @@ import ipaddress
 import logging
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +20,7 @@ import msgspec
 from argon2 import Type, extract_parameters
 from argon2.exceptions import InvalidHashError
 
+from . import tomlfile
 from .auth import token_hash_warnings
 from .envelope import EnvelopeKey, KeyRing
 from .errors import ConfigError, KeyUnavailable
@@ -301,31 +301,6 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         )
 
 
-def dec_hook(type_: type, obj: Any) -> Any:
-    if type_ is Secret:
-        if not isinstance(obj, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", obj):
-            raise ValueError("expected 64 hex characters (32 bytes)")
-        return Secret(bytes.fromhex(obj))
-    raise NotImplementedError
-
-
-_MSGSPEC_ERROR = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
-_FIELD = re.compile(r"^Object (?P<what>contains unknown|missing required) field `(?P<name>[^`]+)`$")
-
-
-def config_error(exc: msgspec.ValidationError) -> ConfigError:
-    m = _MSGSPEC_ERROR.match(str(exc))
-    msg, path = (m["msg"], (m["path"] or "").lstrip(".")) if m else (str(exc), "")
-    field = _FIELD.match(msg)
-    if field:
-        path = f"{path}.{field['name']}".lstrip(".")
-        msg = "unknown key" if field["what"] == "contains unknown" else "required key is missing"
-    else:
-        msg = msg.replace("`", "")
-        msg = msg[0].lower() + msg[1:] if msg else msg
-    return ConfigError(path, msg)
-
-
 def parse_address(address: str, key: str = "address") -> tuple[str, int]:
     """Split ``IP:port`` / ``[IPv6]:port``; raises :class:`ConfigError` naming ``key``."""
     m = re.fullmatch(
@@ -482,12 +457,10 @@ def _validate(cfg: Config) -> None:
                 ) from None
 
 
-def parse(text: str) -> Config:
-    """Parse and validate TOML ``text``; raises :class:`ConfigError`."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"invalid TOML: {exc}") from None
+def parse(text: str, *, source: str | os.PathLike[str] | None = None) -> Config:
+    """Parse and validate TOML ``text`` (read from ``source``, a path named in errors); raises
+    :class:`ConfigError`."""
+    raw = tomlfile.loads(text, source=source)
     peers = raw.get("peers")
     if isinstance(peers, dict) and "mtls" in peers:
         raise ConfigError(
@@ -495,10 +468,7 @@ def parse(text: str) -> Config:
             "removed: a certificate from tls.client_ca_pem_path no longer makes a peer; use peer "
             "tokens, or peers.listen with a peer-only peers.client_ca_pem_path (README: Peers)",
         )
-    try:
-        cfg = msgspec.convert(raw, Config, strict=True, dec_hook=dec_hook)
-    except msgspec.ValidationError as exc:
-        raise config_error(exc) from None
+    cfg = tomlfile.convert(raw, Config)
     _validate(cfg)
     return cfg
 
@@ -511,14 +481,9 @@ def load(path: str | Path) -> Config:
     the secrets it holds. Relative ``tls.*`` and ``storage.path`` values are relative to the
     working directory, as in the reference.
     """
-    try:
-        with open(path, "rb") as f:  # the mode is checked on the file that was read
-            problem = exposed(os.fstat(f.fileno()))
-            text = f.read().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("", f"cannot read config file {path}: {exc.__class__.__name__}") from None
-    cfg = parse(text)
-    if problem:
+    text, status = tomlfile.read(path, what="config file")
+    cfg = parse(text, source=path)
+    if problem := exposed(status):  # checked on the file that was read
         first, *others = [name for name, _ in secret_paths(cfg)]
         also = f" (it also holds {', '.join(others)})" if others else ""
         raise ConfigError(first, f"held in {path}, which {problem}{also}")

@@ -10,15 +10,15 @@ files whatever the working directory (a systemd unit, an operator's shell).
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import msgspec
 
+from .. import tomlfile
 from ..canonical import canonical_json
-from ..config import config_error, parse_address
+from ..config import parse_address
 from ..errors import ConfigError, InvalidInput
 
 SECONDS = 1
@@ -99,31 +99,18 @@ def load(path: str | os.PathLike[str]) -> NodeConfig:
     Raises :class:`ConfigError` naming the key path for any problem, including an unreadable
     file or invalid TOML.
     """
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError("", f"cannot read node config {path}: {exc.strerror or exc}") from exc
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError("", f"{path} is larger than {MAX_CONFIG_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError("", f"{path} is not UTF-8") from exc
-    return parse(text, base_dir=path.parent)
+    text, _ = tomlfile.read(path, what="node config", max_bytes=MAX_CONFIG_BYTES)
+    return parse(text, base_dir=Path(path).parent, source=path)
 
 
-def parse(text: str, *, base_dir: str | os.PathLike[str] = ".") -> NodeConfig:
-    """Validate the TOML ``text`` of a node config; see :func:`load`."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"invalid TOML: {exc}") from exc
-    try:
-        cfg = msgspec.convert(raw, NodeConfig, strict=True)
-    except msgspec.ValidationError as exc:
-        raise config_error(exc) from exc
+def parse(
+    text: str,
+    *,
+    base_dir: str | os.PathLike[str] = ".",
+    source: str | os.PathLike[str] | None = None,
+) -> NodeConfig:
+    """Validate the TOML ``text`` of a node config (read from ``source``); see :func:`load`."""
+    cfg = tomlfile.convert(tomlfile.loads(text, source=source), NodeConfig)
     _validate(cfg)
     base = Path(base_dir)
     return msgspec.structs.replace(
