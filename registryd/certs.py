@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from .files import PRIVATE, write_new
+from .files import PRIVATE, write_file
 
 DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 CLIENT_IDENTITY = "registryd-dev-client"
@@ -144,7 +144,7 @@ def write_dev_certs(
         made.client_key: (_pkcs8(client.private_key_pem.bytes()), PRIVATE),
     }
     for path, (data, mode) in contents.items():
-        write_new(path, data, mode, replace=force)
+        write_file(path, data, mode=mode, replace=force)
     return made
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import msgspec
 from nacl.public import PrivateKey
@@ -16,7 +15,7 @@ from nacl.signing import SigningKey
 from . import wire
 from .encoding import decode_hex
 from .errors import ConfigError, InvalidInput
-from .files import exposed
+from .files import exposed, write_file
 from .identity import NonNegative, PublicIdentity, normalize_username, signed_payload, user_id
 from .timespec import now_ms
 
@@ -87,30 +86,12 @@ class IdentityKeys:
         Raises ``FileExistsError`` if ``path`` exists (keys are never overwritten), ``OSError``
         if it cannot be written.
         """
-        path = Path(path)
         data = {
             "signing_private_key_hex": self.signing_private_hex(),
             "encryption_private_key_hex": self.encryption_private_hex(),
             "created_at_ms": self.created_at_ms,
         }
-        tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f)
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)  # atomic, and unlike rename it never replaces a file
-            except FileExistsError:
-                raise FileExistsError(f"{path} exists; refusing to overwrite keys") from None
-        finally:
-            tmp.unlink()
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_file(path, json.dumps(data).encode())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> IdentityKeys:

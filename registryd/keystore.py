@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,13 +49,12 @@ import blake3
 import msgspec
 import nacl.exceptions
 from argon2.low_level import Type, hash_secret_raw
-from nacl import bindings
 
-from . import wire
+from . import aead, wire
 from .aead import NONCE_LEN
 from .envelope import EnvelopeKey, KeyRing
 from .errors import InvalidInput, KeystoreError
-from .files import exposed
+from .files import exposed, write_file
 from .secret import Secret
 from .wire import KID_LEN
 
@@ -292,7 +290,7 @@ class Keystore:
         aad = canonical({"format": FORMAT, "version": VERSION, "kdf": msgspec.structs.asdict(kdf)})
         key = _derive(passphrase, kdf)
         try:
-            plain = bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, aad, nonce, key)
+            plain = aead.decrypt(ciphertext, aad, nonce, key)
             return wire.loads(plain)
         except (nacl.exceptions.CryptoError, ValueError):  # InvalidInput is a ValueError
             raise self._error("cannot decrypt: wrong passphrase or the file was modified") from None
@@ -339,7 +337,7 @@ class Keystore:
             params = _Kdf("argon2id", os.urandom(SALT_LEN).hex(), **dataclasses.asdict(self.kdf))
             doc["kdf"] = msgspec.structs.asdict(params)
             nonce = os.urandom(NONCE_LEN)
-            sealed = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+            sealed = aead.encrypt(
                 canonical(keys), canonical(doc), nonce, _derive(passphrase, params)
             )
             doc |= {
@@ -347,7 +345,7 @@ class Keystore:
                 "ciphertext": base64.b64encode(sealed).decode(),
             }
         try:
-            _write_atomically(target, json.dumps(doc, indent=2).encode() + b"\n")
+            write_file(target, json.dumps(doc, indent=2).encode() + b"\n", replace=True)
         except OSError as exc:
             raise self._error(f"cannot write: {exc.strerror or exc}") from None
         log.debug("saved keystore %s: %d keys", target, len(self.keys))
@@ -424,27 +422,6 @@ class Keystore:
         gone = [k.kid for k in self.keys if k.state(now_ms) in ("expired", "retired")]
         self.keys = [k for k in self.keys if k.kid not in gone]
         return gone
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)  # mkstemp makes 0600; say so whatever the platform
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _try_lock(fd: int) -> bool:

@@ -4,18 +4,19 @@ The file holds the decimal PID and a newline. :meth:`PidFile.claim` runs before 
 bound and refuses (:class:`~registryd.errors.ConfigError` naming ``--pid-file``) a file that
 names a live ``registryd serve`` process; a file naming a dead process, another program or
 this very process (a PID reused after a restart, as PID 1 in a container) is stale and is
-replaced. :meth:`PidFile.write` runs once the sockets are bound and writes atomically (a
-temporary file beside it, then a rename), so a reader never sees a partial PID.
+replaced. :meth:`PidFile.write` runs once the sockets are bound and writes atomically
+(:func:`~registryd.files.write_file`: a temporary file beside it, then a rename), so a reader
+never sees a partial PID.
 :meth:`PidFile.remove` deletes it on exit if it still names this process.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from .errors import ConfigError
+from .files import write_file
 
 KEY = "--pid-file"
 
@@ -65,16 +66,8 @@ class PidFile:
             )
 
     def write(self) -> None:
-        """Write this process's PID atomically (mode 0644); raises OSError."""
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as f:
-                f.write(f"{self.pid}\n")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write this process's PID atomically (mode 0644 less the umask); raises OSError."""
+        write_file(self.path, f"{self.pid}\n".encode("ascii"), mode=0o644, replace=True)
 
     def remove(self) -> None:
         """Delete the file if it still names this process (never another daemon's)."""

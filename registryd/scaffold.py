@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .files import write_new
+from .files import write_file
 
 DEV_DATA = "./data"
 """The dev data directory: LevelDB in ``db/``; a keystore, the pid file (``make run``) and the
@@ -92,4 +92,7 @@ keys_dir = "data/client-keys"
 
 def write_private(path: Path, text: str, *, force: bool = False) -> None:
     """Write ``text`` to a fresh ``path`` with mode 0600; refuses to overwrite unless ``force``."""
-    write_new(path, text.encode("utf-8"), replace=force)
+    try:
+        write_file(path, text.encode("utf-8"), replace=force)
+    except FileExistsError as exc:
+        raise FileExistsError(f"{exc} (pass --force to replace it)") from None

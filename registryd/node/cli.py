@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..errors import ConfigError
-from ..files import write_new
+from ..files import write_file
 from . import config as node_config
 from .keys import NodeKey
 from .state import State, parse_rfc3339, read_state
@@ -107,7 +107,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     key = NodeKey.generate()
     try:
         if template:
-            write_new(path, node_config.TEMPLATE.encode("utf-8"), 0o644)
+            write_file(path, node_config.TEMPLATE.encode("utf-8"), mode=0o644)
     except FileExistsError:
         return _error(f"{path} exists; refusing to overwrite it")
     except OSError as exc:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import os
-from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nacl.signing import SigningKey
 
 from ..errors import ConfigError
-from ..files import exposed, write_new
+from ..files import exposed, write_file
 
 PUBKEY_PREFIX_CHARS = 16
 MAX_KEY_FILE_BYTES = 16 * 1024
@@ -73,7 +72,7 @@ class NodeKey:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        write_new(Path(path), pem)
+        write_file(path, pem)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> NodeKey:

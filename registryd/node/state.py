@@ -12,15 +12,14 @@ mix, even across a crash. Times are RFC 3339 UTC. ``schema_version`` is checked 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import enum
 import os
-from pathlib import Path
 
 import msgspec
 
 from ..errors import ConfigError
+from ..files import write_file
 
 SCHEMA_VERSION = 1
 MAX_STATE_BYTES = 64 * 1024
@@ -70,25 +69,7 @@ def write_state(path: str | os.PathLike[str], state: AgentState) -> None:
 
     Raises ``OSError`` if it cannot be written; the old file is then left as it was.
     """
-    path = Path(path)
-    data = msgspec.json.encode(state) + b"\n"
-    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_file(path, msgspec.json.encode(state) + b"\n", mode=0o644, replace=True)
 
 
 def read_state(path: str | os.PathLike[str]) -> AgentState:
