@@ -7,7 +7,7 @@
 endpoint can possibly reach is this app's throughput, so endpoint figures are reported as a
 ratio to it. The Hypercorn ``Config`` comes from ``registryd.server.hypercorn_config`` applied to
 the same registryd config file the daemon reads (TLS, timeouts, header limits all match), and the
-socket from ``registryd.server.bind_socket``. Logs ``floor listening on URL`` like the daemon and
+socket from ``registryd.sockets.bind_socket``. Logs ``floor listening on URL`` like the daemon and
 stops on SIGINT or SIGTERM.
 """
 
@@ -26,7 +26,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from registryd import config as config_mod
-from registryd.server import bind_socket, hypercorn_config, url_of
+from registryd.server import hypercorn_config, url_of
+from registryd.sockets import bind_socket
 
 log = logging.getLogger("bench.floor")
 SMALL_JSON = b'{"ok":true}'

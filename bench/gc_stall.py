@@ -45,7 +45,8 @@ from registryd import wire
 from registryd.app import create_app
 from registryd.identity import user_id
 from registryd.presence import collect
-from registryd.server import bind_socket, hypercorn_config, url_of
+from registryd.server import hypercorn_config, url_of
+from registryd.sockets import bind_socket
 from registryd.storage.base import PRESENCE
 from registryd.storage.leveldb import LevelDBStorage
 from registryd.timespec import now_ms

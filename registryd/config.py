@@ -11,23 +11,21 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import blake3
 import msgspec
-from argon2 import Type, extract_parameters
-from argon2.exceptions import InvalidHashError
 
 from . import tomlfile
-from .auth import token_hash_warnings
 from .envelope import EnvelopeKey, KeyRing
 from .errors import ConfigError, KeyUnavailable
 from .files import exposed
 from .keystore import Keystore, describe_key, read_passphrase
 from .secret import Secret
+from .sockets import parse_address
 from .timespec import iso, now_ms
+from .tokens import is_argon2id, token_hash_warnings
 
 log = logging.getLogger("registryd")
 
@@ -301,25 +299,6 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         )
 
 
-def parse_address(address: str, key: str = "address") -> tuple[str, int]:
-    """Split ``IP:port`` / ``[IPv6]:port``; raises :class:`ConfigError` naming ``key``."""
-    m = re.fullmatch(
-        r"\[(?P<v6>[^\]]+)\]:(?P<port>[0-9]{1,5})|(?P<v4>[^:\[\]]+):(?P<port4>[0-9]{1,5})",
-        address.strip(),
-    )
-    if not m:
-        raise ConfigError(key, "expected IP:port, e.g. 127.0.0.1:8443 or [::1]:8443")
-    host = m["v6"] or m["v4"]
-    port = int(m["port"] or m["port4"])
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ConfigError(key, "host must be an IP address, not a name") from None
-    if (ip.version == 6) != bool(m["v6"]) or port > 65535:
-        raise ConfigError(key, "expected IP:port, e.g. 127.0.0.1:8443 or [::1]:8443")
-    return host, port
-
-
 def _validate_envelope(envelope: EnvelopeConfig) -> None:
     if envelope.keystore_passphrase_env and envelope.keystore_passphrase_file:
         raise ConfigError(
@@ -448,13 +427,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("rate_limit.storage_uri", 'only "memory://" is supported in this version')
     for table, hashes in (("peers", cfg.peers.token_hashes), ("admin", cfg.admin.token_hashes)):
         for i, digest in enumerate(hashes):
-            try:
-                if extract_parameters(digest).type is not Type.ID:
-                    raise InvalidHashError
-            except InvalidHashError:
+            if not is_argon2id(digest):
                 raise ConfigError(
                     f"{table}.token_hashes[{i}]", "expected an Argon2id hash (registryd hash-token)"
-                ) from None
+                )
 
 
 def parse(text: str, *, source: str | os.PathLike[str] | None = None) -> Config:

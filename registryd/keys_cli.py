@@ -29,12 +29,12 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from . import config, timespec
-from .auth import MIN_TOKEN_CHARS, hash_token
 from .envelope import EnvelopeKey, KeyRing
 from .errors import ConfigError, KeystoreError, KeyUnavailable, RegistrydError
 from .keystore import Keystore, describe_key, passphrase_from, read_passphrase
 from .secret import Secret
 from .timespec import iso, now_ms
+from .tokens import MIN_TOKEN_CHARS, hash_token
 
 RELOAD = "a running daemon loads it on SIGHUP (kill -HUP <pid>) or POST /admin/reload"
 

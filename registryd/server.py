@@ -23,19 +23,17 @@ from hypercorn.config import Config as HypercornConfig
 from . import listener
 from .app import build_app
 from .clientip import ClientKeys
-from .config import Config, parse_address
+from .config import Config
 from .envelope import KeyRing, key_warnings
 from .errors import ConfigError, KeyUnavailable
 from .listener import Gate
 from .peer_listener import peer_hypercorn_config, serving_peers
 from .routes import Registry
+from .sockets import BACKLOG, MAX_HEADER_BYTES, bind_socket, parse_address
 from .storage import open_storage
 from .timespec import now_ms
 
 log = logging.getLogger("registryd")
-
-MAX_HEADER_BYTES = 16 * 1024
-BACKLOG = 1024
 
 
 def _require_file(path: str, key: str) -> None:
@@ -86,22 +84,6 @@ def settle_heap() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host`` (IPv4 or IPv6 literal) and ``port`` (0 = any free)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((host, port))
-        sock.listen(BACKLOG)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def _bind_peers(config: Config, sock: socket.socket | None) -> socket.socket:

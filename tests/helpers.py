@@ -31,7 +31,8 @@ from registryd.app import build_app
 from registryd.certs import DevCerts
 from registryd.config import Config
 from registryd.routes import Registry
-from registryd.server import bind_socket, serve
+from registryd.server import serve
+from registryd.sockets import bind_socket
 from registryd.storage import Storage, open_storage
 from registryd.timespec import now_ms
 from tests.vectors import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX

@@ -36,7 +36,7 @@ from registryd.canonical import canonical_json
 from registryd.certs import DevCerts
 from registryd.errors import InvalidInput
 from registryd.node import NodeKey, RegistrationAgent
-from registryd.server import bind_socket
+from registryd.sockets import bind_socket
 
 PREFIX = "/api/registry/"
 ENDPOINTS = ("challenge", "register", "heartbeat")

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from registryd.node import RegistrationAgent, State, load_config, read_state
-from registryd.server import bind_socket
+from registryd.sockets import bind_socket
 
 from .node_fake import DOWN, FakeDirectory, FakeTime, make_node
 

@@ -20,13 +20,14 @@ import pytest
 import trustme
 
 from registryd import config as config_mod
-from registryd.auth import hash_token
 from registryd.certs import DevCerts
 from registryd.cli import main
 from registryd.config import Config
 from registryd.errors import ConfigError
-from registryd.server import bind_socket, serve
+from registryd.server import serve
+from registryd.sockets import bind_socket
 from registryd.storage import open_storage
+from registryd.tokens import hash_token
 from tests.helpers import (
     NO_RATE_LIMIT,
     Clock,

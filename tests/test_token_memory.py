@@ -2,7 +2,7 @@
 
 ``registryd hash-token`` used argon2-cffi's defaults (RFC 9106's second option, 64 MiB a check):
 200 concurrent bad admin tokens raised the daemon's peak RSS by ~130 MiB. Its hashes now cost
-4 MiB a check (``registryd.auth.TOKEN_HASHER``), and older, costlier hashes draw a warning.
+4 MiB a check (``registryd.tokens.TOKEN_HASHER``), and older, costlier hashes draw a warning.
 The flood runs over plain HTTP so that the figure is the token checks' own, not the TLS
 buffers of 200 connections.
 """

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from ..errors import ConfigError, ProtocolError, ServerError, TransportError
-from ..server import bind_socket
+from ..sockets import bind_socket
 from .backoff import Outcome, WarnLimiter, classify, plan, retry_after_seconds
 from .config import NodeConfig
 from .directory_client import DirectoryClient, tls_context

@@ -18,8 +18,8 @@ import msgspec
 
 from .. import tomlfile
 from ..canonical import canonical_json
-from ..config import parse_address
 from ..errors import ConfigError, InvalidInput
+from ..sockets import parse_address
 
 SECONDS = 1
 DAY = 86_400 * SECONDS

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..server import MAX_HEADER_BYTES
+from ..sockets import MAX_HEADER_BYTES
 
 HEADER_TIMEOUT_SECONDS = 10
 GRACE_SECONDS = 2
