@@ -43,6 +43,8 @@ from . import __version__, tomlfile, wire
 from .encoding import decode_hex
 from .envelope import open_sealed, seal, shared_key, x25519_keypair
 from .errors import ConfigError, InvalidInput, ProtocolError, ServerError, TransportError
+from .hashcash import HEADER as POW_HEADER
+from .hashcash import solve as solve_pow
 from .identity import (
     USER_ID_LEN,
     NonNegative,
@@ -50,8 +52,6 @@ from .identity import (
     user_id,
 )
 from .identity_keys import KEY_LEN, IdentityKeys
-from .pow import HEADER as POW_HEADER
-from .pow import solve as solve_pow
 from .secret import Secret
 from .timespec import now_ms
 

@@ -62,10 +62,10 @@ difficulty issued is ``base + floor(log2(rate / adaptive_free_rps))`` once
     4096 and more          30 (cap)    2**30 ≈ 1.07 G        8.5 min
     =====================  ==========  ====================  =====================
 
-Costs are for :func:`solve` on the development machine, ~2.1 M SHA-256/s on one CPython core
-(measured: 2.0-2.3 M/s); a native solver is ~10x faster. The number of hashes needed is
-geometric, so 1 in 20 honest solves takes three times the expected work. The registryd client
-refuses challenges above ``max_pow_difficulty`` (default 24).
+Costs are for :func:`~registryd.hashcash.solve` on the development machine, ~2.1 M SHA-256/s
+on one CPython core (measured: 2.0-2.3 M/s); a native solver is ~10x faster. The number of
+hashes needed is geometric, so 1 in 20 honest solves takes three times the expected work. The
+registryd client refuses challenges above ``max_pow_difficulty`` (default 24).
 
 The counts live in a table of ``max_clients`` slots (default 100,000) of 16 bytes each — a
 64-bit keyed fingerprint of the client key and one float — allocated when the
@@ -83,36 +83,26 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import logging
 import math
 import re
 import secrets
-import threading
 from array import array
 from collections.abc import Callable
 from heapq import heappop, heappush
-from typing import NamedTuple, TypedDict
+from typing import NamedTuple
 
 import blake3
 
 from .config import PowConfig
 from .errors import PowRequired
+from .hashcash import Challenge, leading_zero_bits_ok
 from .secret import Secret
 
-__all__ = [
-    "HEADER",
-    "MAX_DIFFICULTY",
-    "Challenge",
-    "ProofOfWork",
-    "SolveCancelled",
-    "leading_zero_bits_ok",
-    "solve",
-]
+__all__ = ["MAX_DIFFICULTY", "ProofOfWork"]
 
 log = logging.getLogger("registryd")
 
-HEADER = "x-enigma-pow"
 MAX_DIFFICULTY = 30  # adaptive difficulty stops here
 HALF_LIFE_MS = 60_000  # of the per-client request count
 IDLE_MS = 10 * HALF_LIFE_MS  # a lone request this old has decayed 1024-fold: forget it
@@ -125,59 +115,6 @@ _CHALLENGE_HEX = re.compile(r"[0-9a-f]{32}")
 _RATE_PER_COUNT = math.log(2) / (HALF_LIFE_MS / 1000)  # decayed count -> requests per second
 _WAYS = 8  # slots a client may take in the rate table
 _IDLE_LOG2 = -IDLE_MS / HALF_LIFE_MS  # log2 of the count below which a client is forgotten
-_SUFFIXES = tuple(b"%02x" % low for low in range(256))
-
-
-class Challenge(TypedDict):
-    """The ``GET /pow/challenge`` answer (spec 4.5, 4.7)."""
-
-    challenge: str
-    difficulty: int
-    expires_ms: int
-
-
-class SolveCancelled(Exception):
-    """:func:`solve` was stopped through its ``stop`` event."""
-
-
-def leading_zero_bits_ok(digest: bytes, difficulty: int) -> bool:
-    """Spec 4.7: the first ``difficulty // 8`` bytes are zero and, when ``r = difficulty % 8``
-    is not 0, the next byte has at least ``r`` leading zero bits."""
-    full, rest = divmod(difficulty, 8)
-    if difficulty < 0 or len(digest) * 8 < difficulty or any(digest[:full]):
-        return False
-    return rest == 0 or digest[full] >> (8 - rest) == 0
-
-
-def solve(challenge: str, difficulty: int, *, stop: threading.Event | None = None) -> str:
-    """The smallest counter, in lowercase hex, that solves ``challenge`` (the reference solver).
-
-    Expected work is ``2**difficulty`` SHA-256 computations (~2 M/s in CPython). ``stop``, when
-    set from another thread, makes it raise :class:`SolveCancelled` within ~65 000 hashes.
-    """
-    if not 0 <= difficulty <= 256:
-        raise ValueError("difficulty must be 0..256 bits")
-    if difficulty == 0:
-        return "0"
-    prefix = hashlib.sha256(challenge.encode("utf-8"))
-    bound = (1 << (256 - difficulty)).to_bytes(32, "big")  # digest < bound: enough zero bits
-    for counter in range(256):  # "0" .. "ff"
-        attempt = prefix.copy()
-        attempt.update(b"%x" % counter)
-        if attempt.digest() < bound:
-            return f"{counter:x}"
-    for high in itertools.count(1):  # counter = high * 256 + low, in hex: f"{high:x}{low:02x}"
-        if stop is not None and not high & 0xFF and stop.is_set():
-            raise SolveCancelled()
-        base = prefix.copy()
-        base.update(b"%x" % high)
-        copy = base.copy
-        for low, suffix in enumerate(_SUFFIXES):
-            attempt = copy()
-            attempt.update(suffix)
-            if attempt.digest() < bound:
-                return f"{high:x}{low:02x}"
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class _Proof(NamedTuple):

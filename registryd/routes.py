@@ -31,8 +31,8 @@ from .errors import (
     RequestTimeout,
     Unauthorized,
 )
+from .hashcash import HEADER as POW_HEADER
 from .identity import PublicIdentity, parse_handle
-from .pow import HEADER as POW_HEADER
 from .pow import ProofOfWork
 from .presence import expiry_ms
 from .ratelimit import CLIENT_KEY

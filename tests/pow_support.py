@@ -7,7 +7,8 @@ from typing import Any
 
 from registryd.config import PowConfig
 from registryd.errors import PowRequired
-from registryd.pow import ProofOfWork, solve
+from registryd.hashcash import solve
+from registryd.pow import ProofOfWork
 from tests.helpers import Clock
 
 CLIENT = "203.0.113.7"

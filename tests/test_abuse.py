@@ -12,8 +12,8 @@ from registryd import config as config_mod
 from registryd.client import AsyncRegistryClient, IdentityKeys
 from registryd.envelope import x25519_keypair
 from registryd.errors import ServerError
+from registryd.hashcash import solve
 from registryd.identity import user_id
-from registryd.pow import solve
 from registryd.storage import open_storage
 from tests.helpers import Clock, app_transport, config_text
 from tests.vectors import PEPPER_HEX

@@ -16,16 +16,8 @@ import pytest
 
 from registryd.config import PowConfig
 from registryd.errors import PowRequired
-from registryd.pow import (
-    HALF_LIFE_MS,
-    IDLE_MS,
-    MAX_DIFFICULTY,
-    Challenge,
-    ProofOfWork,
-    SolveCancelled,
-    leading_zero_bits_ok,
-    solve,
-)
+from registryd.hashcash import Challenge, SolveCancelled, leading_zero_bits_ok, solve
+from registryd.pow import HALF_LIFE_MS, IDLE_MS, MAX_DIFFICULTY, ProofOfWork
 from tests.helpers import Clock
 from tests.pow_support import (
     CLIENT,

@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from registryd.errors import PowRequired
-from registryd.pow import solve
+from registryd.hashcash import solve
 from tests.helpers import Clock
 from tests.pow_support import CLIENT, OTHER, accepted, adaptive, pow_for, run_at, solved, zero_bits
 
