@@ -31,7 +31,8 @@ from .errors import (
     NotFound,
     Unauthorized,
 )
-from .keystore import Keystore, describe_key, read_passphrase
+from .keyring import describe_key
+from .keystore import Keystore, read_passphrase
 from .routes import Registry, json_response
 
 

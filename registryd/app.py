@@ -22,8 +22,8 @@ from .directory import Directory
 from .directory.admin import admin_routes
 from .directory.routes import directory_routes
 from .drain import DrainMiddleware
-from .envelope import KeyRing
 from .errors import ApiError, MethodNotAllowed, NotFound, StorageError
+from .keyring import KeyRing
 from .presence import gc_loop
 from .ratelimit import RateLimiter, RateLimitMiddleware
 from .routes import Registry

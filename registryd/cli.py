@@ -25,8 +25,8 @@ from pathlib import Path
 
 from . import __version__, client_cli, config, keys_cli, logs, scaffold
 from .directory import cli as directory_cli
-from .envelope import key_warnings
 from .errors import ConfigError, StorageError
+from .keyring import key_warnings
 from .node import cli as node_cli
 from .pidfile import PidFile
 from .timespec import now_ms

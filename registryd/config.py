@@ -18,10 +18,10 @@ import blake3
 import msgspec
 
 from . import tomlfile
-from .envelope import EnvelopeKey, KeyRing
 from .errors import ConfigError, KeyUnavailable
 from .files import exposed
-from .keystore import Keystore, describe_key, read_passphrase
+from .keyring import EnvelopeKey, KeyRing, describe_key
+from .keystore import Keystore, read_passphrase
 from .secret import Secret
 from .sockets import parse_address
 from .timespec import iso, now_ms

@@ -29,9 +29,9 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from . import config, timespec
-from .envelope import EnvelopeKey, KeyRing
 from .errors import ConfigError, KeystoreError, KeyUnavailable, RegistrydError
-from .keystore import Keystore, describe_key, passphrase_from, read_passphrase
+from .keyring import EnvelopeKey, KeyRing, describe_key
+from .keystore import Keystore, passphrase_from, read_passphrase
 from .secret import Secret
 from .timespec import iso, now_ms
 from .tokens import MIN_TOKEN_CHARS, hash_token

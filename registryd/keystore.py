@@ -12,7 +12,7 @@ The file (UTF-8 JSON, mode 0600, written atomically) is one of::
 
 ``KEY`` is ``{"kid": "<8 bytes hex>", "x25519_private_key_hex": "<32 bytes hex>", "created_ms",
 "not_before_ms", "not_after_ms", "opens_until_ms", "active", "retired"}`` (times are Unix ms or
-null; see :class:`~registryd.envelope.EnvelopeKey` for what each means), newest first.
+null; see :class:`~registryd.keyring.EnvelopeKey` for what each means), newest first.
 *Canonical JSON* is ``json.dumps(value, sort_keys=True, separators=(",", ":"))``.
 
 Encrypted at rest: Argon2id (``argon2.low_level.hash_secret_raw``; defaults :data:`DEFAULT_KDF`:
@@ -52,9 +52,9 @@ from argon2.low_level import Type, hash_secret_raw
 
 from . import aead, wire
 from .aead import NONCE_LEN
-from .envelope import EnvelopeKey, KeyRing
 from .errors import InvalidInput, KeystoreError
 from .files import exposed, write_file
+from .keyring import EnvelopeKey, KeyRing
 from .secret import Secret
 from .wire import KID_LEN
 
@@ -135,20 +135,6 @@ def _record(key: EnvelopeKey) -> dict[str, Any]:
 def _newest_first(keys: list[EnvelopeKey]) -> list[EnvelopeKey]:
     # Stable: keys created in the same millisecond keep their order (the newer one in front).
     return sorted(keys, key=lambda k: -(k.created_ms or 0))
-
-
-def describe_key(key: EnvelopeKey, now_ms: int) -> dict[str, object]:
-    """A key's public facts for operators (``keys list --json``, ``GET /admin/keys``,
-    ``check-config``): kid, public key, state at ``now_ms`` and times. Never the private key."""
-    return {
-        "kid_hex": key.kid.hex(),
-        "x25519_public_key_hex": key.public.hex(),
-        "state": key.state(now_ms),
-        "created_ms": key.created_ms,
-        "not_before_ms": key.not_before_ms,
-        "not_after_ms": key.not_after_ms,
-        "opens_until_ms": key.opens_until_ms,
-    }
 
 
 class Keystore:

@@ -20,7 +20,7 @@ from . import wire
 from .auth import TokenVerifier, bearer_token, on_peer_listener
 from .config import Config
 from .encoding import decode_hex
-from .envelope import KeyRing, key_warnings, padded
+from .envelope import padded
 from .errors import (
     ConfigError,
     Conflict,
@@ -33,6 +33,7 @@ from .errors import (
 )
 from .hashcash import HEADER as POW_HEADER
 from .identity import PublicIdentity, parse_handle
+from .keyring import KeyRing, key_warnings
 from .pow import ProofOfWork
 from .presence import expiry_ms
 from .ratelimit import CLIENT_KEY

@@ -24,8 +24,8 @@ from . import listener
 from .app import build_app
 from .clientip import ClientKeys
 from .config import Config
-from .envelope import KeyRing, key_warnings
 from .errors import ConfigError, KeyUnavailable
+from .keyring import KeyRing, key_warnings
 from .listener import Gate
 from .peer_listener import peer_hypercorn_config, serving_peers
 from .routes import Registry

@@ -12,8 +12,6 @@ from nacl import bindings
 from registryd import wire
 from registryd.encoding import decode_b64
 from registryd.envelope import (
-    EnvelopeKey,
-    KeyRing,
     open_sealed,
     seal,
     shared_key,
@@ -22,6 +20,7 @@ from registryd.envelope import (
 )
 from registryd.errors import InvalidInput, KeyUnavailable
 from registryd.identity import PublicIdentity, user_id
+from registryd.keyring import EnvelopeKey, KeyRing
 from registryd.secret import Secret
 from tests.vectors import (
     AEAD_KEY_HEX,

@@ -19,6 +19,7 @@ from argon2 import PasswordHasher
 from registryd import config as config_mod
 from registryd import keys_cli, keystore, timespec
 from registryd.errors import KeystoreError
+from registryd.keyring import describe_key
 from registryd.keystore import KdfParams, Keystore
 from registryd.secret import Secret
 from tests.helpers import Clock, config_text, write_config
@@ -219,7 +220,7 @@ def test_list_shows_public_data_only(
         assert not any(secret in t for t in texts)
     rows = json.loads(json_out)
     now = clock.now_ms
-    assert rows == [keystore.describe_key(k, now) for k in store.keys]  # exactly that shape
+    assert rows == [describe_key(k, now) for k in store.keys]  # exactly that shape
     assert set(rows[0]) == {
         "kid_hex",
         "x25519_public_key_hex",

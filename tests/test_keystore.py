@@ -19,14 +19,13 @@ import blake3
 import pytest
 
 from registryd import config as config_mod
-from registryd.envelope import EnvelopeKey
 from registryd.errors import InvalidInput, KeystoreError
+from registryd.keyring import EnvelopeKey, describe_key
 from registryd.keystore import (
     DEFAULT_KDF,
     KdfParams,
     Keystore,
     canonical,
-    describe_key,
     passphrase_from,
     read_passphrase,
 )

@@ -13,8 +13,8 @@ import pytest
 from argon2 import PasswordHasher
 
 from registryd import config as config_mod
-from registryd.envelope import key_warnings
 from registryd.errors import ConfigError
+from registryd.keyring import key_warnings
 from registryd.keystore import KdfParams, Keystore
 from registryd.routes import Registry
 from tests.helpers import Clock, app_with_state, config_text, write_config

@@ -2,7 +2,7 @@
 
 Every bit of the spec 7.2 envelope's fields is flipped in turn and the altered body is sent to
 the app: none may register, and the answers may not tell the checks apart beyond the kid
-(see :meth:`registryd.envelope.KeyRing.open_registration`).
+(see :meth:`registryd.keyring.KeyRing.open_registration`).
 """
 
 from __future__ import annotations
