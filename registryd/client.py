@@ -41,7 +41,15 @@ import msgspec
 
 from . import __version__, tomlfile, wire
 from .encoding import decode_hex
-from .envelope import open_sealed, seal, shared_key, x25519_keypair
+from .envelope import (
+    KID_LEN,
+    PEPPER_LEN,
+    X25519_LEN,
+    open_sealed,
+    seal,
+    shared_key,
+    x25519_keypair,
+)
 from .errors import ConfigError, InvalidInput, ProtocolError, ServerError, TransportError
 from .hashcash import HEADER as POW_HEADER
 from .hashcash import solve as solve_pow
@@ -51,7 +59,7 @@ from .identity import (
     PublicIdentity,
     user_id,
 )
-from .identity_keys import KEY_LEN, IdentityKeys
+from .identity_keys import IdentityKeys
 from .secret import Secret
 from .timespec import now_ms
 
@@ -209,8 +217,8 @@ def _server_key(raw: bytes) -> ServerKey:
     with _protocol("/envelope_pubkey answer"):
         answer = wire.decode(raw, _PublicKeyAnswer)
         return ServerKey(
-            decode_hex(answer.kid_hex, wire.KID_LEN, "kid_hex"),
-            decode_hex(answer.x25519_public_key_hex, wire.X25519_LEN, "x25519_public_key_hex"),
+            decode_hex(answer.kid_hex, KID_LEN, "kid_hex"),
+            decode_hex(answer.x25519_public_key_hex, X25519_LEN, "x25519_public_key_hex"),
             answer.not_after_epoch_ms,
         )
 
@@ -238,8 +246,9 @@ def _open_identity(
     does not open, an invalid identity or one of another handle is a :class:`ProtocolError`.
     """
     with _protocol("/resolve envelope"):
-        key = shared_key(pepper, handle, private, envelope.sender_bytes())
-        plaintext = open_sealed(key, handle, envelope.nonce_bytes(), envelope.ciphertext_bytes())
+        sealed = envelope.sealed()
+        key = shared_key(pepper, handle, private, sealed.sender_public)
+        plaintext = open_sealed(key, handle, sealed.nonce, sealed.ciphertext)
     try:
         identity = wire.decode(plaintext, PublicIdentity)
     except InvalidInput:
@@ -344,7 +353,7 @@ class _ClientBase:
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
-        if len(pepper) != KEY_LEN:
+        if len(pepper) != PEPPER_LEN:
             raise ValueError("pepper must be 32 bytes")
         if timeout <= 0 or max_response_bytes <= 0:
             raise ValueError("timeout and max_response_bytes must be positive")

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 from .client import ClientConfig, IdentityKeys, RegistryClient, load_client_config
 from .encoding import decode_hex
+from .envelope import PEPPER_LEN
 from .errors import ConfigError, InvalidInput, RegistrydError
 from .identity import user_id
 from .secret import Secret
@@ -30,7 +31,6 @@ from .secret import Secret
 ENV_CONFIG = "REGISTRYD_CLIENT_CONFIG"
 ENV_PEPPER = "REGISTRYD_PEPPER_HEX"
 DEFAULT_CONFIG = "client.toml"
-PEPPER_LEN = 32
 
 EPILOG = f"""\
 precedence: flags, then ${ENV_PEPPER} (pepper only), then the client config, which is

@@ -9,6 +9,7 @@ Wrong-length, non-canonical or low-order X25519 keys and short or forged ciphert
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import blake3
 import nacl.exceptions
@@ -17,10 +18,24 @@ from nacl import bindings
 from . import aead
 from .aead import NONCE_LEN, TAG_LEN
 from .errors import InvalidInput
-from .wire import X25519_LEN
 
 ENVELOPE_DOMAIN = b"enigma:registry:envelope:v1"
+KID_LEN = 8
+X25519_LEN = 32
+PEPPER_LEN = 32
 X25519_P = 2**255 - 19
+
+
+class Sealed(NamedTuple):
+    """An envelope's fields as bytes (spec 4.1): ``kid`` (8 B), the sender's X25519
+    ``sender_public`` key (32 B), ``nonce`` (24 B) and ``ciphertext`` (plaintext + 16-byte
+    tag). :meth:`registryd.wire.Envelope.sealed` decodes one, ``Envelope.build(*sealed)``
+    encodes one."""
+
+    kid: bytes
+    sender_public: bytes
+    nonce: bytes
+    ciphertext: bytes
 
 
 def padded(plaintext: bytes, minimum: int) -> bytes:

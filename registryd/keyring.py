@@ -11,11 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .envelope import open_sealed, seal, shared_key, x25519_public
+from .envelope import KID_LEN, Sealed, open_sealed, seal, shared_key, x25519_public
 from .errors import InvalidInput, KeyUnavailable
 from .secret import Secret
 from .timespec import now_ms
-from .wire import KID_LEN, Envelope
 
 
 @dataclass(frozen=True)
@@ -142,40 +141,41 @@ class KeyRing:
                 return key
         raise InvalidInput("unable to decrypt envelope")
 
-    def open_registration(
-        self, handle: bytes, envelope: Envelope, at_ms: int | None = None
-    ) -> bytes:
-        """Decrypt a ``/register`` envelope sealed by a client to one of our keys (spec 4.2).
+    def open_registration(self, handle: bytes, sealed: Sealed, at_ms: int | None = None) -> bytes:
+        """Decrypt a ``/register`` envelope sealed by a client to one of our keys (spec 4.2);
+        ``sealed`` is its four fields as bytes (:meth:`registryd.wire.Envelope.sealed`, which
+        names a malformed field).
 
-        Raises :class:`InvalidInput`: a malformed field names it; every envelope that does not
-        open, whichever part was altered (kid, sender key, nonce, ciphertext, tag) or whether
-        its key is unknown, past its grace or retired, gets one message, "unable to decrypt
-        envelope" (the reference says "unknown envelope key" for the kid; one message tells a
-        tamperer nothing about which check failed).
+        Raises :class:`InvalidInput`: every envelope that does not open, whichever part was
+        altered (kid, sender key, nonce, ciphertext, tag) or whether its key is unknown, past
+        its grace or retired, gets one message, "unable to decrypt envelope" (the reference says
+        "unknown envelope key" for the kid; one message tells a tamperer nothing about which
+        check failed).
         """
-        key = self.find(envelope.kid_bytes(), at_ms)
-        sender = envelope.sender_bytes()
-        nonce, ciphertext = envelope.nonce_bytes(), envelope.ciphertext_bytes()
+        key = self.find(sealed.kid, at_ms)
         try:
-            aead_key = shared_key(self.pepper.reveal(), handle, key.private.reveal(), sender)
+            aead_key = shared_key(
+                self.pepper.reveal(), handle, key.private.reveal(), sealed.sender_public
+            )
         except InvalidInput:  # non-canonical or low-order: told apart from a forged tag by no one
             raise InvalidInput("unable to decrypt envelope") from None
-        return open_sealed(aead_key, handle, nonce, ciphertext)
+        return open_sealed(aead_key, handle, sealed.nonce, sealed.ciphertext)
 
     def resolution_sealer(
         self, handle: bytes, requester_public: bytes, at_ms: int | None = None
-    ) -> Callable[[bytes], Envelope]:
+    ) -> Callable[[bytes], Sealed]:
         """Prepare to seal a ``/resolve`` answer to a requester's ephemeral key (spec 4.2).
 
         The DH with the active key happens now, so a bad requester key (wrong length, low order:
         :class:`InvalidInput`) is refused before anything is looked up. The returned function
-        seals a plaintext with a fresh random nonce. :class:`KeyUnavailable` if no key is active.
+        seals a plaintext with a fresh random nonce (the wire form is
+        ``wire.Envelope.build(*sealed)``). :class:`KeyUnavailable` if no key is active.
         """
         key = self.active(at_ms)
         aead_key = shared_key(self.pepper.reveal(), handle, key.private.reveal(), requester_public)
 
-        def seal_to_requester(plaintext: bytes) -> Envelope:
+        def seal_to_requester(plaintext: bytes) -> Sealed:
             nonce, ciphertext = seal(aead_key, handle, plaintext)
-            return Envelope.build(key.kid, key.public, nonce, ciphertext)
+            return Sealed(key.kid, key.public, nonce, ciphertext)
 
         return seal_to_requester

@@ -52,11 +52,11 @@ from argon2.low_level import Type, hash_secret_raw
 
 from . import aead, wire
 from .aead import NONCE_LEN
+from .envelope import KID_LEN
 from .errors import InvalidInput, KeystoreError
 from .files import exposed, write_file
 from .keyring import EnvelopeKey, KeyRing
 from .secret import Secret
-from .wire import KID_LEN
 
 if TYPE_CHECKING:  # config imports this module lazily; this one needs config only for types
     from .config import EnvelopeConfig

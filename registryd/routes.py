@@ -215,7 +215,7 @@ class Registry:
     async def register(self, request: Request) -> Response:
         req = await self.read_json(request, wire.RegisterRequest)
         handle = parse_handle(req.handle)
-        plaintext = self.keyring.open_registration(handle, req.envelope, self.clock())
+        plaintext = self.keyring.open_registration(handle, req.envelope.sealed(), self.clock())
         identity = wire.decode(plaintext, PublicIdentity)
         if identity.handle != handle:
             raise InvalidInput("handle does not match identity")
@@ -236,11 +236,13 @@ class Registry:
             raise InvalidInput(field) from None
         identity = await self.storage.get_identity(handle)
         if not self.config.privacy.constant_shape_resolve:
-            envelope = None if identity is None else seal_to_requester(identity)
+            envelope = (
+                None if identity is None else wire.Envelope.build(*seal_to_requester(identity))
+            )
         else:  # a miss looks like a hit: same length bucket, same DH and AEAD work
             # bytes(...) copies, as padded() does: both paths allocate and fill one bucket
             plaintext = bytes(self._miss) if identity is None else padded(identity, self._pad)
-            envelope = seal_to_requester(plaintext)
+            envelope = wire.Envelope.build(*seal_to_requester(plaintext))
         return json_response(wire.ResolveResponse(req.handle, envelope))
 
     async def check_user(self, request: Request) -> Response:

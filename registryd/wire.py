@@ -13,13 +13,12 @@ import msgspec
 
 from .aead import NONCE_LEN
 from .encoding import decode_b64, decode_hex, encode_b64
+from .envelope import KID_LEN, X25519_LEN, Sealed
 from .errors import ApiError, InvalidInput
 from .identity import NonNegative, PublicIdentity
 
 T = TypeVar("T")
 
-KID_LEN = 8
-X25519_LEN = 32
 MAX_ADDR_BYTES = 256
 MAX_BASE_URL_BYTES = 256
 
@@ -103,17 +102,16 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True):
     nonce: str
     ciphertext: str
 
-    def kid_bytes(self) -> bytes:
-        return decode_hex(self.kid, KID_LEN, "envelope.kid")
-
-    def sender_bytes(self) -> bytes:
-        return decode_hex(self.sender_pubkey, X25519_LEN, "envelope.sender_pubkey")
-
-    def nonce_bytes(self) -> bytes:
-        return decode_hex(self.nonce, NONCE_LEN, "envelope.nonce")
-
-    def ciphertext_bytes(self) -> bytes:
-        return decode_b64(self.ciphertext, "envelope.ciphertext")
+    def sealed(self) -> Sealed:
+        """The four fields as bytes, decoded here and nowhere else; :class:`InvalidInput`
+        naming the first malformed one (``envelope.kid``, ``.sender_pubkey``, ``.nonce``,
+        ``.ciphertext``)."""
+        return Sealed(
+            decode_hex(self.kid, KID_LEN, "envelope.kid"),
+            decode_hex(self.sender_pubkey, X25519_LEN, "envelope.sender_pubkey"),
+            decode_hex(self.nonce, NONCE_LEN, "envelope.nonce"),
+            decode_b64(self.ciphertext, "envelope.ciphertext"),
+        )
 
     @classmethod
     def build(cls, kid: bytes, sender_pubkey: bytes, nonce: bytes, ciphertext: bytes) -> Envelope:

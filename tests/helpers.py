@@ -86,7 +86,8 @@ def seal_resolution(request: wire.ResolveRequest, plaintext: bytes) -> wire.Enve
     the spec 7.2 server key (for fake servers in client tests)."""
     handle = bytes.fromhex(request.handle)
     requester = bytes.fromhex(request.requester_ephemeral_pubkey_hex)
-    return make_config().keyring().resolution_sealer(handle, requester)(plaintext)
+    sealer = make_config().keyring().resolution_sealer(handle, requester)
+    return wire.Envelope.build(*sealer(plaintext))
 
 
 def error(code: str, message: str) -> dict[str, Any]:

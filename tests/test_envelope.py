@@ -12,6 +12,7 @@ from nacl import bindings
 from registryd import wire
 from registryd.encoding import decode_b64
 from registryd.envelope import (
+    Sealed,
     open_sealed,
     seal,
     shared_key,
@@ -68,7 +69,7 @@ def vector_ring(**key_options: object) -> KeyRing:
     return KeyRing(Secret(PEPPER), (key,))
 
 
-def vector_envelope(**changes: str) -> wire.Envelope:
+def vector_envelope(**changes: str) -> Sealed:
     request = wire.decode(REGISTER_BODY, wire.RegisterRequest)
     fields = {
         "kid": request.envelope.kid,
@@ -77,7 +78,7 @@ def vector_envelope(**changes: str) -> wire.Envelope:
         "ciphertext": request.envelope.ciphertext,
     }
     fields.update(changes)
-    return wire.Envelope(**fields)
+    return wire.Envelope(**fields).sealed()
 
 
 def key(kid: int, **fields: Any) -> EnvelopeKey:
@@ -116,7 +117,7 @@ def test_seal_with_the_fixed_nonce_gives_the_vector_ciphertext() -> None:
 def test_open_registration_decrypts_the_vector_register_body() -> None:
     request = wire.decode(REGISTER_BODY, wire.RegisterRequest)
     handle = bytes.fromhex(request.handle)
-    plaintext = vector_ring().open_registration(handle, request.envelope)
+    plaintext = vector_ring().open_registration(handle, request.envelope.sealed())
     assert plaintext == PLAINTEXT
     identity = wire.decode(plaintext, PublicIdentity)
     assert identity.user_id == request.handle
@@ -142,12 +143,13 @@ def test_resolve_direction_with_the_same_nonce_is_byte_identical() -> None:
 
 def test_resolution_sealer_round_trip_from_the_client_side() -> None:
     ring = vector_ring()
-    envelope = ring.resolution_sealer(HANDLE, bytes.fromhex(CLIENT_PUBLIC_HEX), NOW)(PLAINTEXT)
+    sealed = ring.resolution_sealer(HANDLE, bytes.fromhex(CLIENT_PUBLIC_HEX), NOW)(PLAINTEXT)
+    envelope = wire.Envelope.build(*sealed)
     assert envelope.kid == KID.hex()
     assert envelope.sender_pubkey == SERVER_PUBLIC_HEX
-    assert envelope.nonce != NONCE.hex() and len(envelope.nonce_bytes()) == 24
-    client_key = shared_key(PEPPER, HANDLE, CLIENT_PRIVATE, envelope.sender_bytes())
-    opened = open_sealed(client_key, HANDLE, envelope.nonce_bytes(), envelope.ciphertext_bytes())
+    assert envelope.nonce != NONCE.hex() and len(sealed.nonce) == 24
+    client_key = shared_key(PEPPER, HANDLE, CLIENT_PRIVATE, sealed.sender_public)
+    opened = open_sealed(client_key, HANDLE, sealed.nonce, sealed.ciphertext)
     assert opened == PLAINTEXT
 
 
@@ -164,11 +166,12 @@ def test_resolution_sealer_uses_the_active_key() -> None:
     inactive, active = key(1), key(2, active=True)
     ring = KeyRing(Secret(PEPPER), (inactive, active))
     requester_private, requester_public = x25519_keypair()
-    envelope = ring.resolution_sealer(HANDLE, requester_public, NOW)(PLAINTEXT)
+    sealed = ring.resolution_sealer(HANDLE, requester_public, NOW)(PLAINTEXT)
+    envelope = wire.Envelope.build(*sealed)
     assert envelope.kid == active.kid.hex()
-    assert envelope.sender_bytes() == active.public
+    assert sealed.sender_public == active.public
     aead_key = shared_key(PEPPER, HANDLE, requester_private, active.public)
-    opened = open_sealed(aead_key, HANDLE, envelope.nonce_bytes(), envelope.ciphertext_bytes())
+    opened = open_sealed(aead_key, HANDLE, sealed.nonce, sealed.ciphertext)
     assert opened == PLAINTEXT
 
 
@@ -242,7 +245,7 @@ def test_ciphertext_shorter_than_the_tag_is_invalid_input(length: int) -> None:
         open_sealed(aead_key, HANDLE, NONCE, bytes(length))
     short = wire.Envelope.build(KID, bytes.fromhex(CLIENT_PUBLIC_HEX), NONCE, bytes(length))
     with pytest.raises(InvalidInput, match="unable to decrypt envelope"):
-        vector_ring().open_registration(HANDLE, short)
+        vector_ring().open_registration(HANDLE, short.sealed())
 
 
 def test_bare_tag_of_empty_plaintext_opens() -> None:
@@ -263,7 +266,7 @@ def test_tampered_ciphertext_is_invalid_input(index: int) -> None:
     raw = decode_b64(CIPHERTEXT_B64, "ciphertext")
     tampered = wire.Envelope.build(KID, bytes.fromhex(CLIENT_PUBLIC_HEX), NONCE, _flip(raw, index))
     with pytest.raises(InvalidInput, match="unable to decrypt envelope"):
-        vector_ring().open_registration(HANDLE, tampered)
+        vector_ring().open_registration(HANDLE, tampered.sealed())
 
 
 def test_truncated_ciphertext_is_invalid_input() -> None:
