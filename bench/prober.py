@@ -43,6 +43,7 @@ from registryd import config as config_mod
 from registryd.directory import Directory
 from registryd.directory.prober import RoundStats
 from registryd.directory.records import NodeRecord, encode
+from registryd.keystore import load_keyring
 from registryd.routes import Registry
 from registryd.server import settle_heap
 from registryd.storage.base import DirectoryNode
@@ -144,7 +145,9 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         for node in _records(args.nodes, port):
             await storage.put_directory_node(node)
-        registry = Registry(config, storage, config.keyring(), lambda: int(time.time() * 1000))
+        registry = Registry(
+            config, storage, load_keyring(config.envelope), lambda: int(time.time() * 1000)
+        )
         directory = Directory(registry)
         done = asyncio.Event()
 

@@ -24,6 +24,7 @@ from .directory.routes import directory_routes
 from .drain import DrainMiddleware
 from .errors import ApiError, MethodNotAllowed, NotFound, StorageError
 from .keyring import KeyRing
+from .keystore import load_keyring
 from .presence import gc_loop
 from .ratelimit import RateLimiter, RateLimitMiddleware
 from .routes import Registry
@@ -79,9 +80,11 @@ def create_app(
     """Build the ASGI app over an open ``storage`` (see :func:`build_app`).
 
     ``clock`` returns Unix time in ms (tests pass a controllable one); ``keyring`` defaults to
-    ``config.keyring()``. The caller owns ``storage`` and closes it.
+    the config's own (:func:`~registryd.keystore.load_keyring`). The caller owns ``storage``
+    and closes it.
     """
-    return build_app(Registry(config, storage, keyring or config.keyring(), clock), run_gc=run_gc)
+    keyring = keyring or load_keyring(config.envelope)
+    return build_app(Registry(config, storage, keyring, clock), run_gc=run_gc)
 
 
 def build_app(

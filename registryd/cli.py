@@ -22,14 +22,18 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 from . import __version__, client_cli, config, keys_cli, logs, scaffold
 from .directory import cli as directory_cli
-from .errors import ConfigError, StorageError
-from .keyring import key_warnings
+from .errors import ConfigError, KeyUnavailable, StorageError
+from .keyring import KeyRing, describe_key, key_warnings
+from .keystore import load_keyring
 from .node import cli as node_cli
 from .pidfile import PidFile
-from .timespec import now_ms
+from .timespec import iso, now_ms
 
 log = logging.getLogger("registryd")
 
@@ -67,6 +71,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def active_key_problem(cfg: config.Config, keyring: KeyRing, at_ms: int) -> ConfigError | None:
+    """Why no envelope key may seal at ``at_ms`` (every active key expired, or not yet valid),
+    naming the key path, or None when one may. The daemon would answer ``/resolve`` and
+    ``/envelope_pubkey`` with 503 KEY_UNAVAILABLE; ``check-config`` exits non-zero."""
+    try:
+        keyring.active(at_ms)
+        return None
+    except KeyUnavailable:
+        pass
+    reasons = []
+    for key in (k for k in keyring.keys if k.active):
+        if key.expired(at_ms):
+            reasons.append(f"{key.kid.hex()} expired at {iso(key.not_after_ms)}")
+        else:
+            reasons.append(f"{key.kid.hex()} is valid only from {iso(key.not_before_ms)}")
+    path = "envelope.keystore_path"
+    if cfg.envelope.keystore_path is None:
+        first = next(i for i, k in enumerate(cfg.envelope.keys) if k.active)
+        path = f"envelope.keys[{first}].not_after_epoch_ms"
+    keys = "active keys" if len(reasons) > 1 else "active key"
+    return ConfigError(
+        path,
+        f"no active envelope key is valid now ({keys} {'; '.join(reasons)}): /resolve and "
+        "/envelope_pubkey would answer 503 KEY_UNAVAILABLE; add or activate a key",
+    )
+
+
+def summary(cfg: config.Config, keyring: KeyRing | None = None) -> dict[str, Any]:
+    """A printable view of ``cfg`` with every secret redacted (for ``check-config``); the
+    envelope keys (from ``keyring``, default the config's own) by kid, public key and state."""
+    out: dict[str, Any] = msgspec.to_builtins(cfg, enc_hook=lambda s: "<redacted>")
+    now = now_ms()
+    out["envelope"]["keys"] = [
+        describe_key(key, now) for key in (keyring or load_keyring(cfg.envelope)).keys
+    ]
+    if cfg.storage.index_key_hex is None:
+        out["storage"]["index_key_hex"] = "<derived from pepper>"
+    return out
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .peer_listener import peer_hypercorn_config
     from .server import hypercorn_config
@@ -76,12 +120,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         cfg = config.load(args.path)
         peer_hypercorn_config(cfg, hypercorn_config(cfg))
-        keyring = cfg.keyring()
+        keyring = load_keyring(cfg.envelope)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(config.summary(cfg, keyring), indent=2))
-    if problem := config.active_key_problem(cfg, keyring, now):
+    print(json.dumps(summary(cfg, keyring), indent=2))
+    if problem := active_key_problem(cfg, keyring, now):
         print(f"config error: {problem}", file=sys.stderr)  # the daemon would start degraded
         return 1
     for warning in key_warnings(keyring, now, cfg.envelope.expiry_warning_days):

@@ -12,19 +12,16 @@ import ipaddress
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import blake3
 import msgspec
 
 from . import tomlfile
-from .errors import ConfigError, KeyUnavailable
+from .errors import ConfigError
 from .files import exposed
-from .keyring import EnvelopeKey, KeyRing, describe_key
-from .keystore import Keystore, read_passphrase
 from .secret import Secret
 from .sockets import parse_address
-from .timespec import iso, now_ms
 from .tokens import is_argon2id, token_hash_warnings
 
 log = logging.getLogger("registryd")
@@ -264,30 +261,6 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         """``address`` split into (IP string without brackets, port)."""
         return parse_address(self.address)
 
-    def keyring(self) -> KeyRing:
-        """The envelope keys as a :class:`KeyRing`: inline keys in configured order, or the
-        keystore's newest first. Raises :class:`ConfigError` (or a
-        :class:`~registryd.errors.KeystoreError`) when the keystore cannot be read."""
-        if self.envelope.keystore_path is not None:
-            passphrase = read_passphrase(self.envelope)
-            store = Keystore.load(self.envelope.keystore_path, passphrase)
-            if not any(key.active for key in store.keys):
-                raise ConfigError(
-                    "envelope.keystore_path",
-                    "the keystore has no active key (registryd keys generate --active)",
-                )
-            return store.keyring(self.envelope.pepper_hex)
-        keys = tuple(
-            EnvelopeKey.from_private(
-                bytes.fromhex(k.kid_hex),
-                k.x25519_private_key_hex.reveal(),
-                active=k.active,
-                not_after_ms=k.not_after_epoch_ms,
-            )
-            for k in self.envelope.keys
-        )
-        return KeyRing(self.envelope.pepper_hex, keys)
-
     def index_key(self) -> Secret:
         """The 32-byte server-only index key, derived from the pepper if not configured."""
         if self.storage.index_key_hex is not None:
@@ -467,41 +440,3 @@ def load(path: str | Path) -> Config:
         for warning in token_hash_warnings(table, hashes):
             log.warning("%s", warning)
     return cfg
-
-
-def active_key_problem(cfg: Config, keyring: KeyRing, at_ms: int) -> ConfigError | None:
-    """Why no envelope key may seal at ``at_ms`` (every active key expired, or not yet valid),
-    naming the key path, or None when one may. The daemon would answer ``/resolve`` and
-    ``/envelope_pubkey`` with 503 KEY_UNAVAILABLE; ``check-config`` exits non-zero."""
-    try:
-        keyring.active(at_ms)
-        return None
-    except KeyUnavailable:
-        pass
-    reasons = []
-    for key in (k for k in keyring.keys if k.active):
-        if key.expired(at_ms):
-            reasons.append(f"{key.kid.hex()} expired at {iso(key.not_after_ms)}")
-        else:
-            reasons.append(f"{key.kid.hex()} is valid only from {iso(key.not_before_ms)}")
-    path = "envelope.keystore_path"
-    if cfg.envelope.keystore_path is None:
-        first = next(i for i, k in enumerate(cfg.envelope.keys) if k.active)
-        path = f"envelope.keys[{first}].not_after_epoch_ms"
-    keys = "active keys" if len(reasons) > 1 else "active key"
-    return ConfigError(
-        path,
-        f"no active envelope key is valid now ({keys} {'; '.join(reasons)}): /resolve and "
-        "/envelope_pubkey would answer 503 KEY_UNAVAILABLE; add or activate a key",
-    )
-
-
-def summary(cfg: Config, keyring: KeyRing | None = None) -> dict[str, Any]:
-    """A printable view of ``cfg`` with every secret redacted (for ``check-config``); the
-    envelope keys (from ``keyring``, default ``cfg.keyring()``) by kid, public key and state."""
-    out: dict[str, Any] = msgspec.to_builtins(cfg, enc_hook=lambda s: "<redacted>")
-    now = now_ms()
-    out["envelope"]["keys"] = [describe_key(key, now) for key in (keyring or cfg.keyring()).keys]
-    if cfg.storage.index_key_hex is None:
-        out["storage"]["index_key_hex"] = "<derived from pepper>"
-    return out

@@ -1,26 +1,9 @@
 """The envelope keystore: the server's X25519 keys in one JSON file, managed by ``registryd keys``.
 
-The file (UTF-8 JSON, mode 0600, written atomically) is one of::
-
-    {"format": "registryd-keystore", "version": 1, "kdf": null,
-     "keys": [KEY, ...], "checksum": "<BLAKE3 hex of the canonical keys JSON>"}
-
-    {"format": "registryd-keystore", "version": 1,
-     "kdf": {"name": "argon2id", "salt": "<16 bytes hex>",
-             "time_cost": 3, "memory_cost": 65536, "parallelism": 1},
-     "nonce": "<24 bytes base64>", "ciphertext": "<base64>"}
-
-``KEY`` is ``{"kid": "<8 bytes hex>", "x25519_private_key_hex": "<32 bytes hex>", "created_ms",
-"not_before_ms", "not_after_ms", "opens_until_ms", "active", "retired"}`` (times are Unix ms or
-null; see :class:`~registryd.keyring.EnvelopeKey` for what each means), newest first.
-*Canonical JSON* is ``json.dumps(value, sort_keys=True, separators=(",", ":"))``.
-
-Encrypted at rest: Argon2id (``argon2.low_level.hash_secret_raw``; defaults :data:`DEFAULT_KDF`:
-time_cost 3, memory_cost 65536 KiB = 64 MiB, parallelism 1, a fresh 16-byte salt per save)
-turns the passphrase into a 32-byte key for XChaCha20-Poly1305 over the canonical keys JSON,
-with AAD = the canonical JSON of ``{"format", "version", "kdf"}``, so the KDF parameters cannot
-be altered either. A plaintext keystore's checksum only detects accidental edits: anyone who
-can write the file can recompute it.
+The file (UTF-8 JSON, mode 0600, written atomically; optionally encrypted with a passphrase
+through Argon2id and XChaCha20-Poly1305) is described in :mod:`registryd.keystore_file`.
+:class:`Keystore` holds its keys and the operations on them (generate, rotate, retire, prune);
+:func:`load_keyring` turns the config's ``[envelope]`` into the daemon's key ring.
 
 Writers use :meth:`Keystore.editing`, which holds an exclusive ``flock`` on ``<keystore>.lock``
 from load to save, so concurrent changes cannot lose each other; readers need no lock.
@@ -31,105 +14,29 @@ passphrases never appear in reprs, messages or logs.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import dataclasses
 import fcntl
-import json
 import logging
 import os
-import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import blake3
-import msgspec
-import nacl.exceptions
-from argon2.low_level import Type, hash_secret_raw
-
-from . import aead, wire
-from .aead import NONCE_LEN
+from . import keystore_file
+from .config import EnvelopeConfig
 from .envelope import KID_LEN
-from .errors import InvalidInput, KeystoreError
+from .errors import ConfigError, KeystoreError
 from .files import exposed, write_file
 from .keyring import EnvelopeKey, KeyRing
+from .keystore_file import DEFAULT_KDF, KdfParams
 from .secret import Secret
 
-if TYPE_CHECKING:  # config imports this module lazily; this one needs config only for types
-    from .config import EnvelopeConfig
+__all__ = ["DEFAULT_KDF", "KdfParams", "Keystore", "load_keyring", "passphrase_from"]
 
 log = logging.getLogger("registryd.keystore")
 
-FORMAT = "registryd-keystore"
-VERSION = 1
-SALT_LEN = 16
 LOCK_TIMEOUT_S = 10.0  # how long Keystore.editing waits for another writer
-
-Hex = Annotated[str, msgspec.Meta(pattern="^(?:[0-9a-f]{2})+\\Z")]
-Ms = Annotated[int, msgspec.Meta(ge=0)]
-
-
-@dataclasses.dataclass(frozen=True)
-class KdfParams:
-    """Argon2id cost: ``time_cost`` passes over ``memory_cost`` KiB with ``parallelism`` lanes."""
-
-    time_cost: int = 3
-    memory_cost: int = 64 * 1024
-    parallelism: int = 1
-
-
-DEFAULT_KDF = KdfParams()
-
-
-class _Kdf(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    name: Literal["argon2id"]
-    salt: Hex
-    time_cost: Annotated[int, msgspec.Meta(ge=1, le=100)]
-    memory_cost: Annotated[int, msgspec.Meta(ge=8, le=4 * 1024 * 1024)]  # KiB, up to 4 GiB
-    parallelism: Annotated[int, msgspec.Meta(ge=1, le=64)]
-
-
-class _File(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    format: str
-    version: int
-    kdf: _Kdf | None
-    keys: list[Any] | None = None
-    checksum: str | None = None
-    nonce: str | None = None
-    ciphertext: str | None = None
-
-
-class _Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    kid: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{16}\\Z")]
-    x25519_private_key_hex: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}\\Z")]
-    created_ms: Ms
-    not_before_ms: Ms | None = None
-    not_after_ms: Ms | None = None
-    opens_until_ms: Ms | None = None
-    active: bool = False
-    retired: bool = False
-
-
-def canonical(value: object) -> bytes:
-    """The canonical JSON encoding of ``value`` (sorted keys, no spaces, ASCII)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _derive(passphrase: bytes, kdf: _Kdf) -> bytes:
-    salt = bytes.fromhex(kdf.salt)
-    cost = (kdf.time_cost, kdf.memory_cost, kdf.parallelism)
-    return hash_secret_raw(passphrase, salt, *cost, hash_len=32, type=Type.ID)
-
-
-_FIELDS = ("created_ms", "not_before_ms", "not_after_ms", "opens_until_ms", "active", "retired")
-
-
-def _record(key: EnvelopeKey) -> dict[str, Any]:
-    secret = {"kid": key.kid.hex(), "x25519_private_key_hex": key.private.reveal().hex()}
-    return secret | {name: getattr(key, name) for name in _FIELDS}
 
 
 def _newest_first(keys: list[EnvelopeKey]) -> list[EnvelopeKey]:
@@ -178,25 +85,8 @@ class Keystore:
         or fails its checksum.
         """
         store = cls(path=path)
-        doc = store._read_document()
-        if doc.kdf is None:
-            if doc.keys is None or doc.checksum is None or doc.nonce or doc.ciphertext:
-                raise store._error("not a keystore: a plaintext keystore has keys and checksum")
-            if passphrase is not None:
-                log.warning("keystore %s is not encrypted; the passphrase is not used", path)
-            if blake3.blake3(canonical(doc.keys)).hexdigest() != doc.checksum:
-                raise store._error("checksum mismatch: the file was modified")
-            raw_keys: object = doc.keys
-        else:
-            if doc.nonce is None or doc.ciphertext is None or doc.keys is not None:
-                raise store._error("not a keystore: an encrypted keystore has nonce and ciphertext")
-            if passphrase is None and ask is not None:
-                passphrase = ask()
-            if passphrase is None:
-                raise store._error("the keystore is encrypted and no passphrase was given")
-            raw_keys = store._decrypt(doc.kdf, doc.nonce, doc.ciphertext, passphrase)
-            store.kdf = KdfParams(doc.kdf.time_cost, doc.kdf.memory_cost, doc.kdf.parallelism)
-        store.keys = _newest_first(store._keys_from(raw_keys))
+        keys, store.kdf = keystore_file.read_keys(path, passphrase, ask)
+        store.keys = _newest_first(keys)
         log.debug("loaded keystore %s: %d keys", path, len(store.keys))
         return store
 
@@ -232,69 +122,6 @@ class Keystore:
             if store.keys != before:
                 store.save(target, passphrase)
 
-    def _read_document(self) -> _File:
-        try:
-            fd = os.open(self.path or "", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except FileNotFoundError:
-            raise self._error("no such keystore file") from None
-        except OSError as exc:
-            raise self._error(f"cannot open: {exc.strerror}") from None
-        try:  # checked on the open file, so a swapped-in file cannot slip past
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise self._error("not a regular file")
-            if problem := exposed(st):
-                raise self._error(problem)
-        except BaseException:
-            os.close(fd)
-            raise
-        with os.fdopen(fd, "rb") as f:
-            data = f.read()
-        try:
-            obj = wire.loads(data)
-        except InvalidInput:
-            raise self._error("not a keystore: invalid JSON (truncated?)") from None
-        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-            raise self._error("not a registryd keystore")
-        if obj.get("version") != VERSION:
-            raise self._error(
-                f"unknown keystore version {obj.get('version')!r} (this registryd reads {VERSION})"
-            )
-        try:
-            return msgspec.convert(obj, _File, strict=True)
-        except msgspec.ValidationError as exc:
-            raise self._error(f"not a keystore: {exc}") from None
-
-    def _decrypt(self, kdf: _Kdf, nonce_b64: str, ciphertext_b64: str, passphrase: bytes) -> object:
-        try:
-            nonce = base64.b64decode(nonce_b64, validate=True)
-            ciphertext = base64.b64decode(ciphertext_b64, validate=True)
-        except binascii.Error:
-            raise self._error("not a keystore: nonce or ciphertext is not base64") from None
-        if len(nonce) != NONCE_LEN or len(bytes.fromhex(kdf.salt)) < SALT_LEN:
-            raise self._error("not a keystore: bad nonce or salt length")
-        aad = canonical({"format": FORMAT, "version": VERSION, "kdf": msgspec.structs.asdict(kdf)})
-        key = _derive(passphrase, kdf)
-        try:
-            plain = aead.decrypt(ciphertext, aad, nonce, key)
-            return wire.loads(plain)
-        except (nacl.exceptions.CryptoError, ValueError):  # InvalidInput is a ValueError
-            raise self._error("cannot decrypt: wrong passphrase or the file was modified") from None
-
-    def _keys_from(self, raw: object) -> list[EnvelopeKey]:
-        try:
-            records = msgspec.convert(raw, list[_Record], strict=True)
-        except msgspec.ValidationError as exc:
-            raise self._error(f"invalid key entry: {exc}") from None
-        keys: list[EnvelopeKey] = []
-        for r in records:
-            if any(k.kid.hex() == r.kid for k in keys):
-                raise self._error(f"duplicate kid {r.kid}")
-            fields = {name: getattr(r, name) for name in _FIELDS}
-            private = bytes.fromhex(r.x25519_private_key_hex)
-            keys.append(EnvelopeKey.from_private(bytes.fromhex(r.kid), private, **fields))
-        return keys
-
     def save(
         self,
         path: str | os.PathLike[str] | None = None,
@@ -313,25 +140,14 @@ class Keystore:
         if target is None:
             raise KeystoreError("keystore", "no path to save to")
         self.path = target
-        keys = [_record(k) for k in self.keys]
-        doc: dict[str, Any] = {"format": FORMAT, "version": VERSION, "kdf": None}
         if passphrase is None:
             self.kdf = None
-            doc |= {"keys": keys, "checksum": blake3.blake3(canonical(keys)).hexdigest()}
+            data = keystore_file.encode(self.keys)
         else:
-            self.kdf = kdf or self.kdf or DEFAULT_KDF
-            params = _Kdf("argon2id", os.urandom(SALT_LEN).hex(), **dataclasses.asdict(self.kdf))
-            doc["kdf"] = msgspec.structs.asdict(params)
-            nonce = os.urandom(NONCE_LEN)
-            sealed = aead.encrypt(
-                canonical(keys), canonical(doc), nonce, _derive(passphrase, params)
-            )
-            doc |= {
-                "nonce": base64.b64encode(nonce).decode(),
-                "ciphertext": base64.b64encode(sealed).decode(),
-            }
+            self.kdf = kdf or self.kdf or DEFAULT_KDF  # read here: tests lower the default cost
+            data = keystore_file.encode(self.keys, passphrase, self.kdf)
         try:
-            write_file(target, json.dumps(doc, indent=2).encode() + b"\n", replace=True)
+            write_file(target, data, replace=True)
         except OSError as exc:
             raise self._error(f"cannot write: {exc.strerror or exc}") from None
         log.debug("saved keystore %s: %d keys", target, len(self.keys))
@@ -475,3 +291,27 @@ def read_passphrase(envelope: EnvelopeConfig) -> bytes | None:
         envelope.keystore_passphrase_file,
         envelope.keystore_path or "keystore",
     )
+
+
+def load_keyring(envelope: EnvelopeConfig) -> KeyRing:
+    """The envelope keys of the config's ``[envelope]`` as a :class:`KeyRing`: the inline keys
+    in configured order, or the keystore's newest first. Raises :class:`ConfigError` (or a
+    :class:`KeystoreError`) when the keystore cannot be read or has no active key."""
+    if envelope.keystore_path is not None:
+        store = Keystore.load(envelope.keystore_path, read_passphrase(envelope))
+        if not any(key.active for key in store.keys):
+            raise ConfigError(
+                "envelope.keystore_path",
+                "the keystore has no active key (registryd keys generate --active)",
+            )
+        return store.keyring(envelope.pepper_hex)
+    keys = tuple(
+        EnvelopeKey.from_private(
+            bytes.fromhex(k.kid_hex),
+            k.x25519_private_key_hex.reveal(),
+            active=k.active,
+            not_after_ms=k.not_after_epoch_ms,
+        )
+        for k in envelope.keys
+    )
+    return KeyRing(envelope.pepper_hex, keys)

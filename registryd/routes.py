@@ -34,6 +34,7 @@ from .errors import (
 from .hashcash import HEADER as POW_HEADER
 from .identity import PublicIdentity, parse_handle
 from .keyring import KeyRing, key_warnings
+from .keystore import load_keyring
 from .pow import ProofOfWork
 from .presence import expiry_ms
 from .ratelimit import CLIENT_KEY
@@ -133,7 +134,7 @@ class Registry:
 
         def read() -> tuple[Config, KeyRing]:
             cfg = config_mod.load(path)
-            return cfg, cfg.keyring()
+            return cfg, load_keyring(cfg.envelope)
 
         async with self._reloading:  # one at a time, so the last file read is the one applied
             cfg, keyring = await anyio.to_thread.run_sync(read)

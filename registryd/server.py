@@ -26,6 +26,7 @@ from .clientip import ClientKeys
 from .config import Config
 from .errors import ConfigError, KeyUnavailable
 from .keyring import KeyRing, key_warnings
+from .keystore import load_keyring
 from .listener import Gate
 from .peer_listener import peer_hypercorn_config, serving_peers
 from .routes import Registry
@@ -146,7 +147,7 @@ async def serve(
     """
     hc = hypercorn_config(config)
     peer_hc = peer_hypercorn_config(config, hypercorn_config(config))
-    keyring = config.keyring()
+    keyring = load_keyring(config.envelope)
     for warning in key_warnings(keyring, now_ms(), config.envelope.expiry_warning_days):
         log.warning("%s", warning)
     if config.storage.index_key_hex is None:

@@ -14,6 +14,7 @@ import pytest
 from registryd.app import build_app
 from registryd.config import Config
 from registryd.directory import Directory
+from registryd.keystore import load_keyring
 from registryd.routes import Registry
 from registryd.storage import Storage, open_storage
 from tests.directory_support import fake_resolver
@@ -37,7 +38,7 @@ class Harness:
 async def serving(config: Config, clock: Clock) -> AsyncIterator[Harness]:
     """The app over a freshly opened storage, in-process; storage closed on exit."""
     storage = open_storage(config)
-    registry = Registry(config, storage, config.keyring(), clock)
+    registry = Registry(config, storage, load_keyring(config.envelope), clock)
     directory = Directory(registry, resolver=fake_resolver)
     app = build_app(registry, run_gc=False, directory=directory)
     transport = httpx.ASGITransport(app=app)

@@ -30,6 +30,7 @@ from registryd import wire
 from registryd.app import build_app
 from registryd.certs import DevCerts
 from registryd.config import Config
+from registryd.keystore import load_keyring
 from registryd.routes import Registry
 from registryd.server import serve
 from registryd.sockets import bind_socket
@@ -86,7 +87,7 @@ def seal_resolution(request: wire.ResolveRequest, plaintext: bytes) -> wire.Enve
     the spec 7.2 server key (for fake servers in client tests)."""
     handle = bytes.fromhex(request.handle)
     requester = bytes.fromhex(request.requester_ephemeral_pubkey_hex)
-    sealer = make_config().keyring().resolution_sealer(handle, requester)
+    sealer = load_keyring(make_config().envelope).resolution_sealer(handle, requester)
     return wire.Envelope.build(*sealer(plaintext))
 
 
@@ -119,7 +120,9 @@ def make_state(
     config_path: str | None = None,
 ) -> Registry:
     """The app's state over an open ``storage`` (the caller closes it), as ``serve`` makes it."""
-    return Registry(config, storage, config.keyring(), clock or now_ms, config_path=config_path)
+    return Registry(
+        config, storage, load_keyring(config.envelope), clock or now_ms, config_path=config_path
+    )
 
 
 def make_app(

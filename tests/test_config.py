@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from registryd import config
+from registryd.cli import summary as summarize
 from registryd.errors import ConfigError
+from registryd.keystore import load_keyring
 from tests.config_support import (
     ENVELOPE,
     INDEX_KEY_HEX,
@@ -41,7 +43,7 @@ def test_the_base_config_is_valid() -> None:
     assert cfg.storage.kind == "memory"
     assert cfg.envelope.pepper_hex.reveal().hex() == PEPPER_HEX
     assert cfg.index_key().reveal().hex() == INDEX_KEY_HEX
-    ring = cfg.keyring()
+    ring = load_keyring(cfg.envelope)
     assert ring.active(NOW_MS).public.hex() == PUBLIC_HEX
     assert ring.pepper.reveal().hex() == PEPPER_HEX
 
@@ -490,7 +492,7 @@ def test_secrets_accept_uppercase_hex() -> None:
     )
     cfg = parse(toml(envelope=envelope))
     assert cfg.envelope.pepper_hex.reveal().hex() == PEPPER_HEX
-    assert cfg.keyring().active(NOW_MS).public.hex() == PUBLIC_HEX
+    assert load_keyring(cfg.envelope).active(NOW_MS).public.hex() == PUBLIC_HEX
 
 
 def test_key_order_is_kept_and_rotation_fields_parse() -> None:
@@ -499,7 +501,7 @@ def test_key_order_is_kept_and_rotation_fields_parse() -> None:
         + key_table("0a0b0c0d0e0f0a0b", active=False, extra=f"not_after_epoch_ms = {NOW_MS + 1}\n")
         + key_table("0001020304050607")
     )
-    ring = parse(toml(envelope=envelope)).keyring()
+    ring = load_keyring(parse(toml(envelope=envelope)).envelope)
     assert [k.kid.hex() for k in ring.keys] == ["0a0b0c0d0e0f0a0b", "0001020304050607"]
     assert ring.keys[0].not_after_ms == NOW_MS + 1
     assert ring.active(NOW_MS).kid.hex() == "0001020304050607"
@@ -549,8 +551,8 @@ def test_repr_str_and_summary_hide_secrets(case: str) -> None:
     _assert_no_secret(repr(cfg))
     _assert_no_secret(str(cfg))
     _assert_no_secret(repr(cfg.envelope))
-    _assert_no_secret(repr(cfg.keyring()))
-    summary = config.summary(cfg)
+    _assert_no_secret(repr(load_keyring(cfg.envelope)))
+    summary = summarize(cfg)
     _assert_no_secret(repr(summary))
     _assert_no_secret(json.dumps(summary))
     assert summary["envelope"]["pepper_hex"] == "<redacted>"
@@ -562,7 +564,7 @@ def test_repr_str_and_summary_hide_secrets(case: str) -> None:
 
 def test_summary_of_a_derived_index_key_says_so() -> None:
     cfg = parse(toml(storage=""))
-    summary = config.summary(cfg)
+    summary = summarize(cfg)
     assert summary["storage"]["index_key_hex"] == "<derived from pepper>"
     _assert_no_secret(json.dumps(summary))
     assert cfg.index_key().reveal().hex() not in json.dumps(summary)
@@ -594,7 +596,7 @@ def test_load_reads_a_file(tmp_path: Path) -> None:
     path = tmp_path / "registry.toml"
     write_config(path, toml())
     cfg = config.load(path)
-    assert cfg.keyring().keys[0].public.hex() == PUBLIC_HEX
+    assert load_keyring(cfg.envelope).keys[0].public.hex() == PUBLIC_HEX
     assert config.load(str(path)) == cfg
 
 
@@ -637,7 +639,7 @@ def test_kid_with_a_trailing_newline_is_rejected() -> None:
         + key_table("0001020304050607\\n", active=False)
     )
     try:
-        kids = [k.kid.hex() for k in parse(text).keyring().keys]
+        kids = [k.kid.hex() for k in load_keyring(parse(text).envelope).keys]
     except ConfigError as exc:
         assert exc.path == "envelope.keys[1].kid_hex"
         return
@@ -664,4 +666,4 @@ def test_address_port_must_be_ascii_digits() -> None:
 
 def test_a_key_past_its_not_after_is_a_runtime_matter_not_a_config_error() -> None:
     cfg = parse(toml(envelope=ENVELOPE + f"not_after_epoch_ms = {NOW_MS - 1}\n"))
-    assert cfg.keyring().keys[0].state(NOW_MS) == "expired"
+    assert load_keyring(cfg.envelope).keys[0].state(NOW_MS) == "expired"

@@ -15,6 +15,7 @@ from registryd.app import build_app
 from registryd.directory import Directory
 from registryd.directory.challenges import NONCE_CHARS
 from registryd.directory.prober import Outcome
+from registryd.keystore import load_keyring
 from registryd.ratelimit import endpoint_of
 from registryd.routes import Registry
 from registryd.storage import Storage, open_storage
@@ -306,7 +307,7 @@ async def admin_client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient,
     digest = PasswordHasher().hash(ADMIN_TOKEN)
     config = make_config(tables=NO_RATE_LIMIT + f'[admin]\ntoken_hashes = ["{digest}"]\n')
     storage = open_storage(config)
-    registry = Registry(config, storage, config.keyring(), Clock())
+    registry = Registry(config, storage, load_keyring(config.envelope), Clock())
     app = build_app(registry, run_gc=False, directory=Directory(registry, resolver=fake_resolver))
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
     try:

@@ -24,6 +24,7 @@ from registryd.config import Config
 from registryd.directory import Directory
 from registryd.directory.prober import RoundStats
 from registryd.directory.ssrf import AddressPolicy
+from registryd.keystore import load_keyring
 from registryd.routes import Registry
 from registryd.storage import Storage, open_storage
 from tests.directory_support import NodeKey, fake_nodes, fake_resolver, make_mmdb, payload
@@ -78,7 +79,7 @@ async def setup(text: str, *, config_path: Path | None = None) -> AsyncIterator[
     registry = Registry(
         config,
         storage,
-        config.keyring(),
+        load_keyring(config.envelope),
         clock,
         config_path=None if config_path is None else str(config_path),
     )

@@ -20,7 +20,7 @@ from registryd import config as config_mod
 from registryd import keys_cli, keystore, timespec
 from registryd.errors import KeystoreError
 from registryd.keyring import describe_key
-from registryd.keystore import KdfParams, Keystore
+from registryd.keystore import KdfParams, Keystore, load_keyring
 from registryd.secret import Secret
 from tests.helpers import Clock, config_text, write_config
 from tests.vectors import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX
@@ -515,7 +515,7 @@ def test_commands_read_the_keystore_from_the_config(
     assert json.loads(path.read_text())["kdf"] is not None
     assert run("keys", "rotate", "--config", str(cfg), "--grace", "1d").code == 0
     assert [r["state"] for r in listing(run, "--config", str(cfg))] == ["active", "grace"]
-    ring = config_mod.load(cfg).keyring()
+    ring = load_keyring(config_mod.load(cfg).envelope)
     assert ring.active().kid == load(path, PASS).keys[0].kid
     err = one_line_error(run("keys", "list", "--config", str(cfg), "--passphrase-env", ENV), code=2)
     assert "go with --keystore" in err
@@ -567,7 +567,7 @@ def test_import_from_a_reference_config(
         (SECOND_KID, SECOND_PRIVATE, False),
     ]
     assert store.keys[1].not_after_ms == 4102444800000
-    inline = config_mod.parse(reference_config()).keyring()
+    inline = load_keyring(config_mod.parse(reference_config()).envelope)
     assert [k.state(0) for k in store.keys] == [k.state(0) for k in inline.keys]
 
     toml_lines = [line for line in result.out.splitlines() if not line.startswith("#")]
@@ -577,7 +577,7 @@ def test_import_from_a_reference_config(
     ]
     head, _, _ = reference_config().partition("[[envelope.keys]]")
     migrated = config_mod.parse(head + "\n".join(toml_lines) + "\n")
-    ring = migrated.keyring()
+    ring = load_keyring(migrated.envelope)
     assert ring.active().kid.hex() == KID_HEX
     assert [(k.kid, k.private, k.active) for k in ring.keys] == [
         (k.kid, k.private, k.active) for k in inline.keys

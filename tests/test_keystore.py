@@ -25,10 +25,11 @@ from registryd.keystore import (
     DEFAULT_KDF,
     KdfParams,
     Keystore,
-    canonical,
+    load_keyring,
     passphrase_from,
     read_passphrase,
 )
+from registryd.keystore_file import canonical
 from registryd.secret import Secret
 from tests.helpers import write_config
 from tests.vectors import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX, SERVER_PUBLIC_HEX
@@ -577,16 +578,16 @@ def test_config_keyring_reads_an_encrypted_keystore(
     write_config(cfg_path, keystore_config(path, 'keystore_passphrase_env = "REGISTRYD_KS_PASS"'))
     cfg = config_mod.load(cfg_path)
     with pytest.raises(KeystoreError, match="REGISTRYD_KS_PASS is not set"):
-        cfg.keyring()
+        load_keyring(cfg.envelope)
     monkeypatch.setenv("REGISTRYD_KS_PASS", PASS.decode())
-    ring = cfg.keyring()
+    ring = load_keyring(cfg.envelope)
     assert [k.kid for k in ring.keys] == [k.kid for k in store.keys]
     assert ring.active(T0 + 2).kid == new.kid
     assert ring.find(bytes.fromhex(KID_HEX), T0 + 2).public.hex() == SERVER_PUBLIC_HEX
     assert ring.pepper == PEPPER
     monkeypatch.setenv("REGISTRYD_KS_PASS", "wrong")
     with pytest.raises(KeystoreError, match="wrong passphrase"):
-        cfg.keyring()
+        load_keyring(cfg.envelope)
 
 
 def test_config_keyring_with_a_passphrase_file(tmp_path: Path) -> None:
@@ -598,7 +599,7 @@ def test_config_keyring_with_a_passphrase_file(tmp_path: Path) -> None:
     pass_file.chmod(0o400)
     cfg_path = tmp_path / "registry.toml"
     write_config(cfg_path, keystore_config(path, f'keystore_passphrase_file = "{pass_file}"'))
-    ring = config_mod.load(cfg_path).keyring()
+    ring = load_keyring(config_mod.load(cfg_path).envelope)
     assert ring.keys == tuple(store.keys)
     assert privates(Keystore.load(path, PASS)) == privates(store)
 

@@ -15,7 +15,7 @@ from argon2 import PasswordHasher
 from registryd import config as config_mod
 from registryd.errors import ConfigError
 from registryd.keyring import key_warnings
-from registryd.keystore import KdfParams, Keystore
+from registryd.keystore import KdfParams, Keystore, load_keyring
 from registryd.routes import Registry
 from tests.helpers import Clock, app_with_state, config_text, write_config
 from tests.vectors import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX
@@ -133,7 +133,7 @@ async def test_a_staged_successor_takes_over_at_its_not_before(
 def test_key_warnings(clock: Clock) -> None:
     soon = f"not_after_epoch_ms = {clock.now_ms + 3 * 86_400_000}\n"
     cfg = config_mod.parse(config_with(key_table(KID_HEX, SERVER_PRIVATE_HEX, extra=soon)))
-    ring = cfg.keyring()
+    ring = load_keyring(cfg.envelope)
     assert key_warnings(ring, clock.now_ms, warning_days=2) == []
     [warning] = key_warnings(ring, clock.now_ms, warning_days=7)
     assert KID_HEX in warning and "72.0 h" in warning
@@ -290,5 +290,5 @@ def test_a_keystore_without_an_active_key_is_a_config_error(tmp_path: Path) -> N
         f'keystore_path = "{tmp_path / "keys.json"}"\n'
     )
     with pytest.raises(ConfigError) as err:
-        cfg.keyring()
+        load_keyring(cfg.envelope)
     assert err.value.path == "envelope.keystore_path" and "no active key" in err.value.message
