@@ -26,6 +26,8 @@ from registryd import config as config_mod
 from registryd.app import create_app
 from registryd.envelope import x25519_keypair
 from registryd.identity import PublicIdentity, user_id
+from registryd.keystore import load_keyring
+from registryd.runtime import Runtime
 from registryd.storage import open_storage
 
 CONFIG = """
@@ -113,7 +115,7 @@ async def run(requests: int, kind: str, identities: int, seed: int) -> dict[str,
         )
         cfg = config_mod.parse(text)
         storage = open_storage(cfg)
-        app = create_app(cfg, storage, run_gc=False)
+        app = create_app(Runtime(cfg, storage, load_keyring(cfg.envelope)), run_gc=False)
         names = [f"user-{i}" for i in range(identities)]
         for name in names:
             ident = identity(name)

@@ -44,7 +44,9 @@ from registryd import config as config_mod
 from registryd import wire
 from registryd.app import create_app
 from registryd.identity import user_id
+from registryd.keystore import load_keyring
 from registryd.presence import collect
+from registryd.runtime import Runtime
 from registryd.server import hypercorn_config, url_of
 from registryd.sockets import bind_socket
 from registryd.storage.base import PRESENCE
@@ -150,7 +152,7 @@ async def measure(presences: int, work: Path) -> dict[str, object]:
         url = url_of(cfg, sock)
         hc.bind = [f"fd://{sock.detach()}"]
         stop = asyncio.Event()
-        app = create_app(cfg, storage, run_gc=False)
+        app = create_app(Runtime(cfg, storage, load_keyring(cfg.envelope)), run_gc=False)
         server = asyncio.create_task(
             hypercorn_serve(app, hc, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
         )

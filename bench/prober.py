@@ -40,11 +40,10 @@ from typing import Any
 import msgspec
 
 from registryd import config as config_mod
-from registryd.directory import Directory
 from registryd.directory.prober import RoundStats
 from registryd.directory.records import NodeRecord, encode
 from registryd.keystore import load_keyring
-from registryd.routes import Registry
+from registryd.runtime import Runtime
 from registryd.server import settle_heap
 from registryd.storage.base import DirectoryNode
 from registryd.storage.leveldb import LevelDBStorage
@@ -145,10 +144,8 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         for node in _records(args.nodes, port):
             await storage.put_directory_node(node)
-        registry = Registry(
-            config, storage, load_keyring(config.envelope), lambda: int(time.time() * 1000)
-        )
-        directory = Directory(registry)
+        clock = lambda: int(time.time() * 1000)  # noqa: E731
+        directory = Runtime(config, storage, load_keyring(config.envelope), clock).directory
         done = asyncio.Event()
 
         def on_round(stats: RoundStats) -> None:

@@ -1,11 +1,11 @@
-"""The composition root: :func:`create_app` wires config, storage and keys into a Starlette app."""
+"""The composition root: :func:`create_app` builds the Starlette app over a :class:`Runtime`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -14,32 +14,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import wire
-from .admin import Admin
+from .api.admin import AdminApi
+from .api.body import error_response
+from .api.directory import directory_routes
+from .api.peers import PeerApi
+from .api.public import PublicApi
 from .clientip import ClientKeys
-from .config import Config
-from .directory import Directory
-from .directory.admin import admin_routes
-from .directory.routes import directory_routes
 from .drain import DrainMiddleware
 from .errors import ApiError, MethodNotAllowed, NotFound, StorageError
-from .keyring import KeyRing
-from .keystore import load_keyring
+from .pow import ProofOfWork
 from .presence import gc_loop
 from .ratelimit import RateLimiter, RateLimitMiddleware
-from .routes import Registry
-from .storage import Storage
-from .timespec import now_ms
+from .runtime import Runtime
 
 log = logging.getLogger("registryd")
-
-
-def error_response(exc: ApiError, headers: dict[str, str] | None = None) -> Response:
-    """The wire error body (spec 4.6): ``{"error": {"code": ..., "message": ...}}``."""
-    body = wire.error_body(exc)
-    if exc.close_connection:
-        headers = {**(headers or {}), "connection": "close"}
-    return Response(body, exc.status_code, headers=headers, media_type="application/json")
 
 
 async def _error_response(request: Request, exc: Exception) -> Response:
@@ -69,41 +57,23 @@ def route_of(request: Request) -> str:
     return f"{method} {route.path if isinstance(route, Route) else '(no route)'}"
 
 
-def create_app(
-    config: Config,
-    storage: Storage,
-    *,
-    keyring: KeyRing | None = None,
-    clock: Callable[[], int] = now_ms,
-    run_gc: bool = True,
-) -> Starlette:
-    """Build the ASGI app over an open ``storage`` (see :func:`build_app`).
-
-    ``clock`` returns Unix time in ms (tests pass a controllable one); ``keyring`` defaults to
-    the config's own (:func:`~registryd.keystore.load_keyring`). The caller owns ``storage``
-    and closes it.
+def create_app(state: Runtime, *, run_gc: bool = True) -> Starlette:
+    """The composition root: the Starlette app serving ``state`` (the public, peer, admin and
+    node directory routes), behind the drain and rate-limit middleware, with the error
+    handlers. With ``run_gc`` the lifespan runs the presence GC and the node directory's
+    prober; the node directory's GeoIP database is opened either way. The caller owns
+    ``state.storage`` and closes it.
     """
-    keyring = keyring or load_keyring(config.envelope)
-    return build_app(Registry(config, storage, keyring, clock), run_gc=run_gc)
-
-
-def build_app(
-    registry: Registry, *, run_gc: bool = True, directory: Directory | None = None
-) -> Starlette:
-    """The composition root: the Starlette app serving ``registry``, with the rate-limit
-    middleware and the error handlers. With ``run_gc`` the lifespan runs the presence GC and
-    the node directory's prober (``directory``: default, one over ``registry``)."""
-    config = registry.config
-    directory = directory or Directory(registry)
+    config = state.config
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         task = None
         if run_gc:
-            presence = lambda: registry.config.presence  # noqa: E731 - read anew after reloads
-            task = asyncio.create_task(gc_loop(registry.storage, presence, registry.clock))
+            presence = lambda: state.config.presence  # noqa: E731 - read anew after reloads
+            task = asyncio.create_task(gc_loop(state.storage, presence, state.clock))
         try:
-            async with directory.running(probe=run_gc):
+            async with state.directory.running(probe=run_gc):
                 yield
         finally:
             if task is not None:
@@ -111,14 +81,19 @@ def build_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    clock = registry.clock
+    clock = state.clock
+    pow = ProofOfWork(config.pow, clock) if config.pow.enabled else None
     limiter = RateLimiter(config.rate_limit, clock) if config.rate_limit.enabled else None
     keys = ClientKeys(config.trusted_proxies)
+    admin = AdminApi(state)
+    routes = (
+        PublicApi(state, pow).routes()
+        + PeerApi(state).routes()
+        + admin.routes()
+        + directory_routes(state, admin)
+    )
     app = Starlette(
-        routes=registry.routes()
-        + Admin(registry).routes()
-        + directory_routes(directory)
-        + admin_routes(directory),
+        routes=routes,
         lifespan=lifespan,
         middleware=[
             # Outermost, so that every early answer (429s included) settles the unread body.

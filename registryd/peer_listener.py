@@ -7,7 +7,7 @@ in the ASGI scope (it has no ``tls`` scope extension), so on the public listener
 tell one client certificate from another, and with mTLS on, every holder of a certificate from
 ``tls.client_ca_pem_path`` looked alike. Here the TLS handshake is the identification: only a
 holder of a peer certificate gets a connection at all. The listener marks every request it
-serves (:data:`~registryd.auth.PEER_LISTENER` in the scope) with its own ASGI wrapper, which
+serves (:data:`~registryd.api.auth.PEER_LISTENER` in the scope) with its own ASGI wrapper, which
 holds for wildcard and IPv6 binds alike, where the scope's ``server`` entry is the connection's
 local address rather than the listener's.
 """
@@ -25,7 +25,7 @@ from hypercorn.config import Config as HypercornConfig
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import listener
-from .auth import PEER_LISTENER
+from .api.auth import PEER_LISTENER
 from .config import Config
 from .errors import ConfigError
 

@@ -43,6 +43,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import wire
@@ -169,6 +170,12 @@ class RateLimiter:
         records[key] = record
         queue.append(key)
         return record
+
+
+def client_key(request: Request) -> str:
+    """The client's rate-limit key, put in the scope by :class:`RateLimitMiddleware`."""
+    key: str = request.scope[CLIENT_KEY]
+    return key
 
 
 def refusal_body(refusal: Refusal) -> bytes:

@@ -21,7 +21,7 @@ from pathlib import Path
 from hypercorn.config import Config as HypercornConfig
 
 from . import listener
-from .app import build_app
+from .app import create_app
 from .clientip import ClientKeys
 from .config import Config
 from .errors import ConfigError, KeyUnavailable
@@ -29,7 +29,7 @@ from .keyring import KeyRing, key_warnings
 from .keystore import load_keyring
 from .listener import Gate
 from .peer_listener import peer_hypercorn_config, serving_peers
-from .routes import Registry
+from .runtime import Runtime
 from .sockets import BACKLOG, MAX_HEADER_BYTES, bind_socket, parse_address
 from .storage import open_storage
 from .timespec import now_ms
@@ -105,9 +105,9 @@ def _gate(config: Config) -> Gate:
     )
 
 
-async def _reload(registry: Registry) -> None:
+async def _reload(state: Runtime) -> None:
     try:
-        await registry.reload()
+        await state.reload()
     except ConfigError as exc:
         log.error("reload failed, still serving the previous configuration: %s", exc)
 
@@ -139,7 +139,7 @@ async def serve(
     Order: TLS context and keys are checked, storage is opened, then the socket is bound (or
     ``sock`` used), so every configuration or storage error surfaces before anything listens.
     In-flight requests get ``server.shutdown_grace_seconds`` to finish; storage is then closed.
-    SIGHUP re-reads ``config_path`` and its keystore (:meth:`Registry.reload`) without
+    SIGHUP re-reads ``config_path`` and its keystore (:meth:`Runtime.reload`) without
     dropping connections. ``on_ready`` receives the base URL once listening. With
     ``[peers] listen``, the peer listener (:mod:`registryd.peer_listener`) serves too, on
     ``peer_sock`` if given. Raises :class:`ConfigError` and
@@ -165,14 +165,14 @@ async def serve(
         url = url_of(config, sock)
         if peer_hc is not None:
             peer_sock = _bind_peers(config, peer_sock)
-        registry = Registry(config, storage, keyring, now_ms, config_path=config_path)
-        app = build_app(registry)
+        state = Runtime(config, storage, keyring, now_ms, config_path=config_path)
+        app = create_app(state)
         loop = asyncio.get_running_loop()
         if config_path is not None:
             reloads: set[asyncio.Task[None]] = set()
 
             def on_sighup() -> None:
-                task = asyncio.create_task(_reload(registry))
+                task = asyncio.create_task(_reload(state))
                 reloads.add(task)
                 task.add_done_callback(reloads.discard)
 

@@ -2,7 +2,7 @@
 
 The config holds hashes, never tokens (``registryd hash-token`` makes them). This module is
 what the config checks and the CLI need; verifying a presented token is
-:class:`registryd.auth.TokenVerifier`'s job.
+:class:`registryd.api.auth.TokenVerifier`'s job.
 """
 
 from __future__ import annotations

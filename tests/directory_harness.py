@@ -11,14 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
-from registryd.app import build_app
 from registryd.config import Config
 from registryd.directory import Directory
-from registryd.keystore import load_keyring
-from registryd.routes import Registry
-from registryd.storage import Storage, open_storage
+from registryd.runtime import Runtime
+from registryd.storage import Storage
 from tests.directory_support import fake_resolver
-from tests.helpers import NO_RATE_LIMIT, Clock, make_config
+from tests.helpers import NO_RATE_LIMIT, Clock, app_with_state, make_config
 
 HOST_A, HOST_B, HOST_C = "127.0.0.2", "127.0.0.4", "127.0.0.5"
 DIRECTORY_TABLE = '[directory]\nprobe_allow_cidrs = ["127.0.0.2/32"]\nprobe_timeout_ms = 1000\n'
@@ -29,7 +27,7 @@ class Harness:
     config: Config
     storage: Storage
     clock: Clock
-    registry: Registry
+    state: Runtime
     directory: Directory
     client: httpx.AsyncClient
 
@@ -37,16 +35,8 @@ class Harness:
 @contextlib.asynccontextmanager
 async def serving(config: Config, clock: Clock) -> AsyncIterator[Harness]:
     """The app over a freshly opened storage, in-process; storage closed on exit."""
-    storage = open_storage(config)
-    registry = Registry(config, storage, load_keyring(config.envelope), clock)
-    directory = Directory(registry, resolver=fake_resolver)
-    app = build_app(registry, run_gc=False, directory=directory)
-    transport = httpx.ASGITransport(app=app)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as c:
-            yield Harness(config, storage, clock, registry, directory, c)
-    finally:
-        await storage.close()
+    async with app_with_state(config, clock=clock, resolver=fake_resolver) as (state, c):
+        yield Harness(config, state.storage, clock, state, state.directory, c)
 
 
 @pytest.fixture(params=["memory", "leveldb"], name="harness")

@@ -27,11 +27,12 @@ from starlette.applications import Starlette
 
 from registryd import config as config_mod
 from registryd import wire
-from registryd.app import build_app
+from registryd.app import create_app
 from registryd.certs import DevCerts
 from registryd.config import Config
+from registryd.directory.prober import Resolver
 from registryd.keystore import load_keyring
-from registryd.routes import Registry
+from registryd.runtime import Runtime
 from registryd.server import serve
 from registryd.sockets import bind_socket
 from registryd.storage import Storage, open_storage
@@ -118,10 +119,15 @@ def make_state(
     clock: Callable[[], int] | None = None,
     *,
     config_path: str | None = None,
-) -> Registry:
-    """The app's state over an open ``storage`` (the caller closes it), as ``serve`` makes it."""
-    return Registry(
-        config, storage, load_keyring(config.envelope), clock or now_ms, config_path=config_path
+    resolver: Resolver | None = None,
+) -> Runtime:
+    """The app's state over an open ``storage`` (the caller closes it), as ``serve`` makes it;
+    the node directory resolves hosts with ``resolver`` (default: the system's resolver)."""
+    keyring = load_keyring(config.envelope)
+    if resolver is None:
+        return Runtime(config, storage, keyring, clock or now_ms, config_path=config_path)
+    return Runtime(
+        config, storage, keyring, clock or now_ms, config_path=config_path, resolver=resolver
     )
 
 
@@ -134,7 +140,7 @@ def make_app(
 ) -> Starlette:
     """The app over an open ``storage`` (the caller closes it); its lifespan runs the presence
     GC and the directory prober only with ``run_gc``."""
-    return build_app(make_state(config, storage, clock), run_gc=run_gc)
+    return create_app(make_state(config, storage, clock), run_gc=run_gc)
 
 
 def app_transport(
@@ -194,12 +200,14 @@ async def app_with_state(
     config_path: str | None = None,
     client: Client | None = None,
     base_url: str = BASE_URL,
-) -> AsyncIterator[tuple[Registry, httpx.AsyncClient]]:
-    """:func:`app_client`, with the app's state (to reload, or to look at its keys)."""
+    resolver: Resolver | None = None,
+) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
+    """:func:`app_client`, with the app's state (to reload, or to look at its keys and its
+    node directory, whose host names ``resolver`` resolves)."""
     async with opened(config, storage) as store:
-        state = make_state(config, store, clock, config_path=config_path)
+        state = make_state(config, store, clock, config_path=config_path, resolver=resolver)
         options: dict[str, Any] = {} if client is None else {"client": client}
-        transport = httpx.ASGITransport(app=build_app(state, run_gc=False), **options)
+        transport = httpx.ASGITransport(app=create_app(state, run_gc=False), **options)
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
             yield state, http
 

@@ -11,14 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from registryd.app import build_app
-from registryd.directory import Directory
 from registryd.directory.challenges import NONCE_CHARS
 from registryd.directory.prober import Outcome
-from registryd.keystore import load_keyring
 from registryd.ratelimit import endpoint_of
-from registryd.routes import Registry
-from registryd.storage import Storage, open_storage
+from registryd.storage import Storage
 from tests.directory_harness import (
     DIRECTORY_TABLE,
     HOST_A,
@@ -30,7 +26,7 @@ from tests.directory_harness import (
     serving,
 )
 from tests.directory_support import NodeKey, fake_resolver, payload
-from tests.helpers import NO_RATE_LIMIT, Clock, app_client, make_config
+from tests.helpers import NO_RATE_LIMIT, Clock, app_client, app_with_state, make_config
 
 # -- the happy paths ----------------------------------------------------------------------
 
@@ -306,15 +302,14 @@ async def admin_client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient,
 
     digest = PasswordHasher().hash(ADMIN_TOKEN)
     config = make_config(tables=NO_RATE_LIMIT + f'[admin]\ntoken_hashes = ["{digest}"]\n')
-    storage = open_storage(config)
-    registry = Registry(config, storage, load_keyring(config.envelope), Clock())
-    app = build_app(registry, run_gc=False, directory=Directory(registry, resolver=fake_resolver))
-    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://r.test") as client:
-            yield client, storage
-    finally:
-        await storage.close()
+    async with app_with_state(
+        config,
+        clock=Clock(),
+        client=("127.0.0.1", 5000),
+        base_url="http://r.test",
+        resolver=fake_resolver,
+    ) as (state, client):
+        yield client, state.storage
 
 
 async def test_admin_lists_with_contacts_and_removes(

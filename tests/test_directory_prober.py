@@ -19,16 +19,21 @@ import httpx
 import pytest
 
 from bench import prober as bench_prober
-from registryd.app import build_app
 from registryd.config import Config
 from registryd.directory import Directory
 from registryd.directory.prober import RoundStats
 from registryd.directory.ssrf import AddressPolicy
-from registryd.keystore import load_keyring
-from registryd.routes import Registry
-from registryd.storage import Storage, open_storage
+from registryd.runtime import Runtime
+from registryd.storage import Storage
 from tests.directory_support import NodeKey, fake_nodes, fake_resolver, make_mmdb, payload
-from tests.helpers import NO_RATE_LIMIT, Clock, config_text, make_config, write_config
+from tests.helpers import (
+    NO_RATE_LIMIT,
+    Clock,
+    app_with_state,
+    config_text,
+    make_config,
+    write_config,
+)
 
 A, B = "127.0.0.2", "127.0.0.3"
 
@@ -51,7 +56,7 @@ class Setup:
     config: Config
     storage: Storage
     clock: Clock
-    registry: Registry
+    registry: Runtime
     directory: Directory
     client: httpx.AsyncClient
 
@@ -74,25 +79,15 @@ async def setup(text: str, *, config_path: Path | None = None) -> AsyncIterator[
 
         config = config_mod.load(config_path)
     assert config is not None
-    storage = open_storage(config)
     clock = Clock()
-    registry = Registry(
-        config,
-        storage,
-        load_keyring(config.envelope),
-        clock,
-        config_path=None if config_path is None else str(config_path),
-    )
-    directory = Directory(registry, resolver=fake_resolver)
-    app = build_app(registry, run_gc=False, directory=directory)
-    try:
-        async with (
-            directory.running(probe=False),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r") as c,
-        ):
-            yield Setup(config, storage, clock, registry, directory, c)
-    finally:
-        await storage.close()
+    path = None if config_path is None else str(config_path)
+    async with (
+        app_with_state(
+            config, clock=clock, config_path=path, base_url="http://r", resolver=fake_resolver
+        ) as (state, c),
+        state.directory.running(probe=False),
+    ):
+        yield Setup(config, state.storage, clock, state, state.directory, c)
 
 
 async def test_transitions_latency_and_uptime(caplog: pytest.LogCaptureFixture) -> None:

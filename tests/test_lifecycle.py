@@ -16,7 +16,7 @@ from registryd import config as config_mod
 from registryd.errors import ConfigError
 from registryd.keyring import key_warnings
 from registryd.keystore import KdfParams, Keystore, load_keyring
-from registryd.routes import Registry
+from registryd.runtime import Runtime
 from tests.helpers import Clock, app_with_state, config_text, write_config
 from tests.vectors import KID_HEX, PEPPER_HEX, SERVER_PRIVATE_HEX
 
@@ -45,7 +45,7 @@ def config_with(*keys: str, tables: str = "") -> str:
 @contextlib.asynccontextmanager
 async def registry_app(
     path: Path, clock: Clock, client: str = "127.0.0.1"
-) -> AsyncIterator[tuple[Registry, httpx.AsyncClient]]:
+) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
     cfg = config_mod.load(path)
     async with app_with_state(
         cfg, clock=clock, config_path=str(path), client=(client, 5000), base_url="http://r"

@@ -7,9 +7,10 @@ ssrf.py         the prober's address policy and an httpx transport pinned to one
 geoip.py        country lookups in a local MaxMind DB
 prober.py       health-probe rounds
 service.py      :class:`Directory`: register, heartbeat, list, remove (one writer at a time)
-routes.py       the four HTTP handlers
-admin.py        ``/admin/directory`` (list, remove) for ``registryd directory``
 cli.py          ``registryd directory list|remove``
+
+Its HTTP routes are :mod:`registryd.api.directory`; the :class:`~registryd.runtime.Runtime`
+holds the one :class:`Directory` of a running registry.
 """
 
 from __future__ import annotations

@@ -19,19 +19,19 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio.to_thread
 import httpx
 
+from ..config import DirectoryConfig
+from ..storage import Storage
+from ..storage.base import DirectoryNode
 from . import records
 from .records import OFFLINE, ONLINE
 from .ssrf import AddressPolicy, PinnedTransport
-
-if TYPE_CHECKING:
-    from .service import Directory
 
 log = logging.getLogger("registryd.directory")
 
@@ -46,6 +46,33 @@ class Outcome:
     ok: bool
     latency_ms: int | None = None
     refused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What a probe result did to its node: status ``before`` and ``after``, ``pruned``."""
+
+    before: str
+    after: str
+    pruned: bool
+
+
+Resolver = Callable[[str], Awaitable[list[str]]]
+"""Maps a host name (or IP literal) to its addresses."""
+
+
+class Probed(Protocol):
+    """What the prober needs of the directory it probes for
+    (:class:`~registryd.directory.service.Directory`)."""
+
+    storage: Storage
+    clock: Callable[[], int]
+    resolver: Resolver
+
+    @property
+    def config(self) -> DirectoryConfig: ...
+
+    async def record_probe(self, probed: DirectoryNode, outcome: Outcome) -> Recorded | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +99,7 @@ class Prober:
     ``on_round`` (tests, benchmarks) is called with each round's :class:`RoundStats`.
     """
 
-    def __init__(self, directory: Directory, *, ssl_context: Any = None) -> None:
+    def __init__(self, directory: Probed, *, ssl_context: Any = None) -> None:
         self.directory = directory
         self.on_round: Callable[[RoundStats], None] | None = None
         self._ssl = ssl_context

@@ -10,16 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable
 
 import msgspec
 
 from ..canonical import canonical_json
-from ..config import Config, DirectoryConfig
+from ..config import DirectoryConfig
 from ..encoding import encode_b64
 from ..errors import Forbidden, InvalidInput, ServiceUnavailable, Unauthorized
+from ..secret import Secret
+from ..storage import Storage
 from ..storage.base import DirectoryNode
 from . import records
 from .challenges import Challenges
@@ -34,12 +34,9 @@ from .payload import (
     parse_payload,
     verifies,
 )
-from .prober import Outcome, Prober
+from .prober import Outcome, Prober, Recorded, Resolver
 from .records import OFFLINE, ONLINE, NodeRecord
 from .ssrf import resolve
-
-if TYPE_CHECKING:
-    from ..routes import Registry
 
 log = logging.getLogger("registryd.directory")
 
@@ -48,12 +45,11 @@ RESOLVE_TIMEOUT_S = 5.0
 NONCE_REFUSED = "invalid or expired nonce"
 DAY_MS = 86_400_000
 
-Resolver = Callable[[str], Awaitable[list[str]]]
-
 
 class Directory:
-    """Registration, heartbeats, listing and probing of nodes over ``registry``'s storage,
-    clock and (live, reloadable) ``[directory]`` config.
+    """Registration, heartbeats, listing and probing of nodes over ``storage``, with ``clock``
+    (Unix ms) and the ``[directory]`` config that ``config()`` returns (read at each use, so a
+    reload applies). Challenge nonces are keyed from the 32-byte ``index_key``.
 
     ``resolver`` maps a host to its addresses (default: the event loop's ``getaddrinfo``);
     ``ssl_context`` verifies HTTPS probes (default: httpx's, i.e. certifi's roots).
@@ -61,30 +57,29 @@ class Directory:
 
     def __init__(
         self,
-        registry: Registry,
+        storage: Storage,
+        clock: Callable[[], int],
+        config: Callable[[], DirectoryConfig],
+        index_key: Secret,
         *,
         resolver: Resolver = resolve,
         ssl_context: object | None = None,
     ) -> None:
-        self.registry = registry
-        self.storage = registry.storage
-        self.clock = registry.clock
+        self.storage = storage
+        self.clock = clock
+        self._config = config
         self.resolver = resolver
         self.challenges = Challenges(
-            registry.config.index_key(),
-            registry.storage,
-            registry.clock,
-            lambda: self.config.challenge_ttl_seconds,
+            index_key, storage, clock, lambda: self.config.challenge_ttl_seconds
         )
         self.geoip = GeoIP()
         self.prober = Prober(self, ssl_context=ssl_context)
         self._lock = asyncio.Lock()
         self._listing = Listing()
-        registry.reload_hooks.append(self.reload)
 
     @property
     def config(self) -> DirectoryConfig:
-        return self.registry.config.directory
+        return self._config()
 
     async def _loaded_listing(self) -> Listing:
         """The listing, loaded from storage if needed; call with the lock held."""
@@ -113,9 +108,9 @@ class Directory:
                     await task
             self.geoip.close()
 
-    async def reload(self, config: Config) -> None:
+    async def reload(self, config: DirectoryConfig) -> None:
         """After a config reload: re-open the GeoIP database (spec §3.6)."""
-        await self.geoip.open(config.directory.geoip_db_path)
+        await self.geoip.open(config.geoip_db_path)
 
     # -- §3.2 register ---------------------------------------------------------------------
 
@@ -273,12 +268,3 @@ class Directory:
                 return Recorded(before, record.status, pruned=True)
             await self._put(entry, record)
             return Recorded(before, record.status, pruned=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """What a probe result did to its node: status ``before`` and ``after``, ``pruned``."""
-
-    before: str
-    after: str
-    pruned: bool

@@ -3,7 +3,9 @@
 On only with ``[admin] token_hashes``; every route then needs a caller on loopback or on the
 peer listener (``[peers] listen``; else 403) and a bearer token matching one of the hashes
 (else 401). A client certificate on the public listener does not count: it identifies nobody.
-Token checks run in a bounded thread pool (:class:`~registryd.auth.TokenVerifier`).
+Token checks run in a bounded thread pool of the admin API's own
+(:class:`~registryd.api.auth.TokenVerifier`). The node directory adds ``/admin/directory``
+(:mod:`registryd.api.directory`) behind the same checks.
 
     GET  /admin/keys          the envelope keys: kid, public key, state, times (never private)
     POST /admin/keys/rotate   {"grace_seconds": n}: a new active key; the old one opens
@@ -21,8 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .auth import bearer_token, from_loopback, on_peer_listener
-from .errors import (
+from ..errors import (
     ConfigError,
     Conflict,
     Forbidden,
@@ -31,20 +32,23 @@ from .errors import (
     NotFound,
     Unauthorized,
 )
-from .keyring import describe_key
-from .keystore import Keystore, read_passphrase
-from .routes import Registry, json_response
+from ..keyring import describe_key
+from ..keystore import Keystore, read_passphrase
+from ..runtime import Runtime
+from .auth import TokenVerifier, bearer_token, from_loopback, on_peer_listener
+from .body import json_response, read_json
 
 
 class RotateRequest(msgspec.Struct, forbid_unknown_fields=True):
     grace_seconds: Annotated[int, msgspec.Meta(ge=0, le=10 * 365 * 86_400)]
 
 
-class Admin:
-    """The ``/admin`` routes over a :class:`Registry`."""
+class AdminApi:
+    """The ``/admin`` routes over ``state``."""
 
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
+    def __init__(self, state: Runtime) -> None:
+        self.state = state
+        self.tokens = TokenVerifier()
 
     def routes(self) -> list[Route]:
         return [
@@ -54,14 +58,14 @@ class Admin:
         ]
 
     async def authorize(self, request: Request) -> None:
-        config = self.registry.config
+        config = self.state.config
         if not config.admin.token_hashes:
             raise NotFound()
         local = from_loopback(request, config.trusted_proxies)
         if not (local or on_peer_listener(request)):
             raise Forbidden("admin API: loopback or the peer listener only")
         token = bearer_token(request)
-        if not await self.registry.admin_tokens.verify(token, config.admin.token_hashes):
+        if not await self.tokens.verify(token, config.admin.token_hashes):
             raise Unauthorized()
 
     async def keys(self, request: Request) -> Response:
@@ -70,12 +74,14 @@ class Admin:
 
     async def rotate(self, request: Request) -> Response:
         await self.authorize(request)
-        grace_ms = (await self.registry.read_json(request, RotateRequest)).grace_seconds * 1000
-        envelope = self.registry.config.envelope
+        state = self.state
+        body = await read_json(request, RotateRequest, state.config.server)
+        grace_ms = body.grace_seconds * 1000
+        envelope = state.config.envelope
         path = envelope.keystore_path
         if path is None:
             raise InvalidInput("rotation needs a keystore (envelope.keystore_path)")
-        now = self.registry.clock()
+        now = state.clock()
 
         def rotate_on_disk() -> None:
             with Keystore.editing(path, read_passphrase(envelope)) as store:  # locked
@@ -83,7 +89,7 @@ class Admin:
 
         try:
             await anyio.to_thread.run_sync(rotate_on_disk)
-            await self.registry.reload()
+            await state.reload()
         except KeystoreError as exc:
             if "busy" in exc.message:  # another rotation holds the keystore lock
                 raise Conflict(f"rotation failed: {exc}") from None
@@ -95,11 +101,11 @@ class Admin:
     async def reload(self, request: Request) -> Response:
         await self.authorize(request)
         try:
-            stale = await self.registry.reload()
+            stale = await self.state.reload()
         except ConfigError as exc:
             raise InvalidInput(f"reload failed, previous configuration kept: {exc}") from None
         return json_response({"reloaded": True, "restart_needed": stale})
 
     def _listing(self) -> list[dict[str, Any]]:
-        now = self.registry.clock()
-        return [describe_key(key, now) for key in self.registry.keyring.keys]
+        now = self.state.clock()
+        return [describe_key(key, now) for key in self.state.keyring.keys]

@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from argon2.exceptions import InvalidHashError, VerificationError
 from starlette.requests import Request
 
-from .errors import RateLimited
-from .tokens import CHECKS_AT_ONCE, TOKEN_HASHER
+from ..errors import RateLimited
+from ..tokens import CHECKS_AT_ONCE, TOKEN_HASHER
 
 CHECKS_WAITING = 16  # queued beyond this, a token check is refused at once (429)
 
