@@ -14,17 +14,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .abuse.clientip import ClientKeys
+from .abuse.pow import ProofOfWork
+from .abuse.ratelimit import RateLimiter, RateLimitMiddleware
 from .api.admin import AdminApi
 from .api.body import error_response
 from .api.directory import directory_routes
 from .api.peers import PeerApi
 from .api.public import PublicApi
-from .clientip import ClientKeys
 from .drain import DrainMiddleware
 from .errors import ApiError, MethodNotAllowed, NotFound, StorageError
-from .pow import ProofOfWork
 from .presence import gc_loop
-from .ratelimit import RateLimiter, RateLimitMiddleware
 from .runtime import Runtime
 
 log = logging.getLogger("registryd")

@@ -1,4 +1,4 @@
-"""Hashcash as spec 4.7 defines it: the client solves, the daemon checks (:mod:`registryd.pow`).
+"""Hashcash as spec 4.7 defines it: the client solves, the daemon checks (``abuse/pow.py``).
 
 ``x-enigma-pow: <challenge>:<solution>`` holds when ``SHA-256(ascii(challenge) ||
 utf8(solution))`` starts with ``difficulty`` zero bits (:func:`leading_zero_bits_ok`).

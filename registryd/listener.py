@@ -45,7 +45,7 @@ from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.typing import ASGIFramework, LifespanState
 
-from .clientip import ClientKeys
+from .abuse.clientip import ClientKeys
 from .connection import CLOSE_SECONDS, Connection
 
 log = logging.getLogger("registryd")

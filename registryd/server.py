@@ -21,8 +21,8 @@ from pathlib import Path
 from hypercorn.config import Config as HypercornConfig
 
 from . import listener
+from .abuse.clientip import ClientKeys
 from .app import create_app
-from .clientip import ClientKeys
 from .config import Config
 from .errors import ConfigError, KeyUnavailable
 from .keyring import KeyRing, key_warnings

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from registryd.abuse.pow import ProofOfWork
 from registryd.config import PowConfig
 from registryd.errors import PowRequired
 from registryd.hashcash import solve
-from registryd.pow import ProofOfWork
 from tests.helpers import Clock
 
 CLIENT = "203.0.113.7"

@@ -16,11 +16,11 @@ from starlette.routing import Route
 
 from registryd import client as client_mod
 from registryd import wire
+from registryd.abuse.pow import ProofOfWork
 from registryd.client import AsyncRegistryClient, IdentityKeys, RegistryClient
 from registryd.config import PowConfig
 from registryd.errors import PowRequired, ProtocolError, ServerError
 from registryd.hashcash import HEADER, SolveCancelled, solve
-from registryd.pow import ProofOfWork
 from tests.client_support import URL, assert_identity_of, forging_server, sync_client
 from tests.helpers import Clock, seal_resolution
 from tests.vectors import KID_HEX, PEPPER, SERVER_PUBLIC_HEX

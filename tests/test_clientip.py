@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from registryd.clientip import ClientKeys
+from registryd.abuse.clientip import ClientKeys
 
 PEER = "203.0.113.5"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from registryd.abuse.ratelimit import endpoint_of
 from registryd.directory.challenges import NONCE_CHARS
 from registryd.directory.prober import Outcome
-from registryd.ratelimit import endpoint_of
 from registryd.storage import Storage
 from tests.directory_harness import (
     DIRECTORY_TABLE,

@@ -8,7 +8,7 @@ import functools
 import pytest
 
 from registryd import config as config_mod
-from registryd.clientip import ClientKeys
+from registryd.abuse.clientip import ClientKeys
 from registryd.errors import ConfigError
 from registryd.listener import Gate
 from tests.helpers import NO_RATE_LIMIT, config_text

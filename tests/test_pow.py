@@ -1,4 +1,4 @@
-"""registryd.pow: spec 4.7 vectors, stateless challenges, exactly-once spending, adaptive cost."""
+"""abuse.pow: spec 4.7 vectors, stateless challenges, exactly-once spending, adaptive cost."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 import pytest
 
+from registryd.abuse.pow import HALF_LIFE_MS, IDLE_MS, MAX_DIFFICULTY, ProofOfWork
 from registryd.config import PowConfig
 from registryd.errors import PowRequired
 from registryd.hashcash import Challenge, SolveCancelled, leading_zero_bits_ok, solve
-from registryd.pow import HALF_LIFE_MS, IDLE_MS, MAX_DIFFICULTY, ProofOfWork
 from tests.helpers import Clock
 from tests.pow_support import (
     CLIENT,

@@ -1,4 +1,4 @@
-"""registryd.pow under abuse: unsolved proofs spend nothing, and floods of keys evict no one
+"""registryd.abuse.pow under abuse: unsolved proofs spend nothing, and floods of keys evict no one
 that matters."""
 
 from __future__ import annotations

@@ -13,9 +13,8 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from registryd.clientip import ClientKeys
-from registryd.config import EndpointLimits, RateLimitConfig
-from registryd.ratelimit import (
+from registryd.abuse.clientip import ClientKeys
+from registryd.abuse.ratelimit import (
     CLIENT_KEY,
     ENDPOINTS,
     MAX_BYTES_PER_CLIENT,
@@ -24,6 +23,7 @@ from registryd.ratelimit import (
     Refusal,
     endpoint_of,
 )
+from registryd.config import EndpointLimits, RateLimitConfig
 from registryd.storage import open_storage
 from tests.helpers import Clock, make_app, make_config
 from tests.vectors import ALICE_HANDLE_HEX

@@ -19,14 +19,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import wire
+from ..abuse.pow import ProofOfWork
+from ..abuse.ratelimit import client_key
 from ..encoding import decode_hex
 from ..envelope import padded
 from ..errors import Conflict, InvalidInput, KeyUnavailable, NotFound
 from ..hashcash import HEADER as POW_HEADER
 from ..identity import PublicIdentity, parse_handle
-from ..pow import ProofOfWork
 from ..presence import expiry_ms
-from ..ratelimit import client_key
 from ..runtime import Runtime
 from .body import OK, json_response, read_json
 

@@ -94,10 +94,10 @@ from typing import NamedTuple
 
 import blake3
 
-from .config import PowConfig
-from .errors import PowRequired
-from .hashcash import Challenge, leading_zero_bits_ok
-from .secret import Secret
+from ..config import PowConfig
+from ..errors import PowRequired
+from ..hashcash import Challenge, leading_zero_bits_ok
+from ..secret import Secret
 
 __all__ = ["MAX_DIFFICULTY", "ProofOfWork"]
 

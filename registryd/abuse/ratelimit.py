@@ -1,7 +1,7 @@
 """Per-client token buckets with bans (spec 4.8), bounded in memory (DESIGN "Deliberate
 differences"), and the ASGI middleware that applies them to every HTTP request.
 
-Each client (a key from :class:`~registryd.clientip.ClientKeys`) has five token buckets, all of
+Each client (a key from :class:`~.clientip.ClientKeys`) has five token buckets, all of
 capacity ``burst`` and starting full: ``global`` (refill ``per_ip_rps`` tokens/s) and one per
 limited endpoint, ``register``, ``resolve``, ``check_user`` and ``pow_challenge`` (refill
 ``endpoints.<name>_rps``). Refill is continuous and a request spends one token. Per request, as in
@@ -46,10 +46,10 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import wire
+from .. import wire
+from ..config import RateLimitConfig
+from ..errors import RateLimited
 from .clientip import ClientKeys
-from .config import RateLimitConfig
-from .errors import RateLimited
 
 CLIENT_KEY = "registryd.client"
 """The scope key under which :class:`RateLimitMiddleware` stores the client's key (a ``str``)."""
