@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import ssl
 import threading
@@ -39,7 +38,7 @@ from typing import Any, NamedTuple, TypeAlias, TypeVar
 import httpx
 import msgspec
 
-from . import __version__, tomlfile, wire
+from . import __version__, wire
 from .encoding import decode_hex
 from .envelope import (
     KID_LEN,
@@ -50,7 +49,7 @@ from .envelope import (
     shared_key,
     x25519_keypair,
 )
-from .errors import ConfigError, InvalidInput, ProtocolError, ServerError, TransportError
+from .errors import InvalidInput, ProtocolError, ServerError, TransportError
 from .hashcash import HEADER as POW_HEADER
 from .hashcash import solve as solve_pow
 from .identity import (
@@ -65,17 +64,14 @@ from .timespec import now_ms
 
 __all__ = [
     "AsyncRegistryClient",
-    "ClientConfig",
     "IdentityKeys",
     "RegistryClient",
     "ServerKey",
-    "load_client_config",
 ]
 
 T = TypeVar("T")
 MIB = 1024 * 1024
 MAX_ERROR_TEXT = 200
-DEFAULT_KEYS_DIR = "./data/client-keys"
 HEADERS = {
     "accept": "application/json",
     "accept-encoding": "identity",  # the size cap applies to the bytes on the wire
@@ -86,40 +82,6 @@ POW_REQUIRED = "POW_REQUIRED"
 DEFAULT_MAX_POW_DIFFICULTY = 24
 # Opaque to the client, but it goes into a header before the first ':': visible ASCII, no ':'.
 _CHALLENGE_TEXT = re.compile(r"[!-9;-~]{1,256}")
-
-
-# -- config ---------------------------------------------------------------------------------
-
-
-class ClientConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """The ``[client]`` table of a client config (``client.toml``), every key optional.
-
-    ``url``: registry base URL; ``ca_file``: PEM CA bundle to verify the server; ``cert_file``
-    and ``key_file`` (together): PEM client certificate and key for mTLS; ``pepper_hex``: the
-    server's 32-byte pepper as 64 hex chars (spec 4.2); ``keys_dir``: where identity keys files
-    live. Relative paths are relative to the current working directory.
-    """
-
-    url: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    pepper_hex: Secret | None = None
-    keys_dir: str = DEFAULT_KEYS_DIR
-
-
-class _ClientFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    client: ClientConfig
-
-
-def load_client_config(path: str | os.PathLike[str]) -> ClientConfig:
-    """Read and validate a client config; raises :class:`ConfigError` naming the key path
-    (``client.pepper_hex: expected 64 hex characters (32 bytes)``, ``client.urll: unknown key``).
-    """
-    cfg = tomlfile.load(path, _ClientFile, what="client config").client
-    if (cfg.cert_file is None) != (cfg.key_file is None):
-        raise ConfigError("client.cert_file", "cert_file and key_file must be set together")
-    return cfg
 
 
 # -- wire answers and the pure steps of each operation ----------------------------------------

@@ -1,6 +1,7 @@
 """The one exception tree of registryd.
 
     RegistrydError
+    ├── UsageError             a command-line argument or setting is missing or wrong (exit 2)
     ├── ConfigError            bad configuration, naming the key path; stops the daemon
     │   └── KeystoreError      the keystore cannot be read or written (mode, passphrase, tamper)
     ├── StorageError           the database cannot be opened or used
@@ -33,6 +34,11 @@ from __future__ import annotations
 
 class RegistrydError(Exception):
     """Base class of every error raised on purpose by registryd."""
+
+
+class UsageError(RegistrydError):
+    """A command's arguments or settings are missing, contradictory or malformed, found after
+    argparse (which has its own usage errors); ``registryd`` exits with code 2."""
 
 
 class ConfigError(RegistrydError):

@@ -11,7 +11,7 @@ import pytest
 
 from registryd import config as config_mod
 from registryd.cli import main
-from registryd.client import load_client_config
+from registryd.cli.client_config import load_client_config
 from tests.helpers import INDEX_KEY_HEX, config_text, write_config
 from tests.vectors import PEPPER_HEX, SERVER_PRIVATE_HEX
 

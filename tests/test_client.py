@@ -16,12 +16,12 @@ import pytest
 
 from registryd import client as client_mod
 from registryd import scaffold, wire
+from registryd.cli.client_config import load_client_config
 from registryd.client import (
     AsyncRegistryClient,
     IdentityKeys,
     RegistryClient,
     ServerKey,
-    load_client_config,
 )
 from registryd.config import Config
 from registryd.errors import (

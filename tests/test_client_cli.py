@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from registryd import cli, client_cli
+from registryd import cli
+from registryd.cli import client as client_cli
 from registryd.identity import user_id
 from tests.client_support import SyncASGITransport, in_process_app
 from tests.vectors import PEPPER_HEX

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from registryd import config
-from registryd.cli import summary as summarize
+from registryd.cli.daemon import summary as summarize
 from registryd.errors import ConfigError
 from registryd.keystore import load_keyring
 from tests.config_support import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from registryd import cli
-from registryd.directory.cli import ENV_TOKEN, table
+from registryd.cli.directory import ENV_TOKEN, table
 
 
 def test_no_token_is_a_usage_error(

@@ -17,7 +17,8 @@ import pytest
 from argon2 import PasswordHasher
 
 from registryd import config as config_mod
-from registryd import keys_cli, keystore, timespec
+from registryd import keystore, timespec
+from registryd.cli import keys as keys_cli
 from registryd.errors import KeystoreError
 from registryd.keyring import describe_key
 from registryd.keystore import KdfParams, Keystore, load_keyring

@@ -10,7 +10,7 @@ key file), :mod:`~registryd.node.protocol` (§3 bodies and signed messages),
 :mod:`~registryd.node.directory_client` (the HTTP calls), :mod:`~registryd.node.backoff`
 (classification and waits), :mod:`~registryd.node.state` (the state file),
 :mod:`~registryd.node.agent` (the loop), :mod:`~registryd.node.health` (``GET /health``),
-:mod:`~registryd.node.cli` (``registryd node init|run|status``).
+:mod:`registryd.cli.node` (``registryd node init|run|status``).
 """
 
 from __future__ import annotations

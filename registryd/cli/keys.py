@@ -13,8 +13,8 @@
 ``STORE``, ``DURATION`` and ``WHEN`` are explained in :data:`EPILOG` (and
 :mod:`registryd.timespec`). Commands that change the keystore hold its lock
 (:meth:`Keystore.editing`) from load to save; a passphrase that must be typed is asked for
-before the lock is taken. Exit codes: 0 success, 1 failure (one line on stderr), 2 usage
-errors. Private keys are never printed.
+before the lock is taken. Exit codes (:mod:`registryd.cli.common`): 0 success, 1 failure
+(one line on stderr), 2 usage errors. Private keys are never printed.
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from . import config, timespec
-from .errors import ConfigError, KeystoreError, KeyUnavailable, RegistrydError
-from .keyring import EnvelopeKey, KeyRing, describe_key
-from .keystore import Keystore, passphrase_from, read_passphrase
-from .secret import Secret
-from .timespec import iso, now_ms
-from .tokens import MIN_TOKEN_CHARS, hash_token
+from .. import config, timespec
+from ..errors import ConfigError, KeystoreError, KeyUnavailable, UsageError
+from ..keyring import EnvelopeKey, KeyRing, describe_key
+from ..keystore import Keystore, passphrase_from, read_passphrase
+from ..secret import Secret
+from ..timespec import iso, now_ms
+from ..tokens import MIN_TOKEN_CHARS, hash_token
+from .common import Command, command
 
 RELOAD = "a running daemon loads it on SIGHUP (kill -HUP <pid>) or POST /admin/reload"
 
@@ -50,10 +51,6 @@ WHEN: a DURATION with a unit or a leading + is that long from now (7d, +3600); a
 is Unix milliseconds; otherwise ISO-8601 (2026-01-01T00:00:00Z; no zone means UTC).
 
 exit codes: 0 success, 1 failure, 2 usage error."""
-
-
-class UsageError(Exception):
-    """Bad arguments found after parsing: exit code 2."""
 
 
 def parse_duration(text: str) -> int:
@@ -296,32 +293,6 @@ def cmd_hash_token(args: argparse.Namespace) -> int:
     return 0
 
 
-Command = Callable[[argparse.Namespace], int]
-
-
-def _run(func: Command) -> Command:
-    """Wrap a command: errors become one line on stderr and exit code 1 (2 for usage)."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            code: int = func(args)
-        except UsageError as exc:
-            print(f"usage error: {exc}", file=sys.stderr)
-            return 2
-        except RegistrydError as exc:  # ConfigError, KeystoreError ...
-            print(f"error: {exc}".replace("\n", " "), file=sys.stderr)
-            return 1
-        except OSError as exc:
-            print(f"error: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-        except (KeyboardInterrupt, EOFError):
-            print("error: interrupted", file=sys.stderr)
-            return 1
-        return code
-
-    return run
-
-
 # -- parsers --------------------------------------------------------------------------------
 
 
@@ -362,7 +333,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         p = sub.add_parser(
             name, help=summary, description=description, epilog=EPILOG, formatter_class=fmt
         )
-        p.set_defaults(func=_run(func))
+        p.set_defaults(func=command(func))
         return p
 
     p = action(
@@ -465,4 +436,4 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         f"{MIN_TOKEN_CHARS} characters long; make one with e.g. "
         "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`.",
     )
-    p.set_defaults(func=_run(cmd_hash_token))
+    p.set_defaults(func=command(cmd_hash_token))

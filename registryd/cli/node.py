@@ -25,12 +25,13 @@ import msgspec
 
 from ..errors import ConfigError
 from ..files import write_file
-from . import config as node_config
-from .keys import NodeKey
-from .state import State, parse_rfc3339, read_state
+from ..node import config as node_config
+from ..node.keys import NodeKey
+from ..node.state import State, parse_rfc3339, read_state
+from .common import command
 
 if TYPE_CHECKING:
-    from .agent import RegistrationAgent
+    from ..node.agent import RegistrationAgent
 
 log = logging.getLogger("registryd.node")
 
@@ -71,7 +72,7 @@ def add_parsers(sub: Any) -> None:
 
     init = node_sub.add_parser("init", help="make the node key", description=INIT_HELP)
     _config_arg(init)
-    init.set_defaults(func=cmd_init)
+    init.set_defaults(func=command(cmd_init, labels=LABELS))
 
     run = node_sub.add_parser("run", help="run the agent", description=RUN_HELP)
     _config_arg(run)
@@ -81,43 +82,46 @@ def add_parsers(sub: Any) -> None:
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (default: info; no level logs the private key)",
     )
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=command(cmd_run, labels=RUN_LABELS, report=_log_error))
 
     status = node_sub.add_parser("status", help="print the agent's state", description=STATUS_HELP)
     _config_arg(status)
     status.add_argument("--json", action="store_true", help="print the state file as JSON")
-    status.set_defaults(func=cmd_status)
+    status.set_defaults(func=command(cmd_status, labels=LABELS))
 
 
-def _error(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
+LABELS: dict[type[BaseException], str] = {ConfigError: "config error"}
+# The agent reports through its log; OSError is a key or state file it cannot read or write,
+# or a health address in use.
+RUN_LABELS: dict[type[BaseException], str] = {
+    ConfigError: "config error",
+    OSError: "cannot run the node agent",
+}
+
+
+def _log_error(line: str) -> None:
+    log.error("%s", line)
+
+
+def _key_exists(key_path: Path) -> FileExistsError:
+    return FileExistsError(f"{key_path} exists; refusing to overwrite a node key")
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     path = Path(args.config)
     template = not path.exists()
-    try:
-        key_path = path.parent / TEMPLATE_KEY_PATH if template else node_config.load(path).key_path
-    except ConfigError as exc:
-        return _error(f"config error: {exc}")
-    key_path = Path(key_path)
+    key_path = Path(
+        path.parent / TEMPLATE_KEY_PATH if template else node_config.load(path).key_path
+    )
     if key_path.exists() or key_path.is_symlink():
-        return _error(f"{key_path} exists; refusing to overwrite a node key")
+        raise _key_exists(key_path)
     key = NodeKey.generate()
-    try:
-        if template:
-            write_file(path, node_config.TEMPLATE.encode("utf-8"), mode=0o644)
-    except FileExistsError:
-        return _error(f"{path} exists; refusing to overwrite it")
-    except OSError as exc:
-        return _error(f"cannot write {path}: {exc.strerror or exc}")
+    if template:
+        write_file(path, node_config.TEMPLATE.encode("utf-8"), mode=0o644)
     try:
         key.save(key_path)
     except FileExistsError:
-        return _error(f"{key_path} exists; refusing to overwrite a node key")
-    except OSError as exc:
-        return _error(f"cannot write {key_path}: {exc.strerror or exc}")
+        raise _key_exists(key_path) from None
     if template:
         print(f"wrote {path}: fill in registry_url and [payload]")
     print(f"wrote {key_path} (mode 0600), public key {key.pubkey_prefix}...")
@@ -125,7 +129,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .agent import RegistrationAgent
+    from ..node.agent import RegistrationAgent
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -134,15 +138,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if args.log_level != "debug":  # httpx logs every request at info: two lines per heartbeat
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    try:
-        agent = RegistrationAgent(node_config.load(args.config))
-        asyncio.run(_run(agent))
-    except ConfigError as exc:
-        log.error("config error: %s", exc)
-        return 1
-    except OSError as exc:  # key or state file unreadable or unwritable, health address in use
-        log.error("cannot run the node agent: %s", exc)
-        return 1
+    agent = RegistrationAgent(node_config.load(args.config))
+    asyncio.run(_run(agent))
     return 0
 
 
@@ -154,16 +151,12 @@ async def _run(agent: RegistrationAgent) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    cfg = node_config.load(args.config)
     try:
-        cfg = node_config.load(args.config)
         state = read_state(cfg.state_path)
-    except ConfigError as exc:
-        return _error(f"config error: {exc}")
     except FileNotFoundError:
         print(f"state: unknown (no state file at {cfg.state_path}: has the agent run?)")
         return NOT_REGISTERED
-    except OSError as exc:
-        return _error(f"cannot read the state file: {exc}")
     stale_after = 2 * cfg.heartbeat_interval_seconds + STALE_MARGIN_SECONDS
     age = time.time() - parse_rfc3339(state.updated_at)
     stale = state.state is State.REGISTERED and age > stale_after

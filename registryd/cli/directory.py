@@ -5,8 +5,8 @@
 
 The admin API needs a token from ``[admin] token_hashes``: read from ``--token-file`` or the
 ``REGISTRYD_ADMIN_TOKEN`` environment variable (never a command-line value, which other users
-could read in the process list). Exit codes: 0 success, 1 failure (server, network, TLS),
-2 usage errors (no token).
+could read in the process list). Exit codes (:mod:`registryd.cli.common`): 0 success,
+1 failure (server, network, TLS), 2 usage errors (no token).
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import argparse
 import json
 import os
 import ssl
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from ..errors import ServerError, TransportError, UsageError
+from .common import command
 
 ENV_TOKEN = "REGISTRYD_ADMIN_TOKEN"  # noqa: S105 - a variable name, not a token
 DEFAULT_URL = "https://127.0.0.1:8443"
@@ -42,10 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sub = p.add_subparsers(dest="directory_command", required=True, metavar="ACTION")
     a = sub.add_parser("list", help="print the directory as a table")
     a.add_argument("--json", action="store_true", help="print the admin API's JSON instead")
-    a.set_defaults(func=run, action=_list)
+    a.set_defaults(func=command(_list))
     a = sub.add_parser("remove", help="remove a node")
     a.add_argument("host", metavar="HOST")
-    a.set_defaults(func=run, action=_remove)
+    a.set_defaults(func=command(_remove))
 
 
 def _token(args: argparse.Namespace) -> str | None:
@@ -57,33 +59,32 @@ def _token(args: argparse.Namespace) -> str | None:
 def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
     token = _token(args)
     if token is None:
-        raise _Usage(f"no admin token: use --token-file or set ${ENV_TOKEN}")
+        raise UsageError(f"no admin token: use --token-file or set ${ENV_TOKEN}")
     verify: ssl.SSLContext | bool = True
     if args.cafile or args.cert:
         verify = ssl.create_default_context(cafile=args.cafile)
         if args.cert:
             verify.load_cert_chain(args.cert, args.key)
-    with httpx.Client(base_url=args.url, verify=verify, timeout=30, trust_env=False) as client:
-        response = client.request(
-            method, path, json=body, headers={"authorization": f"Bearer {token}"}
-        )
+    try:
+        with httpx.Client(base_url=args.url, verify=verify, timeout=30, trust_env=False) as http:
+            response = http.request(
+                method, path, json=body, headers={"authorization": f"Bearer {token}"}
+            )
+    except httpx.HTTPError as exc:
+        raise TransportError(f"{method} {args.url}{path}: {exc or type(exc).__name__}") from exc
     try:
         data = response.json()
     except ValueError:
         data = None
     if response.status_code != 200:
         error = data.get("error", {}) if isinstance(data, dict) else {}
+        code = error.get("code") if isinstance(error, dict) else None
         message = error.get("message") if isinstance(error, dict) else None
-        raise _Failed(f"{response.status_code} {message or response.reason_phrase}")
+        status = response.status_code
+        raise ServerError(
+            status, str(code or f"HTTP_{status}"), str(message or response.reason_phrase)
+        )
     return data
-
-
-class _Usage(Exception):
-    pass
-
-
-class _Failed(Exception):
-    pass
 
 
 def _clean(value: object) -> str:
@@ -132,16 +133,3 @@ def _remove(args: argparse.Namespace) -> int:
     _call(args, "POST", "/admin/directory/remove", {"host": args.host})
     print(f"removed {_clean(args.host)}")
     return 0
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``directory list`` or ``directory remove``; one error line on stderr on failure."""
-    try:
-        code: int = args.action(args)
-    except _Usage as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (_Failed, httpx.HTTPError, OSError, ssl.SSLError) as exc:
-        print(f"error: {_clean(str(exc) or type(exc).__name__)}", file=sys.stderr)
-        return 1
-    return code

@@ -6,8 +6,8 @@
     registryd client announce NAME ADDR     announce presence at ADDR
 
 Settings: flags first, then the environment, then the client config (a ``[client]`` table, see
-:class:`registryd.client.ClientConfig`). Exit codes: 0 success, 1 failure (server, network,
-config or keys file), 2 usage errors. Errors are one line on stderr; the pepper and private
+:class:`registryd.cli.client_config.ClientConfig`). Exit codes: 0 success, 1 failure (server,
+network, config or keys file), 2 usage errors. Errors are one line on stderr; the pepper and private
 keys are never printed.
 """
 
@@ -21,12 +21,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from .client import ClientConfig, IdentityKeys, RegistryClient, load_client_config
-from .encoding import decode_hex
-from .envelope import PEPPER_LEN
-from .errors import ConfigError, InvalidInput, RegistrydError
-from .identity import user_id
-from .secret import Secret
+from ..client import IdentityKeys, RegistryClient
+from ..encoding import decode_hex
+from ..envelope import PEPPER_LEN
+from ..errors import ConfigError, InvalidInput, UsageError
+from ..identity import user_id
+from ..secret import Secret
+from .client_config import ClientConfig, load_client_config
+from .common import command
 
 ENV_CONFIG = "REGISTRYD_CLIENT_CONFIG"
 ENV_PEPPER = "REGISTRYD_PEPPER_HEX"
@@ -40,10 +42,6 @@ keys_dir; relative paths are relative to the working directory.
 
 exit codes: 0 success, 1 failure (server error, network or TLS failure, bad config or keys
 file), 2 usage error (missing URL or pepper, invalid name or argument)."""
-
-
-class _UsageError(Exception):
-    """A missing or invalid setting: exit code 2."""
 
 
 class _Settings(NamedTuple):
@@ -116,7 +114,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="SECONDS",
         help="network timeout in seconds, also bounds reading each answer (default: 10)",
     )
-    p.set_defaults(func=run, transport=None)  # tests put an httpx transport in `transport`
+    p.set_defaults(func=command(run), transport=None)  # tests put an httpx transport in it
 
     actions = p.add_subparsers(dest="client_command", required=True, metavar="ACTION")
     name_help = "username: 1-64 UTF-8 bytes after trimming, case-sensitive"
@@ -160,29 +158,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run one ``registryd client`` action; returns the exit code."""
-    try:
-        settings = _settings(args)
-        with _open_client(settings, args) as client:
-            return ACTIONS[args.client_command](client, settings.keys_dir, args)
-    except (_UsageError, InvalidInput, UnicodeError) as exc:  # UnicodeError: undecodable argv
-        return _fail(exc, 2)
-    except (RegistrydError, OSError) as exc:
-        return _fail(exc, 1)
-
-
-def _fail(exc: Exception, code: int) -> int:
-    print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
-    return code
+    """Run one ``registryd client`` action; returns the exit code (errors: see
+    :func:`registryd.cli.common.command`, which wraps it)."""
+    settings = _settings(args)
+    with _open_client(settings, args) as client:
+        return ACTIONS[args.client_command](client, settings.keys_dir, args)
 
 
 def _settings(args: argparse.Namespace) -> _Settings:
     file = _client_config(args)
     url = args.url or file.url
     if not url:
-        raise _UsageError("no registry URL: pass --url or set url in the client config")
+        raise UsageError("no registry URL: pass --url or set url in the client config")
     if (args.cert is None) != (args.key is None):
-        raise _UsageError("--cert and --key must be given together")
+        raise UsageError("--cert and --key must be given together")
     if args.cert is not None:
         client_cert: tuple[str, str] | None = (args.cert, args.key)
     elif file.cert_file is not None and file.key_file is not None:
@@ -219,9 +208,9 @@ def _pepper(args: argparse.Namespace, file: ClientConfig) -> Secret:
             try:
                 return Secret(decode_hex(value, PEPPER_LEN, source))
             except InvalidInput:
-                raise _UsageError(f"{source}: expected 64 hex characters (32 bytes)") from None
+                raise UsageError(f"{source}: expected 64 hex characters (32 bytes)") from None
     if file.pepper_hex is None:
-        raise _UsageError(
+        raise UsageError(
             f"no pepper: pass --pepper-hex, set ${ENV_PEPPER} or pepper_hex in the client config"
         )
     return file.pepper_hex
@@ -238,7 +227,7 @@ def _open_client(settings: _Settings, args: argparse.Namespace) -> RegistryClien
             timeout=args.timeout,
         )
     except ValueError as exc:  # a URL without http(s)://
-        raise _UsageError(f"{exc}, got {settings.url!r}") from exc
+        raise UsageError(f"{exc}, got {settings.url!r}") from exc
     except OSError as exc:  # ssl.SSLError included
         files = [settings.cafile, *(settings.client_cert or ())]
         names = ", ".join(f for f in files if f)

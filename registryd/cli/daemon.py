@@ -1,17 +1,8 @@
-"""The ``registryd`` command line: ``main(argv) -> exit code``, testable without a subprocess.
+"""The daemon's commands: ``serve``, ``check-config``, ``init``, ``certs dev``.
 
-    registryd serve --config PATH           run the daemon ([--log-level L] [--debug-logger NAME]
-                                            [--pid-file PATH]: its PID, for kill -HUP)
-    registryd check-config PATH             validate a config, print it with secrets redacted
-                                            (exit 1 also when no envelope key can seal now)
-    registryd init --out PATH [--dev]       write a fresh config with new keys (mode 0600)
-    registryd certs dev --out DIR           make a dev CA, server and client certificates
-    registryd client ...                    talk to a registry (register, resolve, check, announce)
-    registryd keys ...                      envelope keystore: list, generate, rotate, retire ...
-    registryd hash-token                    Argon2id hash of a token read on stdin, for the config
-    registryd directory list|remove HOST    the node directory, through the admin API
-
-Exit codes: 0 success, 1 failure (config, storage, server errors), 2 usage errors.
+``check-config`` prints the config with every secret redacted (:func:`summary`) and exits 1
+when no envelope key can seal now (:func:`active_key_problem`), as the daemon would serve
+degraded.
 """
 
 from __future__ import annotations
@@ -26,14 +17,13 @@ from typing import Any
 
 import msgspec
 
-from . import __version__, client_cli, config, keys_cli, logs, scaffold
-from .directory import cli as directory_cli
-from .errors import ConfigError, KeyUnavailable, StorageError
-from .keyring import KeyRing, describe_key, key_warnings
-from .keystore import load_keyring
-from .node import cli as node_cli
-from .pidfile import PidFile
-from .timespec import iso, now_ms
+from .. import config, logs, scaffold
+from ..errors import ConfigError, KeyUnavailable, StorageError
+from ..keyring import KeyRing, describe_key, key_warnings
+from ..keystore import load_keyring
+from ..pidfile import PidFile
+from ..timespec import iso, now_ms
+from .common import command
 
 log = logging.getLogger("registryd")
 
@@ -41,7 +31,7 @@ log = logging.getLogger("registryd")
 def _serve(cfg: config.Config, args: argparse.Namespace) -> None:
     """Serve ``cfg``; with ``--pid-file``, claimed before binding, written once bound and
     removed on exit (:mod:`registryd.pidfile`)."""
-    from .server import serve
+    from ..server import serve
 
     if args.pid_file is None:
         asyncio.run(serve(cfg, config_path=args.config))
@@ -54,20 +44,21 @@ def _serve(cfg: config.Config, args: argparse.Namespace) -> None:
         pid_file.remove()
 
 
+# The daemon reports through its log; OSError is e.g. an address in use.
+SERVE_LABELS: dict[type[BaseException], str] = {
+    ConfigError: "config error",
+    StorageError: "storage error",
+    OSError: "cannot serve",
+}
+
+
+def _log_error(line: str) -> None:
+    log.error("%s", line)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     logs.setup(args.log_level, args.debug_logger)
-    try:
-        cfg = config.load(args.config)
-        _serve(cfg, args)
-    except ConfigError as exc:
-        log.error("config error: %s", exc)
-        return 1
-    except StorageError as exc:
-        log.error("storage error: %s", exc)
-        return 1
-    except OSError as exc:  # e.g. address in use
-        log.error("cannot serve: %s", exc)
-        return 1
+    _serve(config.load(args.config), args)
     return 0
 
 
@@ -112,18 +103,14 @@ def summary(cfg: config.Config, keyring: KeyRing | None = None) -> dict[str, Any
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .peer_listener import peer_hypercorn_config
-    from .server import hypercorn_config
+    from ..peer_listener import peer_hypercorn_config
+    from ..server import hypercorn_config
 
     logs.setup("warning")
     now = now_ms()
-    try:
-        cfg = config.load(args.path)
-        peer_hypercorn_config(cfg, hypercorn_config(cfg))
-        keyring = load_keyring(cfg.envelope)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 1
+    cfg = config.load(args.path)
+    peer_hypercorn_config(cfg, hypercorn_config(cfg))
+    keyring = load_keyring(cfg.envelope)
     print(json.dumps(summary(cfg, keyring), indent=2))
     if problem := active_key_problem(cfg, keyring, now):
         print(f"config error: {problem}", file=sys.stderr)  # the daemon would start degraded
@@ -139,28 +126,20 @@ def cmd_init(args: argparse.Namespace) -> int:
     pepper_hex = scaffold.random_hex(32)
     server_text = scaffold.server_config(pepper_hex, dev=args.dev)
     written = [out]
-    try:
-        scaffold.write_private(out, server_text, force=args.force)
-        if args.dev:
-            client_out = Path(args.client_out) if args.client_out else out.with_name("client.toml")
-            scaffold.write_private(client_out, scaffold.client_config(pepper_hex), force=args.force)
-            written.append(client_out)
-    except (FileExistsError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    scaffold.write_private(out, server_text, force=args.force)
+    if args.dev:
+        client_out = Path(args.client_out) if args.client_out else out.with_name("client.toml")
+        scaffold.write_private(client_out, scaffold.client_config(pepper_hex), force=args.force)
+        written.append(client_out)
     for path in written:
         print(f"wrote {path} (mode 0600)")
     return 0
 
 
 def cmd_certs_dev(args: argparse.Namespace) -> int:
-    from .certs import write_dev_certs
+    from ..certs import write_dev_certs
 
-    try:
-        made = write_dev_certs(Path(args.out), force=args.force)
-    except (FileExistsError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    made = write_dev_certs(Path(args.out), force=args.force)
     print(f"wrote development certificates to {args.out} (CA: {made.ca})")
     return 0
 
@@ -171,14 +150,8 @@ def _logger_name(text: str) -> str:
     return text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="registryd",
-        description="Privacy-focused, Enigma-compatible registry daemon.",
-    )
-    parser.add_argument("--version", action="version", version=f"registryd {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``serve``, ``check-config``, ``init`` and ``certs dev``."""
     p = sub.add_parser("serve", help="run the daemon", description="Run the registry daemon.")
     p.add_argument("--config", required=True, metavar="PATH", help="the TOML config file")
     p.add_argument(
@@ -203,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='write the daemon\'s PID here once listening (for kill -HUP "$(cat PATH)"); '
         "removed on exit; refuses to start if it names a running registryd",
     )
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=command(cmd_serve, labels=SERVE_LABELS, report=_log_error))
 
     p = sub.add_parser(
         "check-config",
@@ -213,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "answer 503 to /resolve and /envelope_pubkey).",
     )
     p.add_argument("path", metavar="PATH")
-    p.set_defaults(func=cmd_check_config)
+    p.set_defaults(func=command(cmd_check_config, labels={ConfigError: "config error"}))
 
     p = sub.add_parser(
         "init",
@@ -231,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--client-out", metavar="PATH", help="with --dev: client config path")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
-    p.set_defaults(func=cmd_init)
+    p.set_defaults(func=command(cmd_init))
 
     p = sub.add_parser("certs", help="certificate tools", description="Certificate tools.")
     certs_sub = p.add_subparsers(dest="certs_command", required=True, metavar="KIND")
@@ -245,16 +218,4 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="certs", metavar="DIR", help="output directory (default: certs)"
     )
     d.add_argument("--force", action="store_true", help="overwrite existing files")
-    d.set_defaults(func=cmd_certs_dev)
-
-    client_cli.add_parser(sub)
-    directory_cli.add_parser(sub)  # node directory administration (extensions spec §3.7)
-    keys_cli.add_parsers(sub)
-    node_cli.add_parsers(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    code: int = args.func(args)
-    return code
+    d.set_defaults(func=command(cmd_certs_dev))
