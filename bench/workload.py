@@ -24,9 +24,9 @@ from pathlib import Path
 import msgspec
 
 from registryd import wire
+from registryd.client import IdentityKeys
 from registryd.envelope import seal, shared_key, x25519_keypair
 from registryd.identity import PublicIdentity, user_id
-from registryd.identity_keys import IdentityKeys
 from registryd.timespec import now_ms
 
 from .configs import Secrets

@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from registryd import client as client_mod
 from registryd import scaffold, wire
 from registryd.cli.client_config import load_client_config
 from registryd.client import (
@@ -23,6 +22,7 @@ from registryd.client import (
     RegistryClient,
     ServerKey,
 )
+from registryd.client import clients as client_mod
 from registryd.config import Config
 from registryd.errors import (
     ConfigError,

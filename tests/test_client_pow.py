@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from registryd import client as client_mod
 from registryd import wire
 from registryd.abuse.pow import ProofOfWork
 from registryd.client import AsyncRegistryClient, IdentityKeys, RegistryClient
+from registryd.client import clients as client_mod
 from registryd.config import PowConfig
 from registryd.errors import PowRequired, ProtocolError, ServerError
 from registryd.hashcash import HEADER, SolveCancelled, solve

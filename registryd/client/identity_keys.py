@@ -12,12 +12,12 @@ import msgspec
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey
 
-from . import wire
-from .encoding import decode_hex
-from .errors import ConfigError, InvalidInput
-from .files import exposed, write_file
-from .identity import NonNegative, PublicIdentity, normalize_username, signed_payload, user_id
-from .timespec import now_ms
+from .. import wire
+from ..encoding import decode_hex
+from ..errors import ConfigError, InvalidInput
+from ..files import exposed, write_file
+from ..identity import NonNegative, PublicIdentity, normalize_username, signed_payload, user_id
+from ..timespec import now_ms
 
 KEY_LEN = 32
 MAX_KEYS_FILE_BYTES = 64 * 1024
