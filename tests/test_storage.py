@@ -1,4 +1,34 @@
-"""The storage contract (DESIGN "Storage layout") over every backend, plus LevelDB specifics."""
+"""The storage contract (DESIGN "Storage layout") over every backend, plus LevelDB specifics.
+
+Which test checks which promise of ``registryd/storage/base.py`` (P9 and P10, the node
+directory's, are in ``test_storage_directory.py``); tests taking the ``storage`` fixture run
+over every backend, ``test_leveldb_*`` and ``test_memory_*`` over one:
+
+====  ======================================================================================
+P1    test_register_twice_keeps_the_original, test_register_get_exists
+P2    test_concurrent_registrations_of_one_handle_have_one_winner
+P3    test_merge_inserts_only_free_handles_and_dedupes (not checked: that a merge failing
+      midway stores nothing; LevelDB writes it as one transaction batch)
+P4    test_register_get_exists, test_register_twice_keeps_the_original
+P5    test_announce_upsert_last_write_wins, test_announce_upsert_to_an_earlier_expiry
+P6    test_get_presence_after_announce
+P7    test_purge_deletes_exactly_the_expired, test_purge_respects_limit,
+      test_purge_oldest_first, test_purge_limit_zero_deletes_nothing,
+      test_purge_with_nothing_expired_deletes_nothing, test_purge_is_o_expired,
+      test_announce_upsert_last_write_wins, test_announce_upsert_to_an_earlier_expiry
+P8    test_add_nodes_dedupes_and_keeps_insertion_order, test_add_nodes_caps_at_max_nodes,
+      test_add_nodes_max_zero_behaves_as_one
+P11   test_leveldb_persists_across_restart,
+      test_leveldb_group_commit_acknowledges_only_durable_writes
+P12   test_leveldb_at_rest_holds_no_plaintext, test_memory_holds_no_plaintext,
+      test_blind_index_differs_from_user_id
+P13   test_close_is_idempotent, test_leveldb_group_commit_acknowledges_only_durable_writes
+P14   test_leveldb_second_open_in_process_is_refused,
+      test_leveldb_second_process_gets_a_clear_error, test_leveldb_writes_schema_version,
+      test_leveldb_refuses_another_schema_version,
+      test_leveldb_refuses_data_without_schema_version, test_leveldb_wrong_index_key_cannot_read
+====  ======================================================================================
+"""
 
 from __future__ import annotations
 

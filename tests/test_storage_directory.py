@@ -1,4 +1,18 @@
-"""The storage contract's node directory section (extensions spec §3) over every backend."""
+"""The storage contract's node directory section (extensions spec §3) over every backend.
+
+Which test checks which promise of ``registryd/storage/base.py`` (the others:
+``test_storage.py``):
+
+====  ======================================================================================
+P9    test_put_get_list_delete, test_upsert_replaces_the_record,
+      test_key_index_follows_the_records, test_concurrent_puts_keep_one_consistent_index
+P10   test_spend_nonce_once, test_concurrent_spends_have_one_winner,
+      test_spent_set_is_bounded_and_purged_by_expiry
+P11   test_leveldb_directory_persists_across_restart
+P12   test_leveldb_keeps_contact_emails_sealed
+P14   test_leveldb_directory_with_another_index_key_cannot_open_contacts
+====  ======================================================================================
+"""
 
 from __future__ import annotations
 

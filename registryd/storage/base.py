@@ -1,9 +1,39 @@
-"""The storage interface. Both backends hold only blind indexes and sealed records (DESIGN).
+"""The storage interface, and the contract a backend meets (DESIGN "Storage layout").
 
-``blind = BLAKE3-keyed(index_key, b"registry:blind:v1" || user_id)`` (32 bytes) is the only key a
-record is stored under. Records are sealed with XChaCha20-Poly1305 under
-``BLAKE3-derive_key("registryd record v1", index_key || user_id)``, nonce (24 B) prepended, AAD =
-record kind || blind, so reading one needs the index key *and* the handle.
+:class:`Storage` blinds and seals before a backend sees any bytes: a backend stores only blind
+indexes, sealed records and public node data. ``blind = BLAKE3-keyed(index_key,
+b"registry:blind:v1" || user_id)`` (32 bytes) is the only key a record is stored under.
+Records are sealed with XChaCha20-Poly1305 under ``BLAKE3-derive_key("registryd record v1",
+index_key || user_id)``; a *sealed* value is ``nonce (24 B) || ciphertext || tag (16 B)``, AAD
+= record kind || blind, so reading one needs the index key *and* the handle. Times are Unix
+milliseconds.
+
+A backend subclasses :class:`Storage` and writes the hooks (``_insert`` ... ``_list_dnodes``)
+and the abstract methods. The promises, P1-P14, each kept by every backend and checked by
+the contract suite (``tests/test_storage.py``, ``tests/test_storage_directory.py``, run over
+every backend; its docstring says which test checks which promise):
+
+P1   ``_insert``: stores a record iff its blind index holds none; never overwrites.
+P2   check-and-insert is atomic: of concurrent ``_insert`` / ``_insert_many`` calls for one
+     blind index exactly one stores.
+P3   ``_insert_many``: only free blind indexes, the first of duplicates wins, one atomic write.
+P4   ``_get`` / ``_contains`` return exactly what was stored.
+P5   ``_put_presence``: an upsert that replaces the value and its expiry index entry together.
+P6   ``_get_presence``: what was put, with its expiry; expired entries until purged.
+P7   ``purge_expired``: at most ``limit``, expiry <= now, oldest first, in O(expired); an
+     index entry left by an overwritten presence neither deletes nor counts.
+P8   ``add_nodes`` / ``nodes``: deduplicated, in insertion order, at most ``max(max_nodes, 1)``.
+P9   ``_put_dnode``: upserts a node and its key index together (one host per key).
+P10  ``spend_nonce``: atomic (one of concurrent spends wins), bounded (FULL writes nothing),
+     expired entries purged to make room.
+P11  durable: every write is on disk (fsynced) before the method returns.
+P12  at rest: blind indexes, sealed values and public node data only; no handle, username,
+     identity, presence or contact email in the clear, even in deleted data.
+P13  ``close`` is idempotent and commits writes still queued.
+P14  errors: :class:`~registryd.errors.StorageError` only (opening may raise its
+     subclasses :class:`~registryd.errors.StorageLockedError` and
+     :class:`~registryd.errors.SchemaVersionError`); a record that fails authentication (wrong
+     index key, tampering) is a StorageError, never returned.
 """
 
 from __future__ import annotations
@@ -130,9 +160,8 @@ class Storage(ABC):
     async def announce(self, user_id: bytes, presence: bytes, expires_at_ms: int) -> None:
         """Upsert the presence of ``user_id``; it expires at ``expires_at_ms`` (Unix ms)."""
         blind = self.blind(user_id)
-        await self._put_presence(
-            blind, expires_at_ms, self._seal(PRESENCE, user_id, blind, presence)
-        )
+        sealed = self._seal(PRESENCE, user_id, blind, presence)
+        await self._put_presence(blind, sealed, expires_at_ms)
 
     async def get_presence(self, user_id: bytes) -> tuple[bytes, int] | None:
         """(presence bytes, expiry Unix ms) for ``user_id``, or None (expired ones until GC)."""
@@ -140,22 +169,26 @@ class Storage(ABC):
         found = await self._get_presence(blind)
         if found is None:
             return None
-        expires_at_ms, sealed = found
+        sealed, expires_at_ms = found
         return self._open(PRESENCE, user_id, blind, sealed), expires_at_ms
 
     @abstractmethod
     async def purge_expired(self, now_ms: int, limit: int) -> int:
-        """Delete up to ``limit`` presences whose expiry <= ``now_ms``; returns the count."""
+        """Delete up to ``limit`` presences whose expiry <= ``now_ms``, oldest first, visiting
+        only expired index entries (O(expired), P7); returns how many presences it deleted.
+        An index entry left by a presence since overwritten is dropped without deleting or
+        counting the newer value."""
 
     # -- nodes ------------------------------------------------------------------------------
 
     @abstractmethod
     async def add_nodes(self, base_urls: Sequence[str], max_nodes: int) -> int:
-        """Append the URLs not yet known, stopping at ``max(max_nodes, 1)``; returns how many."""
+        """Append the URLs not yet known, stopping at ``max(max_nodes, 1)`` known URLs, durably;
+        returns how many (P8)."""
 
     @abstractmethod
     async def nodes(self) -> list[str]:
-        """Known node base URLs in insertion order."""
+        """Known node base URLs in insertion order (P8)."""
 
     # -- node directory (extensions spec §3) --------------------------------------------------
     #
@@ -202,7 +235,7 @@ class Storage(ABC):
         """Mark ``nonce_id`` (16 bytes) spent until ``expires_at_ms`` (Unix ms), atomically:
         :attr:`Spend.SPENT` if it was not spent, :attr:`Spend.REPLAYED` if it was, and
         :attr:`Spend.FULL` (nothing written) when ``max_entries`` entries unexpired at
-        ``now_ms`` are held (expired ones are purged first), so the set stays bounded."""
+        ``now_ms`` are held (expired ones are purged first), so the set stays bounded (P10)."""
 
     @abstractmethod
     async def nonce_spent(self, nonce_id: bytes) -> bool:
@@ -213,36 +246,57 @@ class Storage(ABC):
         """Drop spent-set entries whose expiry <= ``now_ms``; returns how many."""
 
     @abstractmethod
-    async def _put_dnode(self, host: str, pubkey: bytes, record: bytes, sealed: bytes) -> None: ...
+    async def _put_dnode(self, host: str, pubkey: bytes, record: bytes, sealed: bytes) -> None:
+        """Insert or replace the node of ``host`` (UTF-8 text): its 32-byte ``pubkey``, its
+        public ``record`` and its ``sealed`` contact email, and make ``pubkey`` index ``host``
+        (dropping the index entry of the key it replaces) in one atomic, durable write (P9,
+        P11). Callers serialise read-modify-writes; concurrent puts must still leave one
+        consistent index."""
 
     @abstractmethod
-    async def _get_dnode(self, host: str) -> tuple[bytes, bytes, bytes] | None: ...
+    async def _get_dnode(self, host: str) -> tuple[bytes, bytes, bytes] | None:
+        """(pubkey, record, sealed contact) of ``host``, as put; None if there is none."""
 
     @abstractmethod
-    async def _list_dnodes(self) -> list[tuple[str, bytes, bytes, bytes]]: ...
+    async def _list_dnodes(self) -> list[tuple[str, bytes, bytes, bytes]]:
+        """Every node as (host, pubkey, record, sealed contact), in no particular order."""
 
     # -- end of node directory ----------------------------------------------------------------
 
     @abstractmethod
     async def close(self) -> None:
-        """Release the backend. Idempotent."""
+        """Commit what is queued and release the backend; idempotent (P13)."""
 
     # -- what a backend provides ------------------------------------------------------------
+    #
+    # ``blind`` is always the 32-byte blind index, ``sealed`` the sealed value (nonce, then
+    # ciphertext and tag); the argument orders follow the public methods'. Every hook may
+    # raise StorageError only (P14); every write is durable before it returns (P11).
 
     @abstractmethod
-    async def _insert(self, blind: bytes, sealed: bytes) -> bool: ...
+    async def _insert(self, blind: bytes, sealed: bytes) -> bool:
+        """Store ``sealed`` under ``blind`` unless a record is there; True if stored (P1).
+        Atomic against concurrent ``_insert`` and ``_insert_many`` calls (P2)."""
 
     @abstractmethod
-    async def _get(self, blind: bytes) -> bytes | None: ...
+    async def _get(self, blind: bytes) -> bytes | None:
+        """The sealed record under ``blind``, byte for byte as stored, or None (P4)."""
 
     @abstractmethod
-    async def _contains(self, blind: bytes) -> bool: ...
+    async def _contains(self, blind: bytes) -> bool:
+        """Whether a record is stored under ``blind`` (P4)."""
 
     @abstractmethod
-    async def _insert_many(self, records: Sequence[tuple[bytes, bytes]]) -> int: ...
+    async def _insert_many(self, records: Sequence[tuple[bytes, bytes]]) -> int:
+        """Store each (blind, sealed) whose blind index holds nothing yet, the first of
+        duplicates in ``records`` winning, in one atomic write; returns how many (P2, P3)."""
 
     @abstractmethod
-    async def _put_presence(self, blind: bytes, expires_at_ms: int, sealed: bytes) -> None: ...
+    async def _put_presence(self, blind: bytes, sealed: bytes, expires_at_ms: int) -> None:
+        """Upsert the presence under ``blind``: replace its value and its expiry index entry
+        together, so that :meth:`purge_expired` finds it by ``expires_at_ms`` (P5)."""
 
     @abstractmethod
-    async def _get_presence(self, blind: bytes) -> tuple[int, bytes] | None: ...
+    async def _get_presence(self, blind: bytes) -> tuple[bytes, int] | None:
+        """(sealed, expires_at_ms) as last put under ``blind``, expired or not (until it is
+        purged), or None (P6)."""

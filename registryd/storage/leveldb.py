@@ -163,7 +163,7 @@ class LevelDBStorage(Storage):
 
     # -- presence ---------------------------------------------------------------------------
 
-    async def _put_presence(self, blind: bytes, expires_at_ms: int, sealed: bytes) -> None:
+    async def _put_presence(self, blind: bytes, sealed: bytes, expires_at_ms: int) -> None:
         def write(batch: Any, staged: dict[bytes, bytes]) -> None:
             key = PRES + blind
             old = staged[key] if key in staged else self._db.get(key)
@@ -176,11 +176,11 @@ class LevelDBStorage(Storage):
 
         await self._commit(write)
 
-    async def _get_presence(self, blind: bytes) -> tuple[int, bytes] | None:
+    async def _get_presence(self, blind: bytes) -> tuple[bytes, int] | None:
         value = self._db.get(PRES + blind)
         if value is None:
             return None
-        return BE64.unpack(value[:8])[0], value[8:]
+        return value[8:], BE64.unpack(value[:8])[0]
 
     async def purge_expired(self, now_ms: int, limit: int) -> int:
         def purge() -> int:

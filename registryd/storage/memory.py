@@ -43,12 +43,13 @@ class MemoryStorage(Storage):
                 added += 1
         return added
 
-    async def _put_presence(self, blind: bytes, expires_at_ms: int, sealed: bytes) -> None:
+    async def _put_presence(self, blind: bytes, sealed: bytes, expires_at_ms: int) -> None:
         self._presences[blind] = (expires_at_ms, sealed)
         heapq.heappush(self._expiry, (expires_at_ms, blind))
 
-    async def _get_presence(self, blind: bytes) -> tuple[int, bytes] | None:
-        return self._presences.get(blind)
+    async def _get_presence(self, blind: bytes) -> tuple[bytes, int] | None:
+        found = self._presences.get(blind)
+        return None if found is None else (found[1], found[0])
 
     async def purge_expired(self, now_ms: int, limit: int) -> int:
         purged = 0
