@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ from .drain import DrainMiddleware
 from .errors import ApiError, MethodNotAllowed, NotFound, StorageError
 from .presence import gc_loop
 from .runtime import Runtime
+from .tasks import background
 
 log = logging.getLogger("registryd")
 
@@ -68,18 +68,10 @@ def create_app(state: Runtime, *, run_gc: bool = True) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = None
-        if run_gc:
-            presence = lambda: state.config.presence  # noqa: E731 - read anew after reloads
-            task = asyncio.create_task(gc_loop(state.storage, presence, state.clock))
-        try:
-            async with state.directory.running(probe=run_gc):
-                yield
-        finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        presence = lambda: state.config.presence  # noqa: E731 - read anew after reloads
+        gc = gc_loop(state.storage, presence, state.clock) if run_gc else None
+        async with background(gc), state.directory.running(probe=run_gc):
+            yield
 
     clock = state.clock
     pow = ProofOfWork(config.pow, clock) if config.pow.enabled else None

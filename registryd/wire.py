@@ -93,6 +93,18 @@ def error_body(exc: ApiError) -> bytes:
     return encode({"error": {"code": exc.code, "message": exc.message}})
 
 
+class ErrorDetail(msgspec.Struct):
+    code: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct):
+    """The error body (spec 4.6) as clients read it: leniently, only code and message matter
+    (unknown fields are ignored); decode with ``msgspec.json.decode(raw, type=ErrorBody)``."""
+
+    error: ErrorDetail
+
+
 class Envelope(msgspec.Struct, forbid_unknown_fields=True):
     """IdentityEnvelope (spec 4.1): hex ``kid`` (8 B), ``sender_pubkey`` (32 B), ``nonce`` (24 B);
     base64 ``ciphertext`` (plaintext + 16-byte tag)."""

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 
 from ..errors import ServerError, TransportError, UsageError
+from ..wire import ErrorBody
 from .common import command
 
 ENV_TOKEN = "REGISTRYD_ADMIN_TOKEN"  # noqa: S105 - a variable name, not a token
@@ -72,18 +74,17 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
             )
     except httpx.HTTPError as exc:
         raise TransportError(f"{method} {args.url}{path}: {exc or type(exc).__name__}") from exc
+    status = response.status_code
+    if status != 200:
+        try:
+            error = msgspec.json.decode(response.content, type=ErrorBody).error
+        except msgspec.DecodeError:
+            raise ServerError(status, f"HTTP_{status}", response.reason_phrase) from None
+        raise ServerError(status, error.code, error.message)
     try:
         data = response.json()
     except ValueError:
         data = None
-    if response.status_code != 200:
-        error = data.get("error", {}) if isinstance(data, dict) else {}
-        code = error.get("code") if isinstance(error, dict) else None
-        message = error.get("message") if isinstance(error, dict) else None
-        status = response.status_code
-        raise ServerError(
-            status, str(code or f"HTTP_{status}"), str(message or response.reason_phrase)
-        )
     return data
 
 

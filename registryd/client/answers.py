@@ -46,15 +46,6 @@ class ExistsAnswer(msgspec.Struct, forbid_unknown_fields=True):
     exists: bool
 
 
-class ErrorDetail(msgspec.Struct):  # lenient: only code and message matter
-    code: str
-    message: str
-
-
-class ErrorAnswer(msgspec.Struct):
-    error: ErrorDetail
-
-
 class ChallengeAnswer(msgspec.Struct, forbid_unknown_fields=True):
     challenge: str
     difficulty: NonNegative
@@ -121,7 +112,7 @@ def printable(text: str) -> str:
 
 def server_error(status: int, reason: str, body: bytes) -> ServerError:
     try:
-        error = msgspec.json.decode(body, type=ErrorAnswer).error
+        error = msgspec.json.decode(body, type=wire.ErrorBody).error
     except msgspec.DecodeError:
         return ServerError(status, f"HTTP_{status}", printable(reason or "error"))
     return ServerError(status, printable(error.code), printable(error.message))

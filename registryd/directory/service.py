@@ -21,6 +21,7 @@ from ..errors import Forbidden, InvalidInput, ServiceUnavailable, Unauthorized
 from ..secret import Secret
 from ..storage import Storage
 from ..storage.base import DirectoryNode
+from ..tasks import background
 from . import records
 from .challenges import Challenges
 from .geoip import GeoIP
@@ -98,14 +99,10 @@ class Directory:
         await self.geoip.open(self.config.geoip_db_path)
         async with self._lock:  # the one full load (~60 ms for 10,000 nodes), before serving
             await self._loaded_listing()
-        task = asyncio.create_task(self.prober.run()) if probe else None
         try:
-            yield
+            async with background(self.prober.run() if probe else None):
+                yield
         finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
             self.geoip.close()
 
     async def reload(self, config: DirectoryConfig) -> None:

@@ -22,6 +22,7 @@ import msgspec
 
 from .. import __version__
 from ..errors import ProtocolError, ServerError, TransportError
+from ..wire import ErrorBody
 from . import protocol
 from .keys import NodeKey
 
@@ -44,20 +45,11 @@ def safe_text(raw: str | bytes, limit: int = MAX_LOGGED_CHARS) -> str:
     return text + ("..." if len(raw) > limit else "")
 
 
-class _ErrorDetail(msgspec.Struct):
-    code: str
-    message: str
-
-
-class _ErrorBody(msgspec.Struct):
-    error: _ErrorDetail
-
-
 def _server_error(response: httpx.Response, body: bytes) -> ServerError:
     status = response.status_code
     retry_after = response.headers.get("retry-after")
     try:
-        error = msgspec.json.decode(body, type=_ErrorBody).error
+        error = msgspec.json.decode(body, type=ErrorBody).error
     except msgspec.DecodeError:
         text = body or response.reason_phrase.encode("ascii", "replace")
         return ServerError(status, f"HTTP_{status}", safe_text(text), retry_after=retry_after)
