@@ -21,11 +21,11 @@ from .api.body import error_response
 from .api.directory import directory_routes
 from .api.peers import PeerApi
 from .api.public import PublicApi
-from .drain import DrainMiddleware
 from .errors import ApiError, MethodNotAllowed, NotFound, StorageError
 from .presence import gc_loop
 from .runtime import Runtime
 from .tasks import background
+from .transport.drain import DrainMiddleware
 
 log = logging.getLogger("registryd")
 

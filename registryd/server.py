@@ -3,8 +3,8 @@
 The Hypercorn ``Config`` is built in code from our validated config (never ``from_mapping``,
 which silently ignores misspelt keys), and the TLS context is built once before binding so a
 bad certificate stops the daemon with a :class:`ConfigError` instead of serving plain HTTP.
-Connections are accepted by :mod:`registryd.listener` (connection cap, per-client share, TLS
-memory, graceful stop) and spoken to with Hypercorn's HTTP/1.1 and HTTP/2 protocols.
+Connections are accepted by :mod:`registryd.transport.listener` (connection cap, per-client
+share, TLS memory, graceful stop) and spoken to with Hypercorn's HTTP/1.1 and HTTP/2 protocols.
 """
 
 from __future__ import annotations
@@ -20,19 +20,19 @@ from pathlib import Path
 
 from hypercorn.config import Config as HypercornConfig
 
-from . import listener
 from .abuse.clientip import ClientKeys
 from .app import create_app
 from .config import Config
 from .errors import ConfigError, KeyUnavailable
 from .keyring import KeyRing, key_warnings
 from .keystore import load_keyring
-from .listener import Gate
-from .peer_listener import peer_hypercorn_config, serving_peers
 from .runtime import Runtime
 from .sockets import BACKLOG, MAX_HEADER_BYTES, bind_socket, parse_address
 from .storage import open_storage
 from .timespec import now_ms
+from .transport import listener
+from .transport.listener import Gate
+from .transport.peers import peer_hypercorn_config, serving_peers
 
 log = logging.getLogger("registryd")
 
@@ -141,7 +141,7 @@ async def serve(
     In-flight requests get ``server.shutdown_grace_seconds`` to finish; storage is then closed.
     SIGHUP re-reads ``config_path`` and its keystore (:meth:`Runtime.reload`) without
     dropping connections. ``on_ready`` receives the base URL once listening. With
-    ``[peers] listen``, the peer listener (:mod:`registryd.peer_listener`) serves too, on
+    ``[peers] listen``, the peer listener (:mod:`registryd.transport.peers`) serves too, on
     ``peer_sock`` if given. Raises :class:`ConfigError` and
     :class:`~registryd.errors.StorageError`.
     """

@@ -10,7 +10,7 @@ import pytest
 from registryd import config as config_mod
 from registryd.abuse.clientip import ClientKeys
 from registryd.errors import ConfigError
-from registryd.listener import Gate
+from registryd.transport.listener import Gate
 from tests.helpers import NO_RATE_LIMIT, config_text
 
 

@@ -4,7 +4,7 @@ Used by the peer endpoints (``POST /sync``, ``POST /nodes``; DESIGN) and the adm
 client certificate on the public listener identifies nobody: Hypercorn does not expose the
 peer certificate, so the app only knows that *some* certificate from ``tls.client_ca_pem_path``
 was presented. Certificate-based peers come only through the peer listener
-(:mod:`registryd.peer_listener`), whose TLS layer accepts certificates from a peer-only CA.
+(:mod:`registryd.transport.peers`), whose TLS layer accepts certificates from a peer-only CA.
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ from starlette.requests import Request
 
 from ..errors import RateLimited
 from ..tokens import CHECKS_AT_ONCE, TOKEN_HASHER
+from ..transport.peers import PEER_LISTENER
 
 CHECKS_WAITING = 16  # queued beyond this, a token check is refused at once (429)
-
-PEER_LISTENER = "registryd.peer_listener"
-"""Scope key set (to True) by the peer listener on every request it serves."""
 
 
 def on_peer_listener(request: Request) -> bool:

@@ -103,8 +103,8 @@ def summary(cfg: config.Config, keyring: KeyRing | None = None) -> dict[str, Any
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from ..peer_listener import peer_hypercorn_config
     from ..server import hypercorn_config
+    from ..transport.peers import peer_hypercorn_config
 
     logs.setup("warning")
     now = now_ms()

@@ -130,7 +130,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     of the request's start, or it is disconnected. ``shutdown_grace_seconds`` is how long
     in-flight requests get to finish on SIGINT/SIGTERM. At most ``max_connections`` are open,
     at most ``max_connections_per_client`` from one client address (IPv6: one /64; trusted
-    proxies are exempt); see :mod:`registryd.listener`.
+    proxies are exempt); see :mod:`registryd.transport.listener`.
     """
 
     max_body_bytes: Positive = 64 * KIB

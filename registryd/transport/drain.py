@@ -10,8 +10,8 @@ answer leaves:
   it ends in time, the connection stays usable (the next pipelined request is answered).
 - Otherwise, or when the answer already says so (408, 413), the answer carries
   ``connection: close`` on HTTP/1.1, and the server reads on and drops the body for a moment
-  after answering (:mod:`registryd.connection`), so the client reads the answer instead of a
-  reset. On HTTP/2 the stream alone is ended (:mod:`registryd.protocols`); a ``connection``
+  after answering (:mod:`.connection`), so the client reads the answer instead of a
+  reset. On HTTP/2 the stream alone is ended (:mod:`.protocols`); a ``connection``
   header, forbidden there, is removed.
 
 A request without a body (HTTP/1.1 with no ``content-length`` or ``transfer-encoding``) costs

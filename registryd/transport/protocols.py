@@ -1,6 +1,6 @@
 """Hypercorn's HTTP/1.1 and HTTP/2 protocol machines, with four narrow changes (issue 8).
 
-:class:`~registryd.connection.Connection` drives these instead of Hypercorn's own choice:
+:class:`~.connection.Connection` drives these instead of Hypercorn's own choice:
 
 - **No protocol switches.** An ``Upgrade`` header (``websocket``, ``h2c``) and an HTTP/2 preface
   sent inside HTTP/1.1 are ignored, so the request is answered as the plain HTTP/1.1 request it
@@ -46,8 +46,8 @@ from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import AppWrapper, ConnectionState, TaskGroup, WorkerContext
 
-from .errors import InvalidInput, MethodNotAllowed
-from .wire import error_body
+from ..errors import InvalidInput, MethodNotAllowed
+from ..wire import error_body
 
 _MALFORMED = {
     400: error_body(InvalidInput("malformed HTTP/1.1 request")),

@@ -7,7 +7,7 @@ in the ASGI scope (it has no ``tls`` scope extension), so on the public listener
 tell one client certificate from another, and with mTLS on, every holder of a certificate from
 ``tls.client_ca_pem_path`` looked alike. Here the TLS handshake is the identification: only a
 holder of a peer certificate gets a connection at all. The listener marks every request it
-serves (:data:`~registryd.api.auth.PEER_LISTENER` in the scope) with its own ASGI wrapper, which
+serves (:data:`PEER_LISTENER` in the scope) with its own ASGI wrapper, which
 holds for wildcard and IPv6 binds alike, where the scope's ``server`` entry is the connection's
 local address rather than the listener's.
 """
@@ -24,10 +24,12 @@ from pathlib import Path
 from hypercorn.config import Config as HypercornConfig
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..config import Config
+from ..errors import ConfigError
 from . import listener
-from .api.auth import PEER_LISTENER
-from .config import Config
-from .errors import ConfigError
+
+PEER_LISTENER = "registryd.peer_listener"
+"""Scope key set (to True) by the peer listener on every request it serves."""
 
 Trigger = Callable[[], Awaitable[object]]
 

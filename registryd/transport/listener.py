@@ -7,7 +7,7 @@ included, before any code of ours runs, so nothing could bound connections or th
 ``listen`` on our socket again with its own backlog (100 for our 1,024: in a burst of 1,000
 connects, a third waited for a SYN retransmission); and a TLS error while closing one
 connection ended the whole ``serve`` (exit 1 on SIGTERM). So registryd accepts by itself and
-hands each connection to :class:`~registryd.connection.Connection`, which runs Hypercorn's
+hands each connection to :class:`~.connection.Connection`, which runs Hypercorn's
 HTTP/1.1 and HTTP/2 protocols.
 
 - A connection costs only its socket until the client sends a first byte: TLS starts then
@@ -45,7 +45,7 @@ from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.typing import ASGIFramework, LifespanState
 
-from .abuse.clientip import ClientKeys
+from ..abuse.clientip import ClientKeys
 from .connection import CLOSE_SECONDS, Connection
 
 log = logging.getLogger("registryd")
