@@ -644,7 +644,7 @@ def test_kid_with_a_trailing_newline_is_rejected() -> None:
         assert exc.path == "envelope.keys[1].kid_hex"
         return
     raise AssertionError(
-        f"BUG in registryd/config.py: kid_hex with a trailing newline accepted (kids {kids}). "
+        f"BUG in registryd/config/tables.py: kid_hex with a trailing newline accepted ({kids}). "
         'Fix: KidHex = Annotated[str, msgspec.Meta(pattern="^[0-9a-fA-F]{16}\\\\Z")] '
         "(\\Z instead of $)"
     )
@@ -659,7 +659,7 @@ def test_address_port_must_be_ascii_digits() -> None:
         assert exc.path == "address"
         return
     raise AssertionError(
-        f"BUG in registryd/config.py: full-width port digits accepted as {host_port}. "
+        f"BUG in registryd/sockets.py: full-width port digits accepted as {host_port}. "
         "Fix: in parse_address's regex use [0-9]{1,5} instead of \\d{1,5} (both places)"
     )
 

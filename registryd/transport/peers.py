@@ -104,7 +104,7 @@ async def serving_peers(
     shutdown_trigger: Trigger,
 ) -> AsyncIterator[Trigger]:
     """While the block runs, serve ``app`` on the peer listener (if ``peers`` is not None:
-    its Hypercorn config, listening socket and connection gate; :func:`registryd.listener.serve`).
+    its Hypercorn config, listening socket and connection gate; :func:`.listener.serve`).
 
     Yields the shutdown trigger for the public listener: both stop when ``shutdown_trigger``
     returns, and the public one also stops if the peer listener ends. On exit, waits for the
