@@ -7,7 +7,7 @@ import pytest
 from registryd import config
 from registryd.config import Config
 from registryd.errors import ConfigError
-from tests.vectors import PEPPER_HEX
+from tests.vectors import KID_HEX, PEPPER_HEX
 from tests.vectors import SERVER_PRIVATE_HEX as PRIVATE_HEX
 
 INDEX_KEY_HEX = "c3c010b7a6d427698b20152b6f8df72897df0a9f83ba97ed73942fe1889e9a42"
@@ -15,7 +15,7 @@ SECRETS = (PEPPER_HEX, PRIVATE_HEX, INDEX_KEY_HEX)
 NOW_MS = 1_700_000_000_000
 
 KEY = (
-    '[[envelope.keys]]\nkid_hex = "0001020304050607"\n'
+    f'[[envelope.keys]]\nkid_hex = "{KID_HEX}"\n'
     f'x25519_private_key_hex = "{PRIVATE_HEX}"\nactive = true\n'
 )
 ENVELOPE = f'[envelope]\npepper_hex = "{PEPPER_HEX}"\n' + KEY
