@@ -5,6 +5,7 @@ Ed25519 signatures over ``canonical_json(payload) || nonce`` and ``host || nonce
 key and one key per host. Tests queue faults (status, headers, body, or a transport error) in
 front of any endpoint, or make it forget a node, and read back what it saw. It serves as an
 ``httpx.MockTransport`` (in-process) or as a Starlette app (for an agent in a subprocess).
+:func:`private_forms` lists the forms a node's private key could leak in, to look for in logs.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 from nacl.exceptions import BadSignatureError
@@ -323,3 +326,26 @@ async def serving(app: Starlette, certs: DevCerts | None = None) -> AsyncIterato
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+def encodings(raw: bytes) -> list[str]:
+    """``raw`` as hex (both cases), base64 (padded or not) and base64url, and raw."""
+    b64 = base64.b64encode(raw).decode()
+    return [
+        raw.hex(),
+        raw.hex().upper(),
+        b64,
+        b64.rstrip("="),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        raw.decode("latin-1"),
+    ]
+
+
+def private_forms(key_path: Path) -> list[str]:
+    pem = key_path.read_bytes()
+    key = serialization.load_pem_private_key(pem, password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    seed = key.private_bytes_raw()
+    expanded = seed + key.public_key().public_bytes_raw()  # libsodium's 64-byte secret key
+    der_b64 = "".join(pem.decode().splitlines()[1:-1])
+    return [*encodings(seed), *encodings(expanded), der_b64, der_b64[:32]]

@@ -20,8 +20,7 @@ import pytest
 from registryd import config as config_mod
 from registryd.certs import DevCerts
 from tests.helpers import NO_RATE_LIMIT, Daemon, config_text, running, tls_table, write_config
-
-from .rawhttp import open_tls, read_answer, tls_context
+from tests.rawhttp import open_tls, read_answer, tls_context
 
 RESOLVE = json.dumps({"handle": "00" * 32, "requester_ephemeral_pubkey_hex": "09" * 32}).encode()
 JSON = {"content-type": "application/json"}

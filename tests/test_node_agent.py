@@ -14,8 +14,7 @@ import pytest
 
 from registryd.node import RegistrationAgent, State, load_config, read_state
 from registryd.node.state import parse_rfc3339, rfc3339
-
-from .node_fake import DOWN, HOST, FakeDirectory, FakeTime, Fault, make_node, run_until
+from tests.node_fake import DOWN, HOST, FakeDirectory, FakeTime, Fault, make_node, run_until
 
 SEED = 1234
 

@@ -22,8 +22,7 @@ from registryd.cli import main
 from registryd.node import NodeKey, State, load_config, read_state
 from registryd.node.config import TEMPLATE
 from registryd.node.state import AgentState, rfc3339, write_state
-
-from .node_fake import HOST, FakeDirectory, make_node, node_toml, serving
+from tests.node_fake import HOST, FakeDirectory, make_node, node_toml, serving
 
 
 def mode(path: Path) -> int:

@@ -8,8 +8,7 @@ import pytest
 
 from registryd.errors import ConfigError
 from registryd.node import config as node_config
-
-from .node_fake import HOST, node_toml
+from tests.node_fake import HOST, node_toml
 
 
 def test_defaults_and_paths_relative_to_the_config(tmp_path: Path) -> None:

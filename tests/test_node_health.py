@@ -11,8 +11,7 @@ import pytest
 
 from registryd.node import RegistrationAgent, State, load_config, read_state
 from registryd.sockets import bind_socket
-
-from .node_fake import DOWN, FakeDirectory, FakeTime, make_node
+from tests.node_fake import DOWN, FakeDirectory, FakeTime, make_node
 
 
 class ParkedSleep:

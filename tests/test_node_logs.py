@@ -5,44 +5,27 @@ and no more than 512 bytes of any answer."""
 
 from __future__ import annotations
 
-import base64
 import logging
 import random
 import secrets
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from registryd.node import RegistrationAgent, load_config
-
-from .node_fake import DOWN, HOST, FakeDirectory, FakeTime, Fault, make_node, run_until
+from tests.node_fake import (
+    DOWN,
+    HOST,
+    FakeDirectory,
+    FakeTime,
+    Fault,
+    encodings,
+    make_node,
+    private_forms,
+    run_until,
+)
 
 MAX_LOGGED_BODY = 512
-
-
-def encodings(raw: bytes) -> list[str]:
-    """``raw`` as hex (both cases), base64 (padded or not) and base64url, and raw."""
-    b64 = base64.b64encode(raw).decode()
-    return [
-        raw.hex(),
-        raw.hex().upper(),
-        b64,
-        b64.rstrip("="),
-        base64.urlsafe_b64encode(raw).decode().rstrip("="),
-        raw.decode("latin-1"),
-    ]
-
-
-def private_forms(key_path: Path) -> list[str]:
-    pem = key_path.read_bytes()
-    key = serialization.load_pem_private_key(pem, password=None)
-    assert isinstance(key, Ed25519PrivateKey)
-    seed = key.private_bytes_raw()
-    expanded = seed + key.public_key().public_bytes_raw()  # libsodium's 64-byte secret key
-    der_b64 = "".join(pem.decode().splitlines()[1:-1])
-    return [*encodings(seed), *encodings(expanded), der_b64, der_b64[:32]]
 
 
 def leaked_window(body: str, text: str) -> bool:

@@ -22,8 +22,7 @@ from registryd.node.protocol import (
     register_body,
     register_message,
 )
-
-from .node_fake import FakeDirectory, FakeTime
+from tests.node_fake import FakeDirectory, FakeTime
 
 PAYLOAD: dict[str, Any] = {
     "name": "n1",

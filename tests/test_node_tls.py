@@ -12,8 +12,7 @@ import pytest
 from registryd.certs import DevCerts
 from registryd.errors import ConfigError
 from registryd.node import RegistrationAgent, State, load_config, read_state
-
-from .node_fake import HOST, FakeDirectory, make_node, serving
+from tests.node_fake import HOST, FakeDirectory, make_node, serving
 
 
 class FirstSleep:

@@ -17,8 +17,7 @@ import pytest
 from registryd import config as config_mod
 from registryd.certs import DevCerts
 from tests.helpers import NO_RATE_LIMIT, config_text, running, tls_table
-
-from .rawhttp import H2Client, h2_body, h2_status, open_tls, read_answer, tls_context
+from tests.rawhttp import H2Client, h2_body, h2_status, open_tls, read_answer, tls_context
 
 pytestmark = pytest.mark.e2e
 
