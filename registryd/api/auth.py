@@ -19,7 +19,7 @@ from starlette.requests import Request
 
 from ..errors import RateLimited
 from ..tokens import CHECKS_AT_ONCE, TOKEN_HASHER
-from ..transport.peers import PEER_LISTENER
+from ..transport import PEER_LISTENER
 
 CHECKS_WAITING = 16  # queued beyond this, a token check is refused at once (429)
 

@@ -8,3 +8,7 @@ protocols.py    Hypercorn's HTTP/1.1 and HTTP/2 protocols, answering malformed r
 drain.py        ASGI middleware: an early answer settles the body it did not read
 peers.py        the peer listener: a second TLS listener for peers, with a peer-only CA
 """
+
+PEER_LISTENER = "registryd.peer_listener"
+"""Scope key the peer listener sets (to True) on every request it serves; the app reads it
+(:func:`registryd.api.auth.on_peer_listener`) without loading the listener."""

@@ -26,10 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Config
 from ..errors import ConfigError
-from . import listener
-
-PEER_LISTENER = "registryd.peer_listener"
-"""Scope key set (to True) by the peer listener on every request it serves."""
+from . import PEER_LISTENER, listener
 
 Trigger = Callable[[], Awaitable[object]]
 
