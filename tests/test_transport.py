@@ -252,6 +252,39 @@ async def test_http2_connect_gets_405(certs: DevCerts) -> None:
             client.close()
 
 
+@pytest.mark.parametrize("path", ["/check_user/\u00e9", "/resolve\x7f", "/a b"])
+async def test_http2_pseudo_headers_that_are_not_visible_ascii_get_400(
+    certs: DevCerts, path: str
+) -> None:
+    """Hypercorn decodes ``:path`` as ASCII: a non-ASCII one dropped the whole connection."""
+    async with running(tls_config(certs)) as url:
+        client = await H2Client.connect(url, certs)
+        try:
+            client.h2.send_headers(
+                1,
+                [(":method", "GET"), (":scheme", "https"), (":authority", "x"), (":path", path)],
+                end_stream=True,
+            )
+            await client.flush()
+            events = await client.until(h2.events.StreamEnded, 1)
+            assert h2_status(events) == 400
+            assert error_code(h2_body(events)) == "INVALID_INPUT"
+            client.h2.send_headers(  # the connection serves on
+                3,
+                [
+                    (":method", "GET"),
+                    (":scheme", "https"),
+                    (":authority", "x"),
+                    (":path", "/health"),
+                ],
+                end_stream=True,
+            )
+            await client.flush()
+            assert h2_status(await client.until(h2.events.StreamEnded, 3)) == 200
+        finally:
+            client.close()
+
+
 # -- item 11: an oversize chunked body ---------------------------------------------------------
 
 

@@ -21,6 +21,10 @@
   reproduced here with a 429 sent before the request body ended). Here the data is dropped and
   its flow-control credit returned, so the client can finish and read the answer; a stream that
   sends more than :data:`DROP_BYTES` after its answer is reset.
+- **HTTP/2 pseudo-headers must be visible ASCII.** h2 accepts any bytes in ``:method`` and
+  ``:path``; Hypercorn decodes them as ASCII and the ``UnicodeDecodeError`` dropped the whole
+  connection. Such a stream gets ``400`` with the error body (HTTP/1.1's parser, h11, already
+  refuses these bytes in a request line).
 
 These override methods of Hypercorn 0.18's protocol classes (``_check_protocol``,
 ``_create_stream``, ``_send_error_response``, ``stream_send``, ``_handle_events``), internal
@@ -31,6 +35,7 @@ names that may change: ``pyproject.toml`` pins ``hypercorn<0.19``, and the tests
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Awaitable, Callable
 
 import h2.errors
@@ -55,6 +60,8 @@ _MALFORMED = {
     501: error_body(InvalidInput("unsupported transfer-encoding (only chunked is accepted)")),
 }
 _NO_CONNECT = error_body(MethodNotAllowed("CONNECT"))
+_BAD_PSEUDO = error_body(InvalidInput("malformed HTTP/2 request"))
+_VISIBLE = re.compile(rb"[\x21-\x7e]+")
 _JSON = (b"content-type", b"application/json")
 _CLOSE = (b"connection", b"close")
 DROP_BYTES = 4 * 1024 * 1024
@@ -132,7 +139,9 @@ class H2(H2Protocol):
             if isinstance(event, h2.events.DataReceived) and event.stream_id not in self.streams:
                 self._drop(event)
             elif isinstance(event, h2.events.RequestReceived) and _is_connect(event):
-                self._refuse_connect(event.stream_id)
+                self._refuse(event.stream_id, 405, _NO_CONNECT)
+            elif isinstance(event, h2.events.RequestReceived) and not _visible_pseudo(event):
+                self._refuse(event.stream_id, 400, _BAD_PSEUDO)
             else:
                 if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
                     self._dropped.pop(event.stream_id, None)
@@ -155,11 +164,12 @@ class H2(H2Protocol):
         with contextlib.suppress(h2.exceptions.ProtocolError):  # closed meanwhile
             self.connection.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
 
-    def _refuse_connect(self, stream_id: int) -> None:
-        headers = [(b":status", b"405"), _JSON, (b"content-length", b"%d" % len(_NO_CONNECT))]
+    def _refuse(self, stream_id: int, status: int, body: bytes) -> None:
+        """Answer a stream the app never sees with ``status`` and the error ``body``."""
+        headers = [(b":status", b"%d" % status), _JSON, (b"content-length", b"%d" % len(body))]
         with contextlib.suppress(h2.exceptions.ProtocolError):  # e.g. no flow-control window
             self.connection.send_headers(stream_id, headers + self.config.response_headers("h2"))
-            self.connection.send_data(stream_id, _NO_CONNECT, end_stream=True)
+            self.connection.send_data(stream_id, body, end_stream=True)
 
 
 def protocol_for(
@@ -181,3 +191,10 @@ def protocol_for(
 
 def _is_connect(request: h2.events.RequestReceived) -> bool:
     return (b":method", b"CONNECT") in (request.headers or [])
+
+
+def _visible_pseudo(request: h2.events.RequestReceived) -> bool:
+    """Whether every pseudo-header value is visible ASCII (what Hypercorn can decode)."""
+    return all(
+        _VISIBLE.fullmatch(value) for name, value in request.headers or [] if name[:1] == b":"
+    )
