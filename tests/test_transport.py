@@ -190,6 +190,9 @@ MALFORMED = {
     b"transfer-encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n",
     "chunk without CRLF": b"POST /register HTTP/1.1\r\nhost: x\r\n"
     b"content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabXX0\r\n\r\n",
+    "20 KB head in one read": b"GET /health HTTP/1.1\r\nhost: x\r\n"
+    + b"x-pad: %s\r\n" % (b"a" * 20_000)
+    + b"\r\n",
     "bad trailer": b"POST /register HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
     b"transfer-encoding: chunked\r\n\r\n0\r\nbad trailer\r\n\r\n",
 }

@@ -13,6 +13,9 @@
   ``connection: close``. (501 is what RFC 9112 section 6.1 suggests for an unknown transfer
   coding, but section 6.3 requires 400 when ``chunked`` is not the final coding, and registryd
   never answers a bad request with a 5xx.)
+- **A request head over** :data:`~registryd.sockets.MAX_HEADER_BYTES` **gets the error body**
+  even when it arrives in one read: h11 bounds only the bytes of a head still incomplete
+  (``h11_max_incomplete_size``), so a 20 KB head sent at once was served.
 - **Shutting down, a response says** ``connection: close``, so a keep-alive client does not
   send its next request into a closing connection.
 - **HTTP/2 data for an answered stream is dropped, not a crash.** Hypercorn 0.18.0 (the newest
@@ -44,7 +47,7 @@ import h2.exceptions
 import h2.settings
 import h11
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.events import Event
+from hypercorn.events import Closed, Event
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.events import Response
 from hypercorn.protocol.h2 import H2Protocol
@@ -52,6 +55,7 @@ from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import AppWrapper, ConnectionState, TaskGroup, WorkerContext
 
 from ..errors import InvalidInput, MethodNotAllowed
+from ..sockets import MAX_HEADER_BYTES
 from ..wire import error_body
 
 _MALFORMED = {
@@ -80,6 +84,11 @@ class H11(H11Protocol):
         """Hypercorn switches to h2c or HTTP/2 here; registryd never switches protocols."""
 
     async def _create_stream(self, request: h11.Request) -> None:
+        head = len(request.target) + sum(len(n) + len(v) + 4 for n, v in request.headers)
+        if head > MAX_HEADER_BYTES:
+            await self._send_error_response(431)
+            await self.send(Closed())
+            return
         # Without the Upgrade header Hypercorn makes a plain HTTP stream, never a websocket one.
         headers = [(name, value) for name, value in request.headers if name != b"upgrade"]
         if len(headers) != len(request.headers):
