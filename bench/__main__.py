@@ -158,7 +158,7 @@ def environment() -> dict[str, object]:
         "git_commit": commit,
         "registryd_tree_dirty": bool(dirty),
         "python": platform.python_version(),
-        **{name: _version(name) for name in ("hypercorn", "starlette", "h11", "plyvel", "pynacl")},
+        **{name: _version(name) for name in ("hypercorn", "starlette", "h11", "plyvel", "plyvel-next", "pynacl")},
         "wrk": _command_output(["wrk", "--version"]),
         "hey": _command_output(["dpkg-query", "-W", "-f", "${Version}", "hey"]),
         "cpus": _cpu_count(),
