@@ -175,7 +175,7 @@ def audit(event: str, **fields: AuditValue) -> None:
     """
     shown = {key: value for key, value in fields.items() if value is not None}
     text = " ".join(
-        f"{key}={','.join(value) if isinstance(value, list) else value}"
+        f"{key}={(','.join(value) or 'none') if isinstance(value, list) else value}"
         for key, value in shown.items()
     )
     audit_log.info("%s %s", event, text, extra={"event": event, **shown})
