@@ -104,3 +104,30 @@ def test_bad_arguments_are_unhealthy_too(
     with pytest.raises(SystemExit) as usage:
         main(["health", "--url", url, "--timeout", "0"])
     assert usage.value.code == 2
+
+
+def test_the_servername_is_what_the_certificate_must_name(
+    tls_daemon: Daemon, certs: DevCerts, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A container checks https://127.0.0.1:8443 while its certificate names the public host."""
+    base = ("--url", tls_daemon.url, "--cafile", certs.ca)
+    code, out, _ = health(capsys, *base, "--servername", "localhost")
+    assert code == 0 and out.startswith("ok: ")
+    code, _, err = health(capsys, *base, "--servername", "registry.example.org")
+    assert code == 1 and "registry.example.org" in err  # hostname mismatch
+
+
+def test_options_come_from_the_environment_for_a_healthcheck(
+    tls_daemon: Daemon,
+    certs: DevCerts,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in ("URL", "CAFILE", "CERT", "KEY", "SERVERNAME"):
+        monkeypatch.delenv(f"REGISTRYD_HEALTH_{name}", raising=False)
+    code, _, err = health(capsys)
+    assert (code, err) == (1, "unhealthy: cannot check: no --url (or REGISTRYD_HEALTH_URL)\n")
+    monkeypatch.setenv("REGISTRYD_HEALTH_URL", tls_daemon.url)
+    monkeypatch.setenv("REGISTRYD_HEALTH_CAFILE", str(certs.ca))
+    code, out, _ = health(capsys)
+    assert code == 0 and out.startswith(f"ok: {tls_daemon.url}/health: 200 ok")

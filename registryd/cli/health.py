@@ -1,18 +1,26 @@
 """``registryd health``: is a running daemon healthy? For Docker's HEALTHCHECK and monitors.
 
-    registryd health --url URL [--cafile CA] [--cert C [--key K]] [--timeout S]
+    registryd health --url URL [--cafile CA] [--cert C [--key K]] [--servername NAME]
+                     [--timeout S]
 
 GETs ``URL`` (``/health`` is added to a URL without a path) over TLS (``--cafile``: the CA
-bundle to trust instead of the system's; ``--cert``/``--key``: a client certificate for mTLS)
-or plain HTTP, follows no redirect and ignores proxy variables. Exit 0 with ``ok: ...`` on
-stdout when the answer is ``200 {"status": "ok"}``; otherwise exit 1 with one line on stderr
-saying why (connection refused, TLS failure, timeout, ``503 degraded`` ...).
+bundle to trust instead of the system's; ``--cert``/``--key``: a client certificate for mTLS;
+``--servername``: the name to send as SNI and to verify the certificate against, for
+``https://127.0.0.1:8443`` when the certificate names the public host) or plain HTTP, follows
+no redirect and ignores proxy variables. Exit 0 with ``ok: ...`` on stdout when the answer is
+``200 {"status": "ok"}``; otherwise exit 1 with one line on stderr saying why (connection
+refused, TLS failure, timeout, ``503 degraded`` ...).
+
+Each option defaults to an environment variable, ``REGISTRYD_HEALTH_URL``, ``_CAFILE``,
+``_CERT``, ``_KEY`` and ``_SERVERNAME``, so a container's HEALTHCHECK is set with ``docker run
+-e``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import ssl
 import sys
 from urllib.parse import urlsplit, urlunsplit
@@ -23,6 +31,7 @@ from ..logs import escape
 
 MAX_BODY = 64 * 1024
 FAILURE = 1
+ENV_PREFIX = "REGISTRYD_HEALTH_"
 
 
 def health_url(url: str) -> str:
@@ -42,6 +51,10 @@ def _tls(args: argparse.Namespace) -> ssl.SSLContext:
     return context
 
 
+def _sni(args: argparse.Namespace) -> dict[str, str]:
+    return {"sni_hostname": args.servername} if args.servername else {}
+
+
 def _read(response: httpx.Response) -> bytes:
     body = b""
     for chunk in response.iter_bytes():
@@ -53,6 +66,8 @@ def _read(response: httpx.Response) -> bytes:
 
 def check(args: argparse.Namespace) -> tuple[bool, str]:
     """(healthy, one-line reason) for the daemon at ``args.url``."""
+    if not args.url:
+        return False, f"cannot check: no --url (or {ENV_PREFIX}URL)"
     if args.key and not args.cert:
         return False, "cannot check: --key goes with --cert"
     try:
@@ -63,7 +78,7 @@ def check(args: argparse.Namespace) -> tuple[bool, str]:
     try:
         with (
             httpx.Client(verify=verify, timeout=args.timeout, trust_env=False) as client,
-            client.stream("GET", url) as response,
+            client.stream("GET", url, extensions=_sni(args)) as response,
         ):
             body = _read(response)
     except httpx.TimeoutException:
@@ -112,14 +127,38 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="GET a daemon's /health over HTTP, TLS or mTLS. Exit 0 when it answers "
         '200 {"status": "ok"}; exit 1, with one line saying why, for anything else.',
     )
+    env = os.environ.get
     p.add_argument(
         "--url",
-        required=True,
-        help="the daemon's base URL (https://127.0.0.1:8443) or its /health URL",
+        default=env(f"{ENV_PREFIX}URL"),
+        help=f"the daemon's base URL (https://127.0.0.1:8443) or its /health URL "
+        f"(default: ${ENV_PREFIX}URL)",
     )
-    p.add_argument("--cafile", metavar="CA", help="CA bundle to trust (default: the system's)")
-    p.add_argument("--cert", metavar="C", help="client certificate (PEM) for mTLS")
-    p.add_argument("--key", metavar="K", help="its private key, if not in --cert")
+    p.add_argument(
+        "--cafile",
+        metavar="CA",
+        default=env(f"{ENV_PREFIX}CAFILE"),
+        help=f"CA bundle to trust (default: ${ENV_PREFIX}CAFILE, else the system's)",
+    )
+    p.add_argument(
+        "--cert",
+        metavar="C",
+        default=env(f"{ENV_PREFIX}CERT"),
+        help=f"client certificate (PEM) for mTLS (default: ${ENV_PREFIX}CERT)",
+    )
+    p.add_argument(
+        "--key",
+        metavar="K",
+        default=env(f"{ENV_PREFIX}KEY"),
+        help=f"its private key, if not in --cert (default: ${ENV_PREFIX}KEY)",
+    )
+    p.add_argument(
+        "--servername",
+        metavar="NAME",
+        default=env(f"{ENV_PREFIX}SERVERNAME"),
+        help="the host name the certificate must name, when the URL's host is an address "
+        f"(default: ${ENV_PREFIX}SERVERNAME, else the URL's host)",
+    )
     p.add_argument(
         "--timeout", type=_seconds, default=5.0, metavar="S", help="seconds (default: 5)"
     )
