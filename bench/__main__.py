@@ -142,6 +142,9 @@ def _command_output(argv: list[str]) -> str:
     return lines[0] if lines else ""
 
 
+VERSIONS_OF = ("hypercorn", "starlette", "h11", "plyvel", "plyvel-next", "pynacl")
+
+
 def _version(distribution: str) -> str:
     try:
         return metadata.version(distribution)
@@ -158,7 +161,7 @@ def environment() -> dict[str, object]:
         "git_commit": commit,
         "registryd_tree_dirty": bool(dirty),
         "python": platform.python_version(),
-        **{name: _version(name) for name in ("hypercorn", "starlette", "h11", "plyvel", "pynacl")},
+        **{name: _version(name) for name in VERSIONS_OF},
         "wrk": _command_output(["wrk", "--version"]),
         "hey": _command_output(["dpkg-query", "-W", "-f", "${Version}", "hey"]),
         "cpus": _cpu_count(),

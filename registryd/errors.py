@@ -2,6 +2,7 @@
 
     RegistrydError
     ├── UsageError             a command-line argument or setting is missing or wrong (exit 2)
+    ├── MissingDependency      an optional dependency is not installed; names the extra (exit 1)
     ├── ConfigError            bad configuration, naming the key path; stops the daemon
     │   └── KeystoreError      the keystore cannot be read or written (mode, passphrase, tamper)
     ├── StorageError           the database cannot be opened or used
@@ -39,6 +40,11 @@ class RegistrydError(Exception):
 class UsageError(RegistrydError):
     """A command's arguments or settings are missing, contradictory or malformed, found after
     argparse (which has its own usage errors); ``registryd`` exits with code 2."""
+
+
+class MissingDependency(RegistrydError):
+    """A command needs an optional dependency that is not installed (``trustme`` for ``certs
+    dev``); the message says which extra brings it."""
 
 
 class ConfigError(RegistrydError):

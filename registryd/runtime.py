@@ -20,9 +20,10 @@ from .config import Config
 from .directory import Directory
 from .directory.prober import Resolver
 from .directory.ssrf import resolve
-from .errors import ConfigError
+from .errors import ConfigError, KeyUnavailable
 from .keyring import KeyRing, key_warnings
 from .keystore import load_keyring
+from .logs import audit
 from .storage import Storage
 from .timespec import now_ms
 
@@ -39,6 +40,7 @@ RESTART_ONLY = (
     "rate_limit",
     "pow",
     "trusted_proxies",
+    "logging",
 )
 
 
@@ -94,6 +96,13 @@ class Runtime:
         self.keyring = keyring  # one assignment: requests see the old set or the new one
         return stale
 
+    def active_kid(self) -> str | None:
+        """The kid (16 hex) of the key sealing resolves now, or None (degraded)."""
+        try:
+            return self.keyring.active(self.clock()).kid.hex()
+        except KeyUnavailable:
+            return None
+
     async def reload(self) -> list[str]:
         """Re-read the config file (and its keystore), :meth:`apply` it and re-open the node
         directory's GeoIP database.
@@ -111,9 +120,12 @@ class Runtime:
 
         async with self._reloading:  # one at a time, so the last file read is the one applied
             cfg, keyring = await anyio.to_thread.run_sync(read)
+            before = self.active_kid()
             stale = self.apply(cfg, keyring)
             await self.directory.reload(self.config.directory)
         log.info("reloaded %s: %d envelope keys", path, len(keyring.keys))
+        if (after := self.active_kid()) != before:  # rotated: by the admin API or `keys rotate`
+            audit("key.rotated", previous_kid=before or "none", active_kid=after or "none")
         if stale:
             log.warning("changed but needing a restart (kept as they were): %s", ", ".join(stale))
         for warning in key_warnings(keyring, self.clock(), cfg.envelope.expiry_warning_days):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -26,7 +27,9 @@ from .config import Config
 from .errors import ConfigError, KeyUnavailable
 from .keyring import KeyRing, key_warnings
 from .keystore import load_keyring
+from .logs import audit
 from .runtime import Runtime
+from .sdnotify import notify
 from .sockets import BACKLOG, MAX_HEADER_BYTES, bind_socket, parse_address
 from .storage import open_storage
 from .timespec import now_ms
@@ -106,10 +109,14 @@ def _gate(config: Config) -> Gate:
 
 
 async def _reload(state: Runtime) -> None:
+    """SIGHUP: reload, with one audit line (the admin API audits its own reloads)."""
     try:
-        await state.reload()
+        stale = await state.reload()
     except ConfigError as exc:
+        audit("reload", source="SIGHUP", outcome="failed")
         log.error("reload failed, still serving the previous configuration: %s", exc)
+        return
+    audit("reload", source="SIGHUP", outcome="ok", restart_needed=stale)
 
 
 def _active_kid(keyring: KeyRing) -> str:
@@ -185,6 +192,7 @@ async def serve(
         settle_heap()
         if on_ready is not None:  # before the log line: a pid file exists once it is seen
             on_ready(url)
+        notify(f"READY=1\nSTATUS=listening on {url}\nMAINPID={os.getpid()}")  # systemd
         log.info(
             "registryd listening on %s (storage=%s, active kid=%s%s)",
             url,

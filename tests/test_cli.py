@@ -135,7 +135,7 @@ def test_serve_with_bad_config_exits_1_naming_the_key(
     assert 'config error: mode: expected "tls" or "http"' in caplog.text
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["init"], ["certs"], ["client"]])
+@pytest.mark.parametrize("command", [[], ["init"], ["certs"], ["client"]])
 def test_usage_errors_exit_2(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(command)

@@ -22,6 +22,7 @@ DAEMON_PARTS = (  # what neither the client library nor the node agent may load
     "argon2",
     "_argon2_cffi_bindings",
     "plyvel",
+    "plyvel_next",
     "hypercorn",
     "starlette",
     "registryd.keystore",

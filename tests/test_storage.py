@@ -39,7 +39,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import plyvel
 import pytest
 
 from registryd import wire
@@ -48,10 +47,13 @@ from registryd.identity import PublicIdentity, user_id
 from registryd.secret import Secret
 from registryd.storage import Storage
 from registryd.storage.base import SCHEMA_VERSION
+from registryd.storage.binding import leveldb_module
 from registryd.storage.leveldb import IDENT, PRES, SCHEMA_KEY, LevelDBStorage
 from registryd.storage.memory import MemoryStorage
 from tests.helpers import INDEX_KEY_HEX
 from tests.vectors import PEPPER_HEX
+
+plyvel = leveldb_module()  # plyvel-next on Python 3.12+, plyvel on 3.11 (the leveldb extra)
 
 INDEX_KEY = Secret(bytes.fromhex(INDEX_KEY_HEX))
 OTHER_KEY = Secret(bytes(range(100, 132)))

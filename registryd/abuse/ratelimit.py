@@ -8,7 +8,10 @@ limited endpoint, ``register``, ``resolve``, ``check_user`` and ``pow_challenge`
 the reference: a banned client is refused without touching its buckets; otherwise a token is
 spent from ``global`` and then from the endpoint's bucket; an empty bucket refuses and bans the
 client for ``ban_seconds`` (0: no ban) from every endpoint; a ``global`` token spent before the
-endpoint bucket refused stays spent.
+endpoint bucket refused stays spent. Each ban that starts leaves one audit line, ``ban
+client=<pseudonym> bucket=<name> ban_seconds=N``: the pseudonym is a keyed BLAKE3 hash of the
+client key under a key made at start-up, so one process's lines can be told apart by client
+while no address is ever written.
 
 Buckets are GCRA: a bucket is one number, its theoretical arrival time (TAT), the time at which it
 would be full again. With times in seconds it holds ``burst - (TAT - now) * rate`` tokens, so a
@@ -38,17 +41,20 @@ Memory differs from the reference (entries live forever there):
 from __future__ import annotations
 
 import math
+import secrets
 from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import blake3
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import wire
 from ..config import RateLimitConfig
 from ..errors import RateLimited
+from ..logs import audit
 from .clientip import ClientKeys
 
 CLIENT_KEY = "registryd.client"
@@ -106,6 +112,7 @@ class RateLimiter:
             e.check_user_rps,
             e.pow_challenge_rps,
         )
+        self._pseudonyms = secrets.token_bytes(32)  # this process's, for ban audit lines
         self._records: dict[str, array[float]] = {}
         self._queue: deque[str] = deque()  # every key of _records once, oldest first
 
@@ -123,15 +130,24 @@ class RateLimiter:
             record = self._insert(key, now)
         elif record[_BANNED_UNTIL] > now:
             return self._refusal(record[_BANNED_UNTIL] - now)
+        bucket = "global"
         wait_ms = self._spend(record, _GLOBAL, now)
         if not wait_ms and endpoint is not None:
+            bucket = endpoint
             wait_ms = self._spend(record, _SLOT[endpoint], now)
         if not wait_ms:
             return None
         if self._ban_ms:
             record[_BANNED_UNTIL] = now + self._ban_ms
+            audit(
+                "ban", client=self.pseudonym(key), bucket=bucket, ban_seconds=self._ban_ms // 1000
+            )
             return self._refusal(self._ban_ms)
         return self._refusal(wait_ms)
+
+    def pseudonym(self, key: str) -> str:
+        """16 hex characters standing for client ``key`` in this process's audit lines."""
+        return blake3.blake3(key.encode(), key=self._pseudonyms).hexdigest(length=8)
 
     def _spend(self, record: array[float], slot: int, now: int) -> float:
         """Take a token from bucket ``slot``: 0.0 if taken, else the ms until it holds one."""

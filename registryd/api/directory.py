@@ -59,6 +59,7 @@ def directory_routes(state: Runtime, admin: AdminApi) -> list[Route]:
     async def admin_remove(request: Request) -> Response:
         await admin.authorize(request)
         body = await read_json(request, RemoveBody, state.config.server)
+        request.state.audit = {"host": body.host}  # a node's public name, listed by /api/nodes
         if not await directory.remove(body.host):
             raise NotFound("no such node")
         return json_response({"removed": body.host})
@@ -68,6 +69,10 @@ def directory_routes(state: Runtime, admin: AdminApi) -> list[Route]:
         Route("/api/registry/register", register, methods=["POST"]),
         Route("/api/registry/heartbeat", heartbeat, methods=["POST"]),
         Route("/api/nodes", nodes, methods=["GET"]),
-        Route("/admin/directory", admin_listing, methods=["GET"]),
-        Route("/admin/directory/remove", admin_remove, methods=["POST"]),
+        Route("/admin/directory", admin.audited("directory.list", admin_listing), methods=["GET"]),
+        Route(
+            "/admin/directory/remove",
+            admin.audited("directory.remove", admin_remove),
+            methods=["POST"],
+        ),
     ]

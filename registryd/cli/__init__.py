@@ -7,6 +7,7 @@ keys.py           keys list|generate|rotate|retire|prune|passwd|import
 client.py         client register|resolve|check|announce; client_config.py: its settings file
 directory.py      directory list|remove (the node directory, through the admin API)
 node.py           node init|run|status (the node agent)
+health.py         health --url URL: a running daemon's /health, for Docker and monitors
 
 Modules are loaded when a command needs them: importing ``registryd.cli.client_config`` (the
 client's settings, for library users) loads no other command.

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import msgspec
 
 from .. import config, logs, scaffold
-from ..errors import ConfigError, KeyUnavailable, StorageError
+from ..errors import ConfigError, KeyUnavailable, MissingDependency, StorageError, UsageError
 from ..keyring import KeyRing, describe_key, key_warnings
 from ..keystore import load_keyring
 from ..pidfile import PidFile
@@ -56,9 +57,26 @@ def _log_error(line: str) -> None:
     log.error("%s", line)
 
 
+ENV_CONFIG = "REGISTRYD_CONFIG"  # the config path when --config (check-config: PATH) is not given
+
+
+def config_path(given: str | None) -> str:
+    """``given``, else ``$REGISTRYD_CONFIG``; a :class:`UsageError` when neither is set."""
+    path = given or os.environ.get(ENV_CONFIG, "")
+    if not path:
+        raise UsageError(f"name the config file: --config PATH, or set {ENV_CONFIG}")
+    return path
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    logs.setup(args.log_level, args.debug_logger)
-    _serve(config.load(args.config), args)
+    """Log as the flags say until the config is read, then as ``[logging]`` says where no
+    flag was given (``--log-level`` and ``--log-format`` win over the file)."""
+    logs.setup(args.log_level or "info", args.debug_logger, fmt=args.log_format or "plain")
+    args.config = config_path(args.config)
+    cfg = config.load(args.config)
+    level = args.log_level or cfg.logging.level
+    logs.setup(level, args.debug_logger, fmt=args.log_format or cfg.logging.format)
+    _serve(cfg, args)
     return 0
 
 
@@ -108,8 +126,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     logs.setup("warning")
     now = now_ms()
+    args.path = config_path(args.path)
     cfg = config.load(args.path)
     peer_hypercorn_config(cfg, hypercorn_config(cfg))
+    if cfg.storage.kind == "leveldb":
+        from ..storage.binding import leveldb_module
+
+        leveldb_module()  # the daemon would stop here: the leveldb extra is not installed
     keyring = load_keyring(cfg.envelope)
     print(json.dumps(summary(cfg, keyring), indent=2))
     if problem := active_key_problem(cfg, keyring, now):
@@ -137,7 +160,15 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_certs_dev(args: argparse.Namespace) -> int:
-    from ..certs import write_dev_certs
+    try:
+        from ..certs import write_dev_certs
+    except ModuleNotFoundError as exc:
+        if exc.name != "trustme":
+            raise
+        raise MissingDependency(
+            "registryd certs dev needs trustme, a development dependency that production "
+            'installs leave out: pip install "registryd[dev]" (or pip install trustme)'
+        ) from None
 
     made = write_dev_certs(Path(args.out), force=args.force)
     print(f"wrote development certificates to {args.out} (CA: {made.ca})")
@@ -153,13 +184,20 @@ def _logger_name(text: str) -> str:
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``serve``, ``check-config``, ``init`` and ``certs dev``."""
     p = sub.add_parser("serve", help="run the daemon", description="Run the registry daemon.")
-    p.add_argument("--config", required=True, metavar="PATH", help="the TOML config file")
+    p.add_argument(
+        "--config", metavar="PATH", help=f"the TOML config file (default: ${ENV_CONFIG})"
+    )
     p.add_argument(
         "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="verbosity of registryd's own log (default: info; no level logs secrets or "
-        "handles); other libraries log warnings and errors only",
+        choices=logs.LEVELS,
+        help="verbosity of registryd's own log (default: [logging] level, else info; no level "
+        "logs secrets or handles); other libraries log warnings and errors only",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        help="plain text or one JSON object per line (default: [logging] format, else plain); "
+        "applies from the first line, before the config is read",
     )
     p.add_argument(
         "--debug-logger",
@@ -185,7 +223,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "Exits 1 on any config error, and when no envelope key is valid now (the daemon would "
         "answer 503 to /resolve and /envelope_pubkey).",
     )
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", nargs="?", help=f"the config (default: ${ENV_CONFIG})")
     p.set_defaults(func=command(cmd_check_config, labels={ConfigError: "config error"}))
 
     p = sub.add_parser(

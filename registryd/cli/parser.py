@@ -11,6 +11,7 @@
     registryd hash-token                    Argon2id hash of a token read on stdin, for the config
     registryd directory list|remove HOST    the node directory, through the admin API
     registryd node init|run|status          the node agent (extensions spec section 4)
+    registryd health --url URL [--cafile CA] is a running daemon healthy? (exit 0 / 1)
 
 Exit codes (:mod:`registryd.cli.common`): 0 success, 1 failure (config, storage, server
 errors), 2 usage errors; ``node status`` also 3 (not registered).
@@ -21,7 +22,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
-from . import client, daemon, directory, keys, node
+from . import client, daemon, directory, health, keys, node
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     directory.add_parser(sub)  # node directory administration (extensions spec §3.7)
     keys.add_parsers(sub)
     node.add_parsers(sub)
+    health.add_parser(sub)
     return parser
 
 

@@ -25,6 +25,7 @@ from .tables import (
     AdminConfig,
     DirectoryConfig,
     EnvelopeConfig,
+    LoggingConfig,
     NonNegative,
     PeersConfig,
     PowConfig,
@@ -58,6 +59,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     peers: PeersConfig = PeersConfig()
     admin: AdminConfig = AdminConfig()
     directory: DirectoryConfig = DirectoryConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -7,7 +7,7 @@ sizes in bytes. The whole file is :class:`registryd.config.file.Config`.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -180,6 +180,18 @@ class AdminConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     only callers on loopback or on the peer listener (``[peers] listen``) with such a token."""
 
     token_hashes: tuple[str, ...] = ()
+
+
+class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[logging]`` (registryd only): ``format`` is ``"plain"`` (one line of text per record)
+    or ``"json"`` (one JSON object per line: ``time``, ``level``, ``logger``, ``message`` and an
+    audit line's fields); ``level`` is registryd's own verbosity (other libraries log warnings
+    and errors only). ``serve --log-level`` and ``--log-format``, when given, win over the
+    file. Audit lines are written at every level. Changing either needs a restart.
+    """
+
+    format: Literal["plain", "json"] = "plain"
+    level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 # -- node directory (extensions spec §3) -------------------------------------------------------

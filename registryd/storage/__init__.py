@@ -11,7 +11,9 @@ __all__ = ["Storage", "open_storage"]
 def open_storage(config: Config) -> Storage:
     """Open the backend named by ``[storage] kind`` (``"memory"`` or ``"leveldb"``).
 
-    Raises :class:`~registryd.errors.StorageError` (or its subclasses) if it cannot be opened.
+    Raises :class:`~registryd.errors.StorageError` (or its subclasses) if it cannot be opened,
+    and :class:`~registryd.errors.ConfigError` on ``storage.kind`` when ``"leveldb"`` is asked
+    for without the ``leveldb`` extra installed (:mod:`registryd.storage.binding`).
     """
     if config.storage.kind == "memory":
         from .memory import MemoryStorage

@@ -1,4 +1,5 @@
-"""LevelDB backend (plyvel). One process owns the directory; writes are synced before returning.
+"""LevelDB backend (plyvel-next or plyvel: :mod:`registryd.storage.binding`). One process owns
+the directory; writes are synced before returning.
 
 Key layout (every key after its one-byte prefix is binary):
 
@@ -25,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
-import plyvel
 
 from ..errors import SchemaVersionError, StorageError, StorageLockedError
 from ..secret import Secret
 from .base import SCHEMA_VERSION, Spend, Storage
+from .binding import leveldb_module
+
+plyvel = leveldb_module()  # ConfigError on storage.kind when the leveldb extra is missing
 
 SCHEMA_KEY = b"\x00schema_version"
 IDENT, PRES, EXPIRY, NODE = b"i", b"p", b"x", b"n"
