@@ -56,14 +56,15 @@ NODE_IP = "127.0.0.2"
 STALL_TARGET_MS = 20.0
 
 
-def delay_of(index: int, timeout_s: float) -> float | None:
-    """How long node ``index`` takes to answer: None (never) for every tenth node."""
+def delay_of(index: int, timeout_s: float, slowest: float = 0.9) -> float | None:
+    """How long node ``index`` takes to answer, from 30 % to ``slowest`` of the timeout; None
+    (never) for every tenth node."""
     if index % 10 == 9:
         return None
-    return timeout_s * (0.3 + 0.6 * ((index * 7919) % 101) / 100)
+    return timeout_s * (0.3 + (slowest - 0.3) * ((index * 7919) % 101) / 100)
 
 
-async def serve_nodes(timeout_s: float) -> None:
+async def serve_nodes(timeout_s: float, slowest: float) -> None:
     in_flight = peak = served = 0
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -75,7 +76,8 @@ async def serve_nodes(timeout_s: float) -> None:
             index = int(head.split(b" ", 2)[1].split(b"/")[1][1:])
             # wait out the delay, unless the prober gives up and closes first (EOF)
             with contextlib.suppress(TimeoutError):
-                if await asyncio.wait_for(reader.read(1), delay_of(index, timeout_s)) == b"":
+                delay = delay_of(index, timeout_s, slowest)
+                if await asyncio.wait_for(reader.read(1), delay) == b"":
                     return
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
             await writer.drain()
@@ -125,6 +127,8 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "--serve-nodes",
             "--timeout-ms",
             str(args.timeout_ms),
+            "--slowest",
+            str(args.slowest),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -204,11 +208,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--timeout-ms", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--slowest",
+        type=float,
+        default=0.9,
+        help="the slowest node answers after this share of the timeout (default 0.9)",
+    )
     parser.add_argument("--serve-nodes", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_nodes:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve_nodes(args.timeout_ms / 1000))
+            asyncio.run(serve_nodes(args.timeout_ms / 1000, args.slowest))
         return 0
     with tempfile.TemporaryDirectory(prefix="registryd-bench-prober-") as tmp:
         result = asyncio.run(measure(args, Path(tmp)))
