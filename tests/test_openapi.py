@@ -214,3 +214,13 @@ def test_fuzz_reaching_the_handlers(case: Any, open_app: ASGIApp) -> None:
 @SETTINGS
 def test_fuzz_with_default_limits(case: Any, default_app: ASGIApp) -> None:
     fuzz(case, default_app, "defaults")
+
+
+def test_every_served_operation_was_fuzzed_in_both_runs() -> None:
+    """Runs after the fuzz tests (file order): none was filtered out or generated nothing."""
+    if not CASES:
+        pytest.skip("the fuzz tests were not selected in this session")
+    operations = {f"{method} {path}" for method, path in documented() - openapi.PENDING}
+    for run in ("open", "defaults"):
+        fuzzed = {key.removeprefix(f"{run} ") for key in CASES if key.startswith(f"{run} ")}
+        assert fuzzed == operations, run
