@@ -43,6 +43,7 @@ TOKEN = "fuzz-token-0123456789"
 TOKEN_HASH = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(TOKEN)
 EXAMPLES = int(os.environ.get("REGISTRYD_FUZZ_EXAMPLES", "20"))
 REPORT = os.environ.get("REGISTRYD_FUZZ_REPORT")
+SHARD = os.environ.get("REGISTRYD_FUZZ_SHARD")
 CHECKS = [
     "not_a_server_error",
     "status_code_conformance",
@@ -124,12 +125,18 @@ def fuzz_schema() -> Any:
     config = SchemathesisConfig.from_dict(
         {"auth": {"openapi": {"adminToken": {"bearer": TOKEN}, "peerToken": {"bearer": TOKEN}}}}
     )
-    schema = schemathesis.openapi.from_dict(openapi.build(), config=config)
+    schema: Any = schemathesis.openapi.from_dict(openapi.build(), config=config)
     schema.config.generation.update(modes=list(GenerationMode), database="none")
     schema.config.checks.update(included_check_names=CHECKS)
     # a body refused for its size or its pace is rejected too
     schema.config.checks.negative_data_rejection.expected_statuses += ["408", "413"]
-    return schema.exclude(path=sorted(path for _, path in openapi.PENDING))
+    schema = schema.exclude(path=sorted(path for _, path in openapi.PENDING))
+    if SHARD:  # "i/n": the i-th of n shares of the operations, for parallel `make fuzz` runs
+        index, count = map(int, SHARD.split("/"))
+        paths = openapi.build()["paths"].values()
+        ids = [operation["operationId"] for ops in paths for operation in ops.values()]
+        schema = schema.include(operation_id=ids[index::count])
+    return schema
 
 
 SCHEMA = fuzz_schema()
@@ -164,22 +171,31 @@ CASES: collections.Counter[str] = collections.Counter()
 STATUSES: collections.Counter[str] = collections.Counter()
 
 
+STARTED = time.monotonic()
+
+
 def fuzz(case: Any, app: ASGIApp, run: str) -> None:
     """Send ``case`` to ``app`` and run the checks, counting cases and statuses per operation."""
-    CASES[f"{run} {case.operation.label}"] += 1
+    key = f"{run} {case.operation.label}"
+    CASES[key] += 1
     response = case.call_and_validate(app=app)
-    STATUSES[f"{run} {case.operation.label} {response.status_code}"] += 1
+    STATUSES[f"{key} {response.status_code}"] += 1
+    if REPORT and CASES[key] % 1000 == 0:  # a long run reports as it goes
+        write_report(REPORT)
+
+
+def write_report(path: str) -> None:
+    report = {"examples": EXAMPLES, "seconds": round(time.monotonic() - STARTED, 1)}
+    cases, statuses = dict(sorted(CASES.items())), dict(sorted(STATUSES.items()))
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump({**report, "cases": cases, "statuses": statuses}, out, indent=1)
 
 
 @pytest.fixture(scope="module")
 def fuzz_report() -> Iterator[None]:
-    started = time.monotonic()
     yield
     if REPORT:
-        report = {"examples": EXAMPLES, "seconds": round(time.monotonic() - started, 1)}
-        with open(REPORT, "w", encoding="utf-8") as out:
-            cases, statuses = dict(sorted(CASES.items())), dict(sorted(STATUSES.items()))
-            json.dump({**report, "cases": cases, "statuses": statuses}, out, indent=1)
+        write_report(REPORT)
 
 
 @pytest.fixture(scope="module")
