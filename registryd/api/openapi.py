@@ -308,10 +308,8 @@ def _operation(op: Op, schemas: dict[type, dict[str, Any]]) -> dict[str, Any]:
         for status, kind in op.ok.items()
     }
     refused = set(op.errors) | set(COMMON) | (set(BODY) if op.body else set())
-    if op.security is not None and op.security is not POW:
-        refused.add(401)
-    if op.security is POW:
-        refused.add(400)
+    if op.security:  # a missing or wrong token is 401, a missing or wrong proof of work 400
+        refused.add(400 if op.security == POW else 401)
     for status in sorted(refused - set(op.ok)):
         responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
     out: dict[str, Any] = {
