@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{operation:<42} {count:>7}  {seen}")
     failed = any(codes)
     verdict = f"FAILED (pytest exits {codes}; see {RESULTS}/fuzz-*.log)" if failed else "0 failures"
-    print(f"\n{sum(cases.values())} cases in {seconds:.0f} s ({args.examples} examples per")
-    print(f"operation, {args.jobs} processes); {verdict}")
+    total, per = sum(cases.values()), f"{args.examples} examples per operation"
+    print(f"\n{total} cases in {seconds:.0f} s ({per}, {args.jobs} processes); {verdict}")
     summary = {"examples": args.examples, "jobs": args.jobs, "wall_seconds": round(seconds, 1)}
     summary.update(pytest_exits=codes, cases=cases, statuses=statuses)
     (RESULTS / "fuzz.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
