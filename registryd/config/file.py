@@ -168,7 +168,7 @@ def _validate_metrics(cfg: Config) -> None:
     for key, address in taken:
         if port and port == parse_address(address, key)[1]:  # any host: the safer reading
             raise ConfigError(
-                "metrics.address", f"must differ from {key}'s port: never the public port"
+                "metrics.address", f"must not be {key}'s port: metrics have a listener of their own"
             )
 
 
