@@ -41,6 +41,7 @@ TABLES = (
 )
 TEMPLATES = {"/check_user/": "/check_user/{handle}"}
 FAMILIES = {
+    "registryd_http_requests",
     "registryd_http_request_duration_seconds",
     "registryd_rate_limit_refusals",
     "registryd_rate_limit_bans",
@@ -166,13 +167,21 @@ def test_a_scrape_counts_what_was_done_and_no_label_names_anyone(
     families = scrape(metrics_url)
     assert FAMILIES <= set(families), FAMILIES - set(families)
 
-    requests = families["registryd_http_request_duration_seconds"]
+    requests = families["registryd_http_requests"]
     counts = {
-        (s.labels["method"], s.labels["route"], int(s.labels["status"])): s.value
-        for s in requests
-        if s.name.endswith("_count")
+        (s.labels["method"], s.labels["route"], int(s.labels["status"])): s.value for s in requests
     }
     assert counts == dict(seen)  # every request, by route template and status, and no other
+    timed = Counter[tuple[str, str]]()
+    for (method, route, _), n in seen.items():
+        timed[method, route] += n
+    latency = families["registryd_http_request_duration_seconds"]
+    timings = {
+        (s.labels["method"], s.labels["route"]): s.value
+        for s in latency
+        if s.name.endswith("_count")
+    }
+    assert timings == dict(timed)
     assert seen[("GET", "(unmatched)", 404)] == 1 and seen[("POST", "/resolve", 429)] == 1
 
     limits = families["registryd_rate_limit_refusals"]
