@@ -107,7 +107,11 @@ def _bind_metrics(config: Config, sock: socket.socket | None) -> socket.socket |
     if config.metrics.address is None:
         return None
     if sock is None:
-        sock = bind_socket(*parse_address(config.metrics.address, "metrics.address"))
+        address = config.metrics.address
+        try:
+            sock = bind_socket(*parse_address(address, "metrics.address"))
+        except OSError as exc:
+            raise ConfigError("metrics.address", f"cannot listen on {address}: {exc}") from None
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
     log.info("metrics listener on %s (plain HTTP)", url)

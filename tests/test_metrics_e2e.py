@@ -6,7 +6,9 @@ and checked against what was done, and for what its labels must never hold."""
 from __future__ import annotations
 
 import re
+import socket
 import ssl
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,3 +245,27 @@ def test_the_metrics_listener_serves_metrics_only(served: tuple[Daemon, str]) ->
     assert httpx.head(metrics_url).status_code == 200
     with pytest.raises(httpx.HTTPError):  # plain HTTP only: a TLS client gets no metrics
         httpx.get(metrics_url.replace("http://", "https://"), timeout=5)
+
+
+def test_a_kept_alive_scraper_does_not_hold_up_the_stop(served: tuple[Daemon, str]) -> None:
+    d, metrics_url = served
+    with httpx.Client() as scraper:
+        assert scraper.get(metrics_url).status_code == 200  # its connection stays open
+        started = time.monotonic()
+        assert d.stop() == 0
+        assert time.monotonic() - started < 5  # the grace is 10 s: an idle scraper closes at once
+    assert "Traceback" not in d.log and "registryd stopped" in d.log
+
+
+def test_a_metrics_address_in_use_stops_the_daemon_naming_the_key(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "registry.toml"
+        table = f'[metrics]\naddress = "127.0.0.1:{port}"\n'
+        write_config(path, config_text(tables="[rate_limit]\nenabled = false\n" + table))
+        d = Daemon(path)
+        assert d.wait() == 1 and not d.url
+    assert f"config error: metrics.address: cannot listen on 127.0.0.1:{port}" in d.log
+    assert "Traceback" not in d.log
