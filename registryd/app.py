@@ -22,6 +22,7 @@ from .api.directory import directory_routes
 from .api.peers import PeerApi
 from .api.public import PublicApi
 from .errors import ApiError, MethodNotAllowed, NotFound, StorageError
+from .metrics.http import RequestMetrics
 from .presence import gc_loop
 from .runtime import Runtime
 from .tasks import background
@@ -69,7 +70,7 @@ def create_app(state: Runtime, *, run_gc: bool = True) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         presence = lambda: state.config.presence  # noqa: E731 - read anew after reloads
-        gc = gc_loop(state.storage, presence, state.clock) if run_gc else None
+        gc = gc_loop(state.storage, presence, state.clock, state.metrics) if run_gc else None
         async with background(gc), state.directory.running(probe=run_gc):
             yield
 
@@ -88,7 +89,9 @@ def create_app(state: Runtime, *, run_gc: bool = True) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         middleware=[
-            # Outermost, so that every early answer (429s included) settles the unread body.
+            # Outermost, so that every request is measured, the 429s and the drain included.
+            Middleware(RequestMetrics, metrics=state.metrics, routes=routes),
+            # So that every early answer (429s included) settles the unread body.
             Middleware(
                 DrainMiddleware,
                 max_bytes=config.server.max_body_bytes,
@@ -96,7 +99,12 @@ def create_app(state: Runtime, *, run_gc: bool = True) -> Starlette:
             ),
             # Outside routing, so unknown paths and wrong methods are limited too; it also puts
             # the client key in the scope for proof of work, so it is installed even when off.
-            Middleware(RateLimitMiddleware, limiter=limiter, keys=keys),
+            Middleware(
+                RateLimitMiddleware,
+                limiter=limiter,
+                keys=keys,
+                on_refusal=lambda r: state.metrics.rate_limited(r.bucket, r.ban_started),
+            ),
         ],
         exception_handlers={
             ApiError: _error_response,

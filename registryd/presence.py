@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from .config import PresenceConfig
+from .metrics import Metrics
 from .storage import Storage
 
 log = logging.getLogger("registryd.presence")
@@ -34,13 +36,19 @@ async def collect(storage: Storage, now_ms: int, batch: int = GC_BATCH) -> int:
 
 
 async def gc_loop(
-    storage: Storage, config: Callable[[], PresenceConfig], clock: Callable[[], int]
+    storage: Storage,
+    config: Callable[[], PresenceConfig],
+    clock: Callable[[], int],
+    metrics: Metrics,
 ) -> None:
     """Run :func:`collect` at start-up and then every ``gc_interval_seconds`` (read from
-    ``config()`` each time, so a reload applies) until cancelled."""
+    ``config()`` each time, so a reload applies) until cancelled; each pass is recorded in
+    ``metrics`` (task ``presence``)."""
     while True:
         try:
+            started = time.perf_counter()
             purged = await collect(storage, clock())
+            metrics.gc("presence", time.perf_counter() - started, purged)
             if purged:
                 log.debug("presence gc removed %d expired entries", purged)
         except Exception:

@@ -23,7 +23,7 @@ from ..abuse.pow import ProofOfWork
 from ..abuse.ratelimit import client_key
 from ..encoding import decode_hex
 from ..envelope import padded
-from ..errors import Conflict, InvalidInput, KeyUnavailable, NotFound
+from ..errors import Conflict, InvalidInput, KeyUnavailable, NotFound, PowRequired
 from ..hashcash import HEADER as POW_HEADER
 from ..identity import PublicIdentity, parse_handle
 from ..presence import expiry_ms
@@ -67,12 +67,21 @@ class PublicApi:
     def require_pow(self, request: Request) -> None:
         """Spec 4.7: with ``[pow] enabled``, a fresh proof in ``x-enigma-pow`` (400 otherwise)."""
         if self.pow is not None:
-            self.pow.verify(request.headers.get(POW_HEADER), client_key(request))
+            proofs = self.state.metrics.pow_proofs
+            try:
+                self.pow.verify(request.headers.get(POW_HEADER), client_key(request))
+            except PowRequired:
+                proofs.labels("refused").inc()
+                raise
+            proofs.labels("accepted").inc()
 
-    @staticmethod
-    def _challenge(pow: ProofOfWork) -> Callable[[Request], Awaitable[Response]]:
+    def _challenge(self, pow: ProofOfWork) -> Callable[[Request], Awaitable[Response]]:
+        issued = self.state.metrics.pow_issued
+
         async def pow_challenge(request: Request) -> Response:
-            return json_response(pow.issue(client_key(request)))
+            challenge = pow.issue(client_key(request))
+            issued.inc()
+            return json_response(challenge)
 
         return pow_challenge
 

@@ -194,6 +194,16 @@ class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[metrics]`` (registryd only): ``address`` (``IP:port``) opens a plain-HTTP listener
+    serving Prometheus metrics at ``GET /metrics`` (README "Metrics"); absent, none is opened.
+    It must differ from ``address`` and ``peers.listen``: metrics are never served on the
+    public port. Changing it needs a restart.
+    """
+
+    address: str | None = None
+
+
 # -- node directory (extensions spec §3) -------------------------------------------------------
 
 
