@@ -105,6 +105,10 @@ def _where(cfg: config.Config) -> str:
 def cmd_export(args: argparse.Namespace) -> int:
     cfg = _config(args)
     out = Path(args.out)
+    if cfg.storage.kind == "leveldb" and not Path(cfg.storage.path).is_dir():
+        raise StorageError(
+            f"no LevelDB store at {cfg.storage.path} (storage.path): nothing to export"
+        )
     if not args.dry_run and out.exists() and not args.force:
         raise UsageError(f"{out} exists: use --force to replace it")
     started = time.monotonic()

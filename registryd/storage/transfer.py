@@ -56,6 +56,13 @@ MAX_FRAME = 16 * 1024 * 1024
 FRAME_RECORDS = 1_000  # records per frame, and per write batch on import
 SEALED_MIN = NONCE_LEN + 16  # nonce and Poly1305 tag around an empty plaintext
 MAX_EXPIRY = 2**63 - 1
+NAMES = {  # singular, plural: for people
+    IDENTITY_RECORD: ("identity", "identities"),
+    PRESENCE_RECORD: ("presence", "presences"),
+    NODE_RECORD: ("node", "nodes"),
+    DNODE_RECORD: ("directory node", "directory nodes"),
+    NONCE_RECORD: ("spent nonce", "spent nonces"),
+}
 Progress = Callable[[int], object]  # called with how many records were just handled
 
 
@@ -90,7 +97,7 @@ class Summary:
 
     def describe(self) -> str:
         """One line: ``12 identities, 3 presences, ...``."""
-        parts = [f"{n:,} {kind}{'' if n == 1 else 's'}" for kind, n in self.counts.items()]
+        parts = [f"{n:,} {NAMES[kind][n != 1]}" for kind, n in self.counts.items()]
         return ", ".join(parts) + (f" ({self.expired:,} expired, skipped)" if self.expired else "")
 
 
