@@ -13,7 +13,8 @@
    must open to the identities stored.
 
 The process runs at ``nice 10`` (the machine is shared). Prints one JSON object: seconds per
-step, the file size, bytes per identity, and ``foreign_cpu``, the cores other work kept busy
+step, the file size, bytes per identity, the peak anonymous RSS during each step (MiB: export
+and import stream, so it does not grow with N) and ``foreign_cpu``, the cores other work kept busy
 (:mod:`bench.cpu`). Exits 1 if anything was lost.
 """
 
@@ -24,8 +25,10 @@ import asyncio
 import json
 import os
 import random
+import re
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -86,12 +89,33 @@ async def _check(config: Path, count: int) -> dict[str, Any]:
     return {"records": records, "digest": digest, "samples_wrong": wrong}
 
 
-def _timed(*args: str) -> float:
-    """Seconds ``registryd storage ARGS`` took (in this process)."""
+def _anon_kib() -> int:
+    """This process's anonymous resident memory (heap, not mapped files), KiB."""
+    found = re.search(r"RssAnon:\s+(\d+)", Path("/proc/self/status").read_text())
+    return int(found.group(1)) if found else 0
+
+
+def _timed(*args: str) -> tuple[float, float]:
+    """(seconds ``registryd storage ARGS`` took in this process, its peak anonymous RSS in MiB,
+    sampled every 50 ms). File-backed RSS is left out: LevelDB maps its table files while it
+    reads them, pages the kernel reclaims at will."""
+    peak, done = _anon_kib(), threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.05):
+            peak = max(peak, _anon_kib())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     start = time.perf_counter()
-    if registryd(["storage", *args]) != 0:
-        raise SystemExit("a registryd storage command failed (its error is above)")
-    return round(time.perf_counter() - start, 2)
+    try:
+        if registryd(["storage", *args]) != 0:
+            raise SystemExit("a registryd storage command failed (its error is above)")
+    finally:
+        done.set()
+        sampler.join()
+    return round(time.perf_counter() - start, 2), round(peak / 1024, 1)
 
 
 def measure(count: int, work: Path, via: Path | None) -> dict[str, Any]:
@@ -111,8 +135,10 @@ def measure(count: int, work: Path, via: Path | None) -> dict[str, Any]:
         hops.append((via, work / "via.rex"))
     for n, (config, file) in enumerate(hops):
         into = hops[n + 1][0] if n + 1 < len(hops) else target
-        result[f"export_{n}_s"] = _timed("export", "--config", str(config), "--out", str(file))
-        result[f"import_{n}_s"] = _timed("import", "--config", str(into), "--in", str(file))
+        took, peak = _timed("export", "--config", str(config), "--out", str(file))
+        result[f"export_{n}_s"], result[f"export_{n}_anon_mib"] = took, peak
+        took, peak = _timed("import", "--config", str(into), "--in", str(file))
+        result[f"import_{n}_s"], result[f"import_{n}_anon_mib"] = took, peak
         result[f"file_{n}_bytes"] = file.stat().st_size
         file.unlink()
     result["bytes_per_identity"] = round(result["file_0_bytes"] / max(count, 1), 1)
@@ -124,6 +150,7 @@ def measure(count: int, work: Path, via: Path | None) -> dict[str, Any]:
         and after["samples_wrong"] == 0
     )
     result["foreign_cpu"] = round(foreign.cores(), 3)
+
     return result
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from registryd.errors import TransferError
 from registryd.secret import Secret
-from registryd.storage import Storage
+from registryd.storage import Storage, open_storage
 from registryd.storage.base import RECORD_KINDS, DirectoryNode, Record, Spend
 from registryd.storage.leveldb import LevelDBStorage
 from registryd.storage.memory import MemoryStorage
@@ -35,7 +35,7 @@ from registryd.storage.transfer import (
     import_file,
     verify_file,
 )
-from tests.helpers import INDEX_KEY_HEX
+from tests.helpers import INDEX_KEY_HEX, make_config
 from tests.test_storage import CANARIES, _fill_canaries, _needles, identity_json, uid
 
 INDEX_KEY = Secret(bytes.fromhex(INDEX_KEY_HEX))
@@ -62,10 +62,14 @@ async def fill(store: Storage) -> None:
     assert await store.spend_nonce(N_DEAD, DEAD, NOW - 10, 100) is Spend.SPENT
 
 
-def target_of(kind: str, tmp_path: Path, key: Secret = INDEX_KEY) -> Storage:
-    if kind == "memory":
-        return MemoryStorage(key)
-    return LevelDBStorage(key, tmp_path / "target")
+# Every backend kind, as conftest's ``backend_config`` has them: a new backend adds itself to
+# both, so that the round trip runs between every pair.
+TARGET_KINDS = ["memory", "leveldb"]
+
+
+def target_of(kind: str, tmp_path: Path) -> Storage:
+    path = str(tmp_path / "target") if kind == "leveldb" else ""
+    return open_storage(make_config(kind=kind, path=path))
 
 
 @pytest.fixture
@@ -125,7 +129,7 @@ async def test_is_empty_sees_every_kind(storage: Storage) -> None:
     assert not await lone.is_empty()
 
 
-@pytest.mark.parametrize("target_kind", ["memory", "leveldb"])
+@pytest.mark.parametrize("target_kind", TARGET_KINDS)
 async def test_round_trip_between_every_pair_of_backends(
     storage: Storage, target_kind: str, tmp_path: Path
 ) -> None:
