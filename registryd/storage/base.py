@@ -38,7 +38,8 @@ P14  errors: :class:`~registryd.errors.StorageError` only (opening may raise its
 P15  ``_export_records(now_ms)``: yields every record exactly once, as a :class:`Record`
      holding the bytes as stored (sealed values stay sealed): identities, presences and spent
      nonces whose expiry > ``now_ms``, the node list in insertion order, directory nodes;
-     from one consistent view, streaming (memory does not grow with the store).
+     streaming (memory does not grow with the store), from one consistent view (a snapshot
+     where the backend has one; else writers are stopped, as ``storage export`` requires).
 P16  ``_import_records``: stores a batch of records as given in one atomic, durable write,
      with the indexes each kind needs (presence and spent-nonce expiry, directory key,
      node order); an empty store that imports what P15 yielded answers every read as the
