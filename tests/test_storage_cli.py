@@ -4,10 +4,16 @@ data directory serves the same registry; and the command's refusals, with their 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
+import pty
+import re
 import stat
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -168,6 +174,39 @@ def test_dry_run_export_counts_and_an_existing_out_needs_force(
     assert not (tmp_path / "x").exists()
     assert main(["storage", "export", "--config", config, "--out", str(backup), "--force"]) == 0
     assert backup.stat().st_size == len(before)  # the same records again
+
+
+def on_a_terminal(*args: str) -> bytes:
+    """What ``registryd storage ARGS`` draws on stderr when stderr is a pseudo-terminal (of
+    100 columns: a new one has 0, and tqdm would draw an empty bar)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    with os.fdopen(leader, "rb", buffering=0) as terminal:
+        done = subprocess.run(  # a few hundred bytes: the terminal's buffer holds them
+            [sys.executable, "-m", "registryd", "storage", *args],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            timeout=120,
+        )
+        os.close(follower)
+        drawn = b""
+        with contextlib.suppress(OSError):  # EIO once the follower side is closed and read
+            while chunk := terminal.read(4096):
+                drawn += chunk
+    assert done.returncode == 0, drawn
+    return drawn
+
+
+def test_progress_bars_show_on_a_terminal(backup: Path, certs: DevCerts, tmp_path: Path) -> None:
+    """(Without a terminal, the end to end test above sees an empty stderr.)"""
+    source = str(tmp_path / "src" / "registry.toml")
+    drawn = on_a_terminal("export", "--config", source, "--out", str(tmp_path / "again.rex"))
+    assert b"exporting: 100%" not in drawn  # no total is known while exporting ...
+    assert re.search(rb"exporting: 50\.0? records", drawn), drawn  # ... but the count shows
+    target = str(leveldb_config(tmp_path, "dst", certs))
+    drawn = on_a_terminal("import", "--config", target, "--in", str(backup))
+    assert re.search(rb"checking: 50\.0? records", drawn), drawn
+    assert re.search(rb"importing: 100%.*\| 50\.0/50\.0 ", drawn), drawn  # total from the check
 
 
 def test_export_of_a_missing_store_creates_nothing(

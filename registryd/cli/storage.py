@@ -98,6 +98,20 @@ def _bar(desc: str, total: int | None = None) -> Any:
     return tqdm(total=total, desc=desc, unit=" records", unit_scale=True, disable=None)
 
 
+class _Bars:
+    """Import's two bars: "checking" the file, then "importing" (its total known by then)."""
+
+    def __init__(self) -> None:
+        self.bar = _bar("checking")
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+
+    def next(self, checked: Summary) -> None:
+        self.bar.close()
+        self.bar = _bar("importing", checked.records)
+
+
 def _where(cfg: config.Config) -> str:
     return f"{cfg.storage.kind} store at {cfg.storage.path}"
 
@@ -169,7 +183,11 @@ async def _import(cfg: config.Config, path: Path, dry_run: bool) -> Summary:
                     raise TransferError(f"the target {_where(cfg)} is not empty")
                 with _bar("checking") as bar:
                     return verify_file(storage, stream, str(path), bar.update)
-            with _bar("checking, then importing") as bar:
-                return await import_file(storage, stream, str(path), now_ms(), bar.update)
+            bars = _Bars()
+            try:
+                name = str(path)
+                return await import_file(storage, stream, name, now_ms(), bars.update, bars.next)
+            finally:
+                bars.bar.close()
         finally:
             await storage.close()

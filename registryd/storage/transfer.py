@@ -291,10 +291,12 @@ async def import_file(
     name: str,
     now_ms: int,
     progress: Progress | None = None,
+    checked: Callable[[Summary], object] | None = None,
 ) -> Summary:
     """Import the export file ``stream`` into the empty ``storage``: check it all (as
     :func:`verify_file`), then write it in batches, leaving out presences and spent nonces
-    expired at ``now_ms``; ``progress`` hears of each record twice (checked, written).
+    expired at ``now_ms``. ``progress`` hears of each record twice (checked, then written);
+    ``checked`` is called between the passes with what the file holds.
 
     Raises TransferError (the target is not empty, the file is bad; after a failure while
     writing, the message says the store must be wiped) or StorageError.
@@ -305,7 +307,9 @@ async def import_file(
             "store (point [storage] at a new one, or wipe this one)"
         )
     start = stream.tell()
-    verify_file(storage, stream, name, progress)
+    verified = verify_file(storage, stream, name, progress)
+    if checked:
+        checked(verified)
     stream.seek(start)
     reader = _Reader(stream, name, storage)
     summary = Summary(source=reader.header().source)
