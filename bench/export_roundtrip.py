@@ -7,7 +7,8 @@
 2. ``registryd storage export`` (the command's own code, in this process) writes them to a
    file; ``registryd storage import`` fills a second, empty LevelDB from it. With ``--via
    CONFIG`` (an empty store of any kind, e.g. Redis; the run takes its index key) the records
-   go source → file → that store → file → the second LevelDB. Each step is timed.
+   go source → file → that store → file → the second LevelDB (that store keeps them: wipe it
+   before another run). Each step is timed.
 3. Nothing lost: the final store's records (count and an order-independent digest: the sum of
    the BLAKE3 of each record, mod 2^256) must equal the source's, and 1,000 sampled handles
    must open to the identities stored.
