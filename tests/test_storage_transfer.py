@@ -282,6 +282,34 @@ async def test_a_malformed_record_is_refused_even_with_a_valid_mac() -> None:
     await refused(await exported(store), "malformed 'identity' record")
 
 
+class ChangedBetweenPasses(io.BytesIO):
+    """A file that reads as ``first`` until it is rewound, then as ``second``."""
+
+    def __init__(self, first: bytes, second: bytes) -> None:
+        super().__init__(first)
+        self.second = second
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if self.second:
+            super().seek(0)
+            self.truncate()
+            self.write(self.second)
+            self.second = b""
+        return super().seek(offset, whence)
+
+
+async def test_a_failure_while_writing_says_the_store_holds_part_of_the_file() -> None:
+    source = MemoryStorage(INDEX_KEY)
+    await source.merge([(uid(f"u{i}"), b"identity") for i in range(1_500)])  # two frames
+    data = await exported(source)
+    target = MemoryStorage(INDEX_KEY)
+    second_frame = frames(data)[2]
+    changed = ChangedBetweenPasses(data, data[: second_frame + 10])
+    with pytest.raises(TransferError, match=r"now holds part of backup\.rex: wipe it"):
+        await import_file(target, changed, "backup.rex", NOW)
+    assert len(await records_of(target)) == 1_000  # the first frame's batch, as it says
+
+
 # -- at rest -----------------------------------------------------------------------------
 
 
