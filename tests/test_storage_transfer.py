@@ -3,6 +3,7 @@ export file's refusals (:mod:`registryd.storage.transfer`).
 
 ====  ======================================================================================
 P15   test_export_yields_every_record_once_and_skips_the_expired,
+      test_export_reads_one_view_while_writes_go_on,
       test_round_trip_between_every_pair_of_backends, test_is_empty_sees_every_kind
 P16   test_round_trip_between_every_pair_of_backends (reads, expiry and key indexes, node
       order and the spent set all answer as in the source), test_leveldb_import_is_durable
@@ -22,7 +23,7 @@ import pytest
 
 from registryd.errors import TransferError
 from registryd.secret import Secret
-from registryd.storage import Storage, open_storage
+from registryd.storage import Storage, leveldb, open_storage
 from registryd.storage.base import RECORD_KINDS, DirectoryNode, Record, Spend
 from registryd.storage.leveldb import LevelDBStorage
 from registryd.storage.memory import MemoryStorage
@@ -118,6 +119,22 @@ async def test_export_yields_every_record_once_and_skips_the_expired(storage: St
     assert nonce == Record("spent-nonce", N_LIVE, b"", LIVE)
     # with an earlier "now" nothing is expired: bob's presence and N_DEAD come too
     assert len([r async for r in storage.export_records(DEAD - 1)]) == len(records) + 2
+
+
+async def test_export_reads_one_view_while_writes_go_on(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(leveldb, "EXPORT_CHUNK", 1)  # LevelDB reads on after each record
+    await fill(storage)
+    records = storage.export_records(NOW)
+    first = await anext(records)
+    await storage.register(uid("late"), b"late")  # written after the export began
+    await storage.add_nodes(["https://late.example"], 10)
+    rest = [r async for r in records]
+    assert len([first, *rest]) == 10
+    assert storage.blind(uid("late")) not in {r.key for r in rest}
+    assert b"https://late.example" not in {r.key for r in rest}
+    assert len(await records_of(storage)) == 12  # a new export sees them
 
 
 async def test_is_empty_sees_every_kind(storage: Storage) -> None:

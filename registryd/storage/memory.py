@@ -138,17 +138,23 @@ class MemoryStorage(Storage):
     # -- end of node directory ----------------------------------------------------------------
 
     async def _export_records(self, now_ms: int) -> AsyncGenerator[Record, None]:
-        # copies first: the view stays consistent if the store changes while the caller awaits
-        for blind, sealed in list(self._identities.items()):
+        # one view, taken before the first yield: references only, no bytes are copied
+        identities, presences = list(self._identities.items()), list(self._presences.items())
+        nodes, dnodes, spent = (
+            list(self._nodes),
+            list(self._dnodes.items()),
+            list(self._spent.items()),
+        )
+        for blind, sealed in identities:
             yield Record(IDENTITY_RECORD, blind, sealed)
-        for blind, (expiry, sealed) in list(self._presences.items()):
+        for blind, (expiry, sealed) in presences:
             if expiry > now_ms:
                 yield Record(PRESENCE_RECORD, blind, sealed, expiry)
-        for url in list(self._nodes):
+        for url in nodes:
             yield Record(NODE_RECORD, url.encode(), b"")
-        for host, entry in list(self._dnodes.items()):
+        for host, entry in dnodes:
             yield Record(DNODE_RECORD, host.encode(), pack_dnode(*entry))
-        for nonce_id, expiry in list(self._spent.items()):
+        for nonce_id, expiry in spent:
             if expiry > now_ms:
                 yield Record(NONCE_RECORD, nonce_id, b"", expiry)
 
