@@ -52,9 +52,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     e = actions.add_parser(
         "export",
         help="write every record to a file",
-        description="Write every record of the config's store to FILE (mode 0600, written "
-        "to a temporary file and renamed when complete); presences and spent nonces already "
-        "expired are left out.",
+        description="Write every record of the config's store to FILE, sealed as stored "
+        "(mode 0600, written to a temporary file and renamed when complete); presences and "
+        "spent nonces already expired are left out. Stop the daemon first.",
+        epilog="example: registryd storage export --config /etc/registryd/registry.toml "
+        "--out /var/backups/registry.rex",
     )
     e.add_argument("--out", required=True, metavar="FILE", help="the export file to write")
     e.add_argument("--force", action="store_true", help="replace FILE if it exists")
@@ -63,7 +65,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="fill an empty store from a file",
         description="Check FILE completely (format, index key, every record, checksum), "
         "then write it into the config's store, which must be empty. The config must have "
-        "the source's index key.",
+        "the source's index key. A file that does not verify is refused before anything "
+        "is written.",
+        epilog="example (LevelDB to Redis): registryd storage import --config redis.toml "
+        "--in /var/backups/registry.rex",
     )
     i.add_argument("--in", dest="input", required=True, metavar="FILE", help="an export file")
     for a in (e, i):
