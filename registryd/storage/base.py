@@ -8,10 +8,11 @@ index_key || user_id)``; a *sealed* value is ``nonce (24 B) || ciphertext || tag
 = record kind || blind, so reading one needs the index key *and* the handle. Times are Unix
 milliseconds.
 
-A backend subclasses :class:`Storage` and writes the hooks (``_insert`` ... ``_list_dnodes``)
-and the abstract methods. The promises, P1-P14, each kept by every backend and checked by
-the contract suite (``tests/test_storage.py``, ``tests/test_storage_directory.py``, run over
-every backend; its docstring says which test checks which promise):
+A backend subclasses :class:`Storage` and writes the hooks (``_insert`` ... ``_list_dnodes``,
+``_export_records``, ``_import_records``) and the abstract methods. The promises, P1-P16, each
+kept by every backend and checked by the contract suite (``tests/test_storage.py``,
+``tests/test_storage_directory.py``, ``tests/test_storage_transfer.py``, run over every
+backend; the first one's docstring says which test checks which promise):
 
 P1   ``_insert``: stores a record iff its blind index holds none; never overwrites.
 P2   check-and-insert is atomic: of concurrent ``_insert`` / ``_insert_many`` calls for one
@@ -34,15 +35,27 @@ P14  errors: :class:`~registryd.errors.StorageError` only (opening may raise its
      subclasses :class:`~registryd.errors.StorageLockedError` and
      :class:`~registryd.errors.SchemaVersionError`); a record that fails authentication (wrong
      index key, tampering) is a StorageError, never returned.
+P15  ``_export_records(now_ms)``: yields every record exactly once, as a :class:`Record`
+     holding the bytes as stored (sealed values stay sealed): identities, presences and spent
+     nonces whose expiry > ``now_ms``, the node list in insertion order, directory nodes;
+     streaming (memory does not grow with the store), from one consistent view (a snapshot
+     where the backend has one; else writers are stopped, as ``storage export`` requires).
+P16  ``_import_records``: stores a batch of records as given in one atomic, durable write,
+     with the indexes each kind needs (presence and spent-nonce expiry, directory key,
+     node order); an empty store that imports what P15 yielded answers every read as the
+     exported one did. Only called on a store that was empty when the import began.
 """
 
 from __future__ import annotations
 
 import enum
 import os
+import struct
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import blake3
 
@@ -53,6 +66,7 @@ from ..secret import Secret
 
 BLIND_DOMAIN = b"registry:blind:v1"
 RECORD_CONTEXT = "registryd record v1"
+EXPORT_CONTEXT = "registryd export v1"
 SCHEMA_VERSION = b"1"
 DECOY_LEN = 640  # about the size of a sealed identity with 32-byte keys
 IDENTITY = b"identity:"
@@ -85,6 +99,41 @@ class Spend(enum.Enum):
 
 # -- end of node directory --------------------------------------------------------------------
 
+# -- export and import (P15, P16) ---------------------------------------------------------------
+
+IDENTITY_RECORD = "identity"  # key: blind (32), value: sealed identity
+PRESENCE_RECORD = "presence"  # key: blind (32), value: sealed presence; expiry
+NODE_RECORD = "node"  # key: base URL (UTF-8), value: b""; yielded in insertion order
+DNODE_RECORD = "directory-node"  # key: host (UTF-8), value: pack_dnode(...)
+NONCE_RECORD = "spent-nonce"  # key: nonce id (16), value: b""; expiry
+RECORD_KINDS = (IDENTITY_RECORD, PRESENCE_RECORD, NODE_RECORD, DNODE_RECORD, NONCE_RECORD)
+_BE32 = struct.Struct(">I")
+
+
+class Record(NamedTuple):
+    """One stored record, backend-neutral, as export and import move it (P15, P16): ``kind``
+    (one of :data:`RECORD_KINDS`), ``key`` and ``value`` bytes (see the kinds' comments;
+    sealed values stay sealed) and ``expires_at_ms`` (Unix ms) for presences and spent
+    nonces, None otherwise."""
+
+    kind: str
+    key: bytes
+    value: bytes
+    expires_at_ms: int | None = None
+
+
+def pack_dnode(pubkey: bytes, record: bytes, sealed: bytes) -> bytes:
+    """A directory node's value: ``pubkey (32) || len(record) (be32) || record || sealed``."""
+    return pubkey + _BE32.pack(len(record)) + record + sealed
+
+
+def unpack_dnode(value: bytes) -> tuple[bytes, bytes, bytes]:
+    """(pubkey, record, sealed contact) from :func:`pack_dnode`'s bytes; ValueError if short."""
+    if len(value) < 36 or len(value) < 36 + _BE32.unpack(value[32:36])[0]:
+        raise ValueError("a directory node value is shorter than its lengths say")
+    end = 36 + _BE32.unpack(value[32:36])[0]
+    return value[:32], value[36:end], value[end:]
+
 
 class Storage(ABC):
     """Async storage of identities, presences and peer nodes, keyed by blind index.
@@ -102,6 +151,19 @@ class Storage(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+    def index_key_id(self) -> bytes:
+        """32 bytes naming the index key without revealing it: ``BLAKE3-keyed(index_key,
+        b"registryd index key id v1")``. Export files carry it, so an import into a store with
+        another key (whose records would not open) is refused."""
+        return blake3.blake3(b"registryd index key id v1", key=self._index_key.reveal()).digest()
+
+    def export_mac_key(self) -> Secret:
+        """The 32-byte key of an export file's checksum: ``BLAKE3-derive_key("registryd export
+        v1", index_key)``; only a holder of the index key can make a file that verifies."""
+        return Secret(
+            blake3.blake3(self._index_key.reveal(), derive_key_context=EXPORT_CONTEXT).digest()
+        )
 
     def blind(self, user_id: bytes) -> bytes:
         """The 32-byte blind index of ``user_id``."""
@@ -262,6 +324,35 @@ class Storage(ABC):
         """Every node as (host, pubkey, record, sealed contact), in no particular order."""
 
     # -- end of node directory ----------------------------------------------------------------
+
+    # -- export and import (registryd.storage.transfer) ----------------------------------------
+
+    def export_records(self, now_ms: int) -> AsyncGenerator[Record, None]:
+        """Every stored record, sealed as stored, presences and spent nonces expired at
+        ``now_ms`` (Unix ms) left out (P15). Close it (``contextlib.aclosing``) if not
+        exhausted."""
+        return self._export_records(now_ms)
+
+    async def import_records(self, records: Sequence[Record]) -> None:
+        """Store ``records`` (from :meth:`export_records`, checked by the caller) in one
+        atomic, durable write (P16). Call only on a store :meth:`is_empty` found empty."""
+        if records:
+            await self._import_records(records)
+
+    async def is_empty(self) -> bool:
+        """Whether the store holds no record at all (expired ones count until purged)."""
+        async with aclosing(self._export_records(-1)) as records:
+            async for _ in records:
+                return False
+        return True
+
+    @abstractmethod
+    def _export_records(self, now_ms: int) -> AsyncGenerator[Record, None]:
+        """Yield every record once, as stored; skip expiries <= ``now_ms`` (P15)."""
+
+    @abstractmethod
+    async def _import_records(self, records: Sequence[Record]) -> None:
+        """Store ``records`` as given, with their indexes, in one atomic durable write (P16)."""
 
     @abstractmethod
     async def close(self) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,19 @@ import anyio.to_thread
 
 from ..errors import SchemaVersionError, StorageError, StorageLockedError
 from ..secret import Secret
-from .base import SCHEMA_VERSION, Spend, Storage
+from .base import (
+    DNODE_RECORD,
+    IDENTITY_RECORD,
+    NODE_RECORD,
+    NONCE_RECORD,
+    PRESENCE_RECORD,
+    SCHEMA_VERSION,
+    Record,
+    Spend,
+    Storage,
+    pack_dnode,
+    unpack_dnode,
+)
 from .binding import leveldb_module
 
 plyvel = leveldb_module()  # ConfigError on storage.kind when the leveldb extra is missing
@@ -37,10 +49,10 @@ plyvel = leveldb_module()  # ConfigError on storage.kind when the leveldb extra 
 SCHEMA_KEY = b"\x00schema_version"
 IDENT, PRES, EXPIRY, NODE = b"i", b"p", b"x", b"n"
 BE64 = struct.Struct(">Q")
-BE32 = struct.Struct(">I")
 DNODE, DKEY, DSPENT, DSPENT_EXPIRY = b"Dn", b"Dk", b"Ds", b"De"
 _GONE = b""  # a staged delete of a node directory key (their values are never empty)
 Write = Callable[[Any, dict[bytes, bytes]], Any]  # (write batch, staged puts) -> result
+EXPORT_CHUNK = 2_000  # records read per thread hop while exporting
 
 
 class LevelDBStorage(Storage):
@@ -249,7 +261,7 @@ class LevelDBStorage(Storage):
 
     async def _put_dnode(self, host: str, pubkey: bytes, record: bytes, sealed: bytes) -> None:
         name = host.encode()
-        value = pubkey + BE32.pack(len(record)) + record + sealed
+        value = pack_dnode(pubkey, record, sealed)
 
         def write(batch: Any, staged: dict[bytes, bytes]) -> None:
             self._unlink(batch, staged, name)
@@ -260,14 +272,9 @@ class LevelDBStorage(Storage):
 
         await self._commit(write)
 
-    @staticmethod
-    def _split_dnode(value: bytes) -> tuple[bytes, bytes, bytes]:
-        end = 36 + BE32.unpack(value[32:36])[0]
-        return value[:32], value[36:end], value[end:]
-
     async def _get_dnode(self, host: str) -> tuple[bytes, bytes, bytes] | None:
         value = self._db.get(DNODE + host.encode())
-        return None if value is None else self._split_dnode(value)
+        return None if value is None else unpack_dnode(value)
 
     async def directory_host_of_key(self, pubkey: bytes) -> str | None:
         value = self._db.get(DKEY + pubkey)
@@ -276,7 +283,7 @@ class LevelDBStorage(Storage):
     async def _list_dnodes(self) -> list[tuple[str, bytes, bytes, bytes]]:
         def scan() -> list[tuple[str, bytes, bytes, bytes]]:
             return [
-                (key[len(DNODE) :].decode(), *self._split_dnode(value))
+                (key[len(DNODE) :].decode(), *unpack_dnode(value))
                 for key, value in self._db.iterator(prefix=DNODE)
             ]
 
@@ -334,6 +341,77 @@ class LevelDBStorage(Storage):
         return purged
 
     # -- end of node directory ----------------------------------------------------------------
+
+    # -- export and import (P15, P16) --------------------------------------------------------
+
+    @staticmethod
+    def _record(key: bytes, value: bytes, now_ms: int) -> Record | None:
+        """The export record of one LevelDB entry, or None (indexes, schema, expired)."""
+        prefix = key[:1]
+        if prefix == IDENT:
+            return Record(IDENTITY_RECORD, key[1:], value)
+        if prefix == PRES:
+            expiry = BE64.unpack(value[:8])[0]
+            return Record(PRESENCE_RECORD, key[1:], value[8:], expiry) if expiry > now_ms else None
+        if prefix == NODE:
+            return Record(NODE_RECORD, value, b"")
+        if key[:2] == DNODE:
+            return Record(DNODE_RECORD, key[2:], value)
+        if key[:2] == DSPENT:
+            expiry = BE64.unpack(value)[0]
+            return Record(NONCE_RECORD, key[2:], b"", expiry) if expiry > now_ms else None
+        return None
+
+    async def _export_records(self, now_ms: int) -> AsyncGenerator[Record, None]:
+        snapshot = self._db.snapshot()  # one consistent view, read in key order
+        entries = snapshot.iterator()
+
+        def take() -> list[Record]:
+            records: list[Record] = []
+            for key, value in entries:
+                record = self._record(key, value, now_ms)
+                if record is not None:
+                    records.append(record)
+                    if len(records) >= EXPORT_CHUNK:
+                        break
+            return records
+
+        try:
+            while chunk := await self._in_thread(take):
+                for record in chunk:
+                    yield record
+        finally:
+            entries.close()
+            snapshot.close()
+
+    async def _import_records(self, records: Sequence[Record]) -> None:
+        urls = [key.decode() for kind, key, _, _ in records if kind == NODE_RECORD]
+        urls = [url for url in dict.fromkeys(urls) if url not in self._node_set]
+
+        def write(batch: Any, staged: dict[bytes, bytes]) -> int:
+            for seq, url in enumerate(urls, start=len(self._node_list)):  # after the known ones
+                batch.put(NODE + BE64.pack(seq), url.encode())
+            spent = 0
+            for kind, key, value, expiry in records:
+                if kind == IDENTITY_RECORD:
+                    batch.put(IDENT + key, value)
+                elif kind == PRESENCE_RECORD and expiry is not None:
+                    batch.put(PRES + key, BE64.pack(expiry) + value)
+                    batch.put(EXPIRY + BE64.pack(expiry) + key, b"")
+                elif kind == DNODE_RECORD:
+                    batch.put(DNODE + key, value)
+                    batch.put(DKEY + value[:32], key)
+                elif kind == NONCE_RECORD and expiry is not None:
+                    if self._staged(staged, DSPENT + key) is None:
+                        spent += 1
+                    batch.put(DSPENT + key, BE64.pack(expiry))
+                    batch.put(DSPENT_EXPIRY + BE64.pack(expiry) + key, b"")
+                    staged[DSPENT + key] = BE64.pack(expiry)
+            return spent
+
+        self._spent_count += await self._commit(write)
+        self._node_list.extend(urls)
+        self._node_set.update(urls)
 
     async def close(self) -> None:
         if self._committer is not None:

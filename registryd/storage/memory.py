@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from ..secret import Secret
-from .base import Spend, Storage
+from .base import (
+    DNODE_RECORD,
+    IDENTITY_RECORD,
+    NODE_RECORD,
+    NONCE_RECORD,
+    PRESENCE_RECORD,
+    Record,
+    Spend,
+    Storage,
+    pack_dnode,
+    unpack_dnode,
+)
 
 
 class MemoryStorage(Storage):
@@ -125,6 +136,41 @@ class MemoryStorage(Storage):
         return purged
 
     # -- end of node directory ----------------------------------------------------------------
+
+    async def _export_records(self, now_ms: int) -> AsyncGenerator[Record, None]:
+        # one view, taken before the first yield: references only, no bytes are copied
+        identities, presences = list(self._identities.items()), list(self._presences.items())
+        nodes, dnodes, spent = (
+            list(self._nodes),
+            list(self._dnodes.items()),
+            list(self._spent.items()),
+        )
+        for blind, sealed in identities:
+            yield Record(IDENTITY_RECORD, blind, sealed)
+        for blind, (expiry, sealed) in presences:
+            if expiry > now_ms:
+                yield Record(PRESENCE_RECORD, blind, sealed, expiry)
+        for url in nodes:
+            yield Record(NODE_RECORD, url.encode(), b"")
+        for host, entry in dnodes:
+            yield Record(DNODE_RECORD, host.encode(), pack_dnode(*entry))
+        for nonce_id, expiry in spent:
+            if expiry > now_ms:
+                yield Record(NONCE_RECORD, nonce_id, b"", expiry)
+
+    async def _import_records(self, records: Sequence[Record]) -> None:
+        for kind, key, value, expiry in records:
+            if kind == IDENTITY_RECORD:
+                self._identities[key] = value
+            elif kind == PRESENCE_RECORD and expiry is not None:
+                await self._put_presence(key, value, expiry)
+            elif kind == NODE_RECORD:
+                self._nodes[key.decode()] = None
+            elif kind == DNODE_RECORD:
+                await self._put_dnode(key.decode(), *unpack_dnode(value))
+            elif kind == NONCE_RECORD and expiry is not None and key not in self._spent:
+                self._spent[key] = expiry
+                heapq.heappush(self._spent_expiry, (expiry, key))
 
     async def close(self) -> None:
         return None
