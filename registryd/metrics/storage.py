@@ -35,6 +35,8 @@ OPERATIONS = (
     "spend_nonce",
     "nonce_spent",
     "purge_spent_nonces",
+    "import_records",
+    "is_empty",
 )
 """Every public coroutine of :class:`Storage` but ``close``."""
 
