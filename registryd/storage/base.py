@@ -34,6 +34,29 @@ P14  errors: :class:`~registryd.errors.StorageError` only (opening may raise its
      subclasses :class:`~registryd.errors.StorageLockedError` and
      :class:`~registryd.errors.SchemaVersionError`); a record that fails authentication (wrong
      index key, tampering) is a StorageError, never returned.
+
+Ownership (extensions spec §2): a handle's records live in three *slots* under its blind index,
+``SLOT_IDENTITY`` (what ``_insert`` writes), ``SLOT_PRESENCE`` (what ``_put_presence`` writes)
+and ``SLOT_OPS`` (the sealed per-handle operation state: last accepted ``ts_ms`` per family and
+the marks of the last accepted requests, kept by :mod:`registryd.ownership`). Signed operations
+read the three and write them back with one compare-and-swap:
+
+P15  ``_get_ops``: the sealed ops value as last swapped, with its expiry; expired ones until
+     purged.
+P16  ``_swap``: all-or-nothing. Every slot named holds exactly its ``expected`` sealed bytes
+     (None: empty) or nothing is written and STALE is returned; otherwise every ``new`` is
+     written (None deletes; ``new == expected`` writes nothing), presence and ops expiry index
+     entries replaced with the value, in one atomic, durable write (P11). Atomic against every
+     other write hook: of concurrent swaps guarding one slot's value at most one succeeds.
+P17  bounded presences: a ``_swap`` creating a presence where there was none returns FULL and
+     writes nothing when ``max_presences`` presences (expired or not, until purged) are held;
+     replacing an existing presence is never refused.
+P18  ``purge_tombstones``: ops values whose expiry (non-zero) <= now are deleted, at most
+     ``limit``, oldest first, in O(expired); an index entry left by a since-swapped value
+     neither deletes nor counts. An ops value written with expiry 0 never expires.
+P19  at rest, ops values are sealed like identities (AAD = ``ops:`` || blind); only the blind
+     index and the expiry are in the clear (as for presences); a deleted identity or presence
+     leaves no plaintext (P12).
 """
 
 from __future__ import annotations
@@ -41,7 +64,7 @@ from __future__ import annotations
 import enum
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import blake3
@@ -58,6 +81,10 @@ DECOY_LEN = 640  # about the size of a sealed identity with 32-byte keys
 IDENTITY = b"identity:"
 PRESENCE = b"presence:"
 CONTACT = b"node-contact:"
+OPS = b"ops:"
+SLOT_IDENTITY, SLOT_PRESENCE, SLOT_OPS = b"i", b"p", b"o"
+SLOTS = (SLOT_IDENTITY, SLOT_PRESENCE, SLOT_OPS)
+_KIND = {SLOT_IDENTITY: IDENTITY, SLOT_PRESENCE: PRESENCE, SLOT_OPS: OPS}
 
 
 # -- node directory (extensions spec §3) ------------------------------------------------------
@@ -84,6 +111,44 @@ class Spend(enum.Enum):
 
 
 # -- end of node directory --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Swap:
+    """One slot of a :meth:`Storage._swap` (P16): ``slot`` is ``SLOT_IDENTITY``,
+    ``SLOT_PRESENCE`` or ``SLOT_OPS``; ``expected`` the sealed bytes that must be there now
+    (None: nothing); ``new`` the sealed bytes to leave (None: delete; equal to ``expected``:
+    check only). ``expires_at_ms`` (Unix ms) indexes a new presence or ops value for
+    :meth:`Storage.purge_expired` / :meth:`Storage.purge_tombstones` (ops: 0 never expires;
+    ignored for identities)."""
+
+    slot: bytes
+    expected: bytes | None
+    new: bytes | None
+    expires_at_ms: int = 0
+
+
+class Swapped(enum.Enum):
+    """What :meth:`Storage._swap` did: wrote everything, found a slot changed, or found the
+    presence store full (P16, P17); in the last two cases it wrote nothing."""
+
+    DONE = "done"
+    STALE = "stale"
+    FULL = "full"
+
+
+@dataclass(frozen=True, slots=True)
+class Owned:
+    """A handle's three records as read by :meth:`Storage.owned`: the opened ``identity``,
+    ``ops`` and ``presence`` bytes (None when absent), the presence's expiry (Unix ms, 0 when
+    absent), and ``sealed``, the bytes read per slot, which guard :meth:`Storage.swap_owned`."""
+
+    user_id: bytes
+    identity: bytes | None
+    ops: bytes | None
+    presence: bytes | None
+    presence_expires_at_ms: int
+    sealed: dict[bytes, bytes | None]
 
 
 class Storage(ABC):
@@ -171,6 +236,61 @@ class Storage(ABC):
             return None
         sealed, expires_at_ms = found
         return self._open(PRESENCE, user_id, blind, sealed), expires_at_ms
+
+    # -- ownership (extensions spec §2) -------------------------------------------------------
+
+    async def owned(self, user_id: bytes) -> Owned:
+        """The identity, ops and presence of ``user_id``, opened, with the sealed bytes read."""
+        blind = self.blind(user_id)
+        identity = await self._get(blind)
+        ops = await self._get_ops(blind)
+        presence = await self._get_presence(blind)
+        sealed = {
+            SLOT_IDENTITY: identity,
+            SLOT_OPS: None if ops is None else ops[0],
+            SLOT_PRESENCE: None if presence is None else presence[0],
+        }
+        opened = {
+            slot: None if value is None else self._open(_KIND[slot], user_id, blind, value)
+            for slot, value in sealed.items()
+        }
+        return Owned(
+            user_id,
+            opened[SLOT_IDENTITY],
+            opened[SLOT_OPS],
+            opened[SLOT_PRESENCE],
+            0 if presence is None else presence[1],
+            sealed,
+        )
+
+    async def swap_owned(
+        self,
+        owned: Owned,
+        changes: Mapping[bytes, tuple[bytes | None, int]],
+        max_presences: int,
+    ) -> Swapped:
+        """Write ``changes`` (slot -> (plaintext or None to delete, expiry Unix ms)) if none of
+        the three records changed since ``owned`` was read; slots not changed are checked only.
+        Returns :attr:`Swapped.STALE` (re-read and try again) or :attr:`Swapped.FULL` (a new
+        presence and ``max_presences`` held) without writing anything (P16, P17)."""
+        blind = self.blind(owned.user_id)
+        swaps = []
+        for slot in SLOTS:
+            expected = owned.sealed[slot]
+            if slot not in changes:
+                swaps.append(Swap(slot, expected, expected))
+                continue
+            plaintext, expires_at_ms = changes[slot]
+            new = None
+            if plaintext is not None:
+                new = self._seal(_KIND[slot], owned.user_id, blind, plaintext)
+            swaps.append(Swap(slot, expected, new, expires_at_ms))
+        return await self._swap(blind, swaps, max_presences)
+
+    @abstractmethod
+    async def purge_tombstones(self, now_ms: int, limit: int) -> int:
+        """Delete up to ``limit`` ops values whose non-zero expiry <= ``now_ms``, oldest first,
+        in O(expired); returns how many (P18)."""
 
     @abstractmethod
     async def purge_expired(self, now_ms: int, limit: int) -> int:
@@ -300,3 +420,23 @@ class Storage(ABC):
     async def _get_presence(self, blind: bytes) -> tuple[bytes, int] | None:
         """(sealed, expires_at_ms) as last put under ``blind``, expired or not (until it is
         purged), or None (P6)."""
+
+    @abstractmethod
+    async def _get_ops(self, blind: bytes) -> tuple[bytes, int] | None:
+        """(sealed, expires_at_ms) of the ops value under ``blind`` as last swapped, expired or
+        not until purged (0: never expires), or None (P15)."""
+
+    @abstractmethod
+    async def _swap(self, blind: bytes, swaps: Sequence[Swap], max_presences: int) -> Swapped:
+        """Compare-and-swap the slots of ``blind`` named in ``swaps`` (each slot at most once).
+
+        If any slot's stored sealed bytes differ from its ``expected`` (None: the slot must be
+        empty), write nothing and return STALE. If a swap fills an empty presence slot while
+        ``max_presences`` presences are stored, write nothing and return FULL. Otherwise, for
+        each swap whose ``new`` differs from ``expected``: delete the slot (``new`` None) or
+        store ``new``; a presence or ops slot's expiry index entry goes with its value (the old
+        entry removed, a new one added for presences and for ops with a non-zero expiry); and
+        return DONE. All of it is one atomic, durable write (P11, P16, P17): a Redis backend
+        runs it as one Lua script over the slot keys (GET and compare each, then SET/DEL and
+        ZADD/ZREM the expiry sorted sets, checking ZCARD of the presence set for FULL).
+        """

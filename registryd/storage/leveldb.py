@@ -8,6 +8,8 @@ Key layout (every key after its one-byte prefix is binary):
     b"p" + blind                  → expiry_be64 + sealed presence
     b"x" + expiry_be64 + blind    → b""   (expiry index: GC walks it in order, O(expired))
     b"n" + seq_be64               → node base URL (UTF-8; public data)
+    b"o" + blind                  → expiry_be64 (0: none) + sealed ops (extensions spec §2)
+    b"t" + expiry_be64 + blind    → b""   (ops expiry index: tombstones, purged in order)
 
 Node directory (extensions spec §3; public data except the sealed contact email):
 
@@ -29,13 +31,15 @@ import anyio.to_thread
 
 from ..errors import SchemaVersionError, StorageError, StorageLockedError
 from ..secret import Secret
-from .base import SCHEMA_VERSION, Spend, Storage
+from .base import SCHEMA_VERSION, SLOT_IDENTITY, SLOT_OPS, Spend, Storage, Swap, Swapped
 from .binding import leveldb_module
 
 plyvel = leveldb_module()  # ConfigError on storage.kind when the leveldb extra is missing
 
 SCHEMA_KEY = b"\x00schema_version"
 IDENT, PRES, EXPIRY, NODE = b"i", b"p", b"x", b"n"
+OPS, TOMB = b"o", b"t"
+_SLOT_KEY = {SLOT_IDENTITY: IDENT, SLOT_OPS: OPS}  # else PRES
 BE64 = struct.Struct(">Q")
 BE32 = struct.Struct(">I")
 DNODE, DKEY, DSPENT, DSPENT_EXPIRY = b"Dn", b"Dk", b"Ds", b"De"
@@ -78,6 +82,7 @@ class LevelDBStorage(Storage):
         self._node_list = [url.decode() for _, url in self._db.iterator(prefix=NODE)]
         self._node_set = set(self._node_list)
         self._spent_count = sum(1 for _ in self._db.iterator(prefix=DSPENT, include_value=False))
+        self._presence_count = sum(1 for _ in self._db.iterator(prefix=PRES, include_value=False))
 
     def __repr__(self) -> str:
         return f"LevelDBStorage(path={str(self.path)!r})"
@@ -118,7 +123,7 @@ class LevelDBStorage(Storage):
             added = 0
             for blind, sealed in records:
                 key = IDENT + blind
-                if key not in staged and self._db.get(key) is None:
+                if self._staged(staged, key) is None:
                     batch.put(key, sealed)
                     staged[key] = sealed
                     added += 1
@@ -169,9 +174,11 @@ class LevelDBStorage(Storage):
     async def _put_presence(self, blind: bytes, sealed: bytes, expires_at_ms: int) -> None:
         def write(batch: Any, staged: dict[bytes, bytes]) -> None:
             key = PRES + blind
-            old = staged[key] if key in staged else self._db.get(key)
+            old = self._staged(staged, key)
             if old is not None:
                 batch.delete(EXPIRY + old[:8] + blind)
+            else:
+                self._presence_count += 1
             value = BE64.pack(expires_at_ms) + sealed
             batch.put(key, value)
             batch.put(EXPIRY + BE64.pack(expires_at_ms) + blind, b"")
@@ -200,7 +207,78 @@ class LevelDBStorage(Storage):
                     current = self._db.get(PRES + blind)
                     if current is not None and current[:8] == key[1:9]:
                         batch.delete(PRES + blind)
+                        self._presence_count -= 1
             return len(keys)
+
+        async with self._write_lock:
+            purged: int = await self._in_thread(purge)
+        return purged
+
+    # -- ownership (extensions spec §2) -------------------------------------------------------
+
+    async def _get_ops(self, blind: bytes) -> tuple[bytes, int] | None:
+        value = self._db.get(OPS + blind)
+        return None if value is None else (value[8:], BE64.unpack(value[:8])[0])
+
+    async def _swap(self, blind: bytes, swaps: Sequence[Swap], max_presences: int) -> Swapped:
+        def write(batch: Any, staged: dict[bytes, bytes]) -> Swapped:
+            found = {}
+            for s in swaps:
+                prefix = _SLOT_KEY.get(s.slot, PRES)
+                value = self._staged(staged, prefix + blind)
+                sealed = value if value is None or prefix == IDENT else value[8:]
+                if sealed != s.expected:
+                    return Swapped.STALE
+                found[s.slot] = value
+            changed = [s for s in swaps if s.new != s.expected]
+            new_presence = any(s.slot not in _SLOT_KEY and s.expected is None for s in changed)
+            if new_presence and self._presence_count >= max_presences:
+                return Swapped.FULL
+            for s in changed:
+                self._write_slot(batch, staged, blind, s, found[s.slot])
+            return Swapped.DONE
+
+        swapped: Swapped = await self._commit(write)
+        return swapped
+
+    def _write_slot(
+        self, batch: Any, staged: dict[bytes, bytes], blind: bytes, s: Swap, old: bytes | None
+    ) -> None:
+        prefix = _SLOT_KEY.get(s.slot, PRES)
+        key = prefix + blind
+        index = {PRES: EXPIRY, OPS: TOMB}.get(prefix)
+        if index is not None and old is not None and (prefix == PRES or old[:8] != bytes(8)):
+            batch.delete(index + old[:8] + blind)
+        if prefix == PRES:
+            self._presence_count += (s.new is not None) - (old is not None)
+        if s.new is None:
+            batch.delete(key)
+            staged[key] = _GONE
+            return
+        expiry = BE64.pack(s.expires_at_ms)
+        value = s.new if index is None else expiry + s.new
+        batch.put(key, value)
+        staged[key] = value
+        if index is not None and (prefix == PRES or s.expires_at_ms):
+            batch.put(index + expiry + blind, b"")
+
+    async def purge_tombstones(self, now_ms: int, limit: int) -> int:
+        def purge() -> int:
+            stop = TOMB + BE64.pack(now_ms + 1)
+            keys: list[bytes] = []
+            for key in self._db.iterator(start=TOMB + bytes(8), stop=stop, include_value=False):
+                if len(keys) >= limit:
+                    break
+                keys.append(key)
+            purged = 0
+            with self._db.write_batch(transaction=True, sync=True) as batch:
+                for key in keys:
+                    batch.delete(key)
+                    current = self._db.get(OPS + key[9:])
+                    if current is not None and current[:8] == key[1:9]:
+                        batch.delete(OPS + key[9:])
+                        purged += 1
+            return purged
 
         async with self._write_lock:
             purged: int = await self._in_thread(purge)
