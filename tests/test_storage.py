@@ -1,7 +1,8 @@
 """The storage contract (DESIGN "Storage layout") over every backend, plus LevelDB specifics.
 
 Which test checks which promise of ``registryd/storage/base.py`` (P9 and P10, the node
-directory's, are in ``test_storage_directory.py``); tests taking the ``storage`` fixture run
+directory's, are in ``test_storage_directory.py``; P15-P19, ownership's, in
+``test_storage_ownership.py``); tests taking the ``storage`` fixture run
 over every backend, ``test_leveldb_*`` and ``test_memory_*`` over one:
 
 ====  ======================================================================================
