@@ -23,7 +23,6 @@ request accepted before the delete is outside the skew window by then.
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,8 +39,6 @@ from .presence import collect
 from .runtime import Runtime
 from .storage import Storage
 from .storage.base import SLOT_PRESENCE, Owned, Swapped
-
-log = logging.getLogger("registryd.ownership")
 
 RECENT = 4
 MARK_LEN = 32
