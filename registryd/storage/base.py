@@ -223,7 +223,10 @@ class Storage(ABC):
     # -- presence ---------------------------------------------------------------------------
 
     async def announce(self, user_id: bytes, presence: bytes, expires_at_ms: int) -> None:
-        """Upsert the presence of ``user_id``; it expires at ``expires_at_ms`` (Unix ms)."""
+        """Upsert the presence of ``user_id``; it expires at ``expires_at_ms`` (Unix ms).
+
+        A bare upsert, unbounded and unguarded (P5): the API stores presences with
+        :meth:`swap_owned`, which checks the owner's records and ``max_entries`` (P16, P17)."""
         blind = self.blind(user_id)
         sealed = self._seal(PRESENCE, user_id, blind, presence)
         await self._put_presence(blind, sealed, expires_at_ms)
