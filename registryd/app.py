@@ -19,6 +19,7 @@ from .abuse.ratelimit import RateLimiter, RateLimitMiddleware
 from .api.admin import AdminApi
 from .api.body import error_response
 from .api.directory import directory_routes
+from .api.ownership import OwnershipApi
 from .api.peers import PeerApi
 from .api.public import PublicApi
 from .errors import ApiError, MethodNotAllowed, NotFound, StorageError
@@ -79,8 +80,10 @@ def create_app(state: Runtime, *, run_gc: bool = True) -> Starlette:
     limiter = RateLimiter(config.rate_limit, clock) if config.rate_limit.enabled else None
     keys = ClientKeys(config.trusted_proxies)
     admin = AdminApi(state)
+    public = PublicApi(state, pow)
     routes = (
-        PublicApi(state, pow).routes()
+        public.routes()
+        + OwnershipApi(state, public).routes()
         + PeerApi(state).routes()
         + admin.routes()
         + directory_routes(state, admin)

@@ -1,11 +1,12 @@
-"""Presence TTL and the garbage collector that deletes expired presences (spec 4.10, DESIGN)."""
+"""Presence TTL and the garbage collector that deletes expired presences (spec 4.10, DESIGN)
+and expired delete tombstones (extensions spec §2)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from .config import PresenceConfig
 from .metrics import Metrics
@@ -25,10 +26,20 @@ def expiry_ms(ts_ms: int, now_ms: int, ttl_seconds: int) -> int:
 
 
 async def collect(storage: Storage, now_ms: int, batch: int = GC_BATCH) -> int:
-    """Delete every presence expired at ``now_ms``, ``batch`` at a time, yielding in between."""
+    """Delete every presence expired at ``now_ms``, ``batch`` at a time, yielding in between;
+    returns how many."""
+    return await _drain(storage.purge_expired, now_ms, batch)
+
+
+async def collect_tombstones(storage: Storage, now_ms: int, batch: int = GC_BATCH) -> int:
+    """Delete every delete tombstone (extensions spec §2) expired at ``now_ms``, likewise."""
+    return await _drain(storage.purge_tombstones, now_ms, batch)
+
+
+async def _drain(purge: Callable[[int, int], Awaitable[int]], now_ms: int, batch: int) -> int:
     total = 0
     while True:
-        purged = await storage.purge_expired(now_ms, batch)
+        purged = await purge(now_ms, batch)
         total += purged
         if purged < batch:
             return total
@@ -47,7 +58,9 @@ async def gc_loop(
     while True:
         try:
             started = time.perf_counter()
-            purged = await collect(storage, clock())
+            now = clock()
+            purged = await collect(storage, now)
+            await collect_tombstones(storage, now)
             metrics.gc("presence", time.perf_counter() - started, purged)
             if purged:
                 log.debug("presence gc removed %d expired entries", purged)

@@ -20,7 +20,8 @@ from registryd.metrics.state import StateCollector
 from registryd.metrics.storage import OPERATIONS, instrument
 from registryd.secret import Secret
 from registryd.storage import Storage
-from registryd.storage.leveldb import IDENT, LevelDBStorage
+from registryd.storage.leveldb import LevelDBStorage
+from registryd.storage.leveldb_keys import IDENT
 from tests.directory_support import fake_nodes
 from tests.helpers import INDEX_KEY_HEX, Clock, app_with_state, config_text, make_config
 from tests.test_directory_prober import A, B, directory_table, setup

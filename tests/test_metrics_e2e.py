@@ -130,8 +130,9 @@ def exercise(url: str, transport: Recording) -> list[str]:
     forbidden = [PEPPER_HEX, INDEX_KEY_HEX, SERVER_PRIVATE_HEX, TOKEN, "127.0.0.1", *NAMES]
     pepper = bytes.fromhex(PEPPER_HEX)
     with RegistryClient(url, pepper, transport=transport) as client:
+        owner = {}
         for name in NAMES:
-            keys = IdentityKeys.generate()
+            keys = owner[name] = IdentityKeys.generate()
             client.register(name, keys)
             forbidden += [keys.signing_public_key.hex(), keys.encryption_public_key.hex()]
         forbidden += [user_id(name).hex() for name in NAMES + MISSES]
@@ -140,7 +141,7 @@ def exercise(url: str, transport: Recording) -> list[str]:
         for name in MISSES:
             assert client.resolve(name) is None
         assert client.check_user(NAMES[0]) and not client.check_user(MISSES[0])
-        client.announce(NAMES[0], "198.51.100.7:4000")
+        client.announce(NAMES[0], "198.51.100.7:4000", keys=owner[NAMES[0]])  # signed
     with httpx.Client(transport=transport, base_url=url) as http:
         assert http.get("/admin/keys", headers={"authorization": f"Bearer {TOKEN}"}).is_success
         on_public = http.get("/metrics")  # never on the public port: a structured 404
@@ -210,7 +211,8 @@ def test_a_scrape_counts_what_was_done_and_no_label_names_anyone(
     assert value(storage, name, operation="register") == transport.count("/register", 200) == 3
     assert value(storage, name, operation="get_identity") == transport.count("/resolve", 200)
     assert value(storage, name, operation="exists") == transport.count("/check_user/{handle}", 200)
-    assert value(storage, name, operation="announce") == 1
+    assert value(storage, name, operation="swap_owned") == 1  # the signed announce's write
+    assert value(storage, name, operation="owned") >= 1
     errors = families["registryd_storage_errors"]
     assert {s.value for s in errors if s.name.endswith("_total")} == {0.0}
 

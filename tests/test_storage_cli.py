@@ -61,32 +61,38 @@ def test_a_daemons_store_exported_and_imported_elsewhere_serves_the_same_registr
     backup = tmp_path / "backup.rex"
     with daemon(source) as d:
         with RegistryClient(d.url, PEPPER, cafile=str(certs.ca)) as client:
-            client.register("alice", IdentityKeys.generate())
+            alice_keys = IdentityKeys.generate()
+            client.register("alice", alice_keys)
             client.register("bob", IdentityKeys.generate())
-            client.announce("alice", "198.51.100.7:4000")
-            alice = client.resolve("alice")
+            client.announce("alice", "198.51.100.7:4000", keys=alice_keys)  # + its ops record
+            alice, seen = client.resolve("alice"), client.presence("alice")
         busy = registryd("export", "--config", str(source), "--out", str(backup))
         assert busy.returncode == 1 and "stop the daemon first" in busy.stderr
         assert not backup.exists()
 
     done = registryd("export", "--config", str(source), "--out", str(backup))
     assert done.returncode == 0, done.stderr
-    assert "exported 3 records" in done.stdout and "2 identities, 1 presence," in done.stdout
+    assert "exported 4 records" in done.stdout and "2 identities, 1 presence," in done.stdout
+    assert "1 operation record" in done.stdout
     assert done.stderr == ""  # no progress bar without a terminal
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
 
     dry = registryd("import", "--config", str(target), "--in", str(backup), "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "verifies; would import 3 records" in dry.stdout
+    assert "verifies; would import 4 records" in dry.stdout
     assert not (tmp_path / "b" / "db").exists()  # a dry run creates nothing
 
     done = registryd("import", "--config", str(target), "--in", str(backup))
     assert done.returncode == 0, done.stderr
-    assert "imported 3 records" in done.stdout and done.stderr == ""
+    assert "imported 4 records" in done.stdout and done.stderr == ""
 
     with daemon(target) as d, RegistryClient(d.url, PEPPER, cafile=str(certs.ca)) as client:
         assert alice is not None and client.resolve("alice") == alice
+        assert seen is not None and client.presence("alice") == seen
+        with pytest.raises(ServerError) as replayed:  # the presence counter came along
+            client.announce("alice", "198.51.100.8:4000", seen.ts_ms, keys=alice_keys)
+        assert replayed.value.status == 409
         assert client.check_user("bob") is True
         assert client.resolve("carol") is None
         with pytest.raises(ServerError) as taken:

@@ -1,11 +1,11 @@
-"""Export and import (P15, P16 of ``registryd/storage/base.py``) over every backend, and the
+"""Export and import (P20, P21 of ``registryd/storage/base.py``) over every backend, and the
 export file's refusals (:mod:`registryd.storage.transfer`).
 
 ====  ======================================================================================
-P15   test_export_yields_every_record_once_and_skips_the_expired,
+P20   test_export_yields_every_record_once_and_skips_the_expired,
       test_export_reads_one_view_while_writes_go_on,
       test_round_trip_between_every_pair_of_backends, test_is_empty_sees_every_kind
-P16   test_round_trip_between_every_pair_of_backends (reads, expiry and key indexes, node
+P21   test_round_trip_between_every_pair_of_backends (reads, expiry and key indexes, node
       order and the spent set all answer as in the source), test_leveldb_import_is_durable
 P12   test_the_export_file_holds_no_plaintext
 ====  ======================================================================================
@@ -24,9 +24,9 @@ import pytest
 from registryd.errors import TransferError
 from registryd.secret import Secret
 from registryd.storage import Storage, leveldb, open_storage
-from registryd.storage.base import RECORD_KINDS, DirectoryNode, Record, Spend
 from registryd.storage.leveldb import LevelDBStorage
 from registryd.storage.memory import MemoryStorage
+from registryd.storage.records import RECORD_KINDS, SLOT_OPS, DirectoryNode, Record, Spend, Swapped
 from registryd.storage.transfer import (
     END,
     FRAME_HEAD,
@@ -51,7 +51,8 @@ EMAIL = b"canary-ops@example.org"
 
 async def fill(store: Storage) -> None:
     """Some of every kind: identities, live and expired presences, nodes, directory nodes
-    (one without a contact), live and expired spent nonces."""
+    (one without a contact), live and expired spent nonces, ops records (never expiring, live
+    tombstone, expired tombstone)."""
     for name in ("alice", "bob", "carol"):
         assert await store.register(uid(name), identity_json(name))
     await store.announce(uid("alice"), b'{"addr":"a"}', LIVE)
@@ -61,6 +62,10 @@ async def fill(store: Storage) -> None:
     await store.put_directory_node(DirectoryNode("n2.example", K2, b'{"n":2}', b""))
     assert await store.spend_nonce(N_LIVE, LIVE, NOW - 10, 100) is Spend.SPENT
     assert await store.spend_nonce(N_DEAD, DEAD, NOW - 10, 100) is Spend.SPENT
+    for name, expiry in (("alice", 0), ("carol", LIVE), ("bob", DEAD)):
+        owned = await store.owned(uid(name))
+        changes = {SLOT_OPS: (b'{"ops":"' + name.encode() + b'"}', expiry)}
+        assert await store.swap_owned(owned, changes, 100) is Swapped.DONE
 
 
 # Every backend kind, as conftest's ``backend_config`` has them: a new backend adds itself to
@@ -104,6 +109,7 @@ async def test_export_yields_every_record_once_and_skips_the_expired(storage: St
         "node": 3,
         "directory-node": 2,
         "spent-nonce": 1,  # N_DEAD expired
+        "ops": 2,  # bob's tombstone expired
     }
     assert len(set(records)) == len(records)
     assert [r.key.decode() for r in records if r.kind == "node"] == NODES  # insertion order
@@ -117,8 +123,8 @@ async def test_export_yields_every_record_once_and_skips_the_expired(storage: St
     }
     nonce = next(r for r in records if r.kind == "spent-nonce")
     assert nonce == Record("spent-nonce", N_LIVE, b"", LIVE)
-    # with an earlier "now" nothing is expired: bob's presence and N_DEAD come too
-    assert len([r async for r in storage.export_records(DEAD - 1)]) == len(records) + 2
+    # with an earlier "now" nothing is expired: bob's presence and tombstone and N_DEAD come too
+    assert len([r async for r in storage.export_records(DEAD - 1)]) == len(records) + 3
 
 
 async def test_export_reads_one_view_while_writes_go_on(
@@ -131,10 +137,10 @@ async def test_export_reads_one_view_while_writes_go_on(
     await storage.register(uid("late"), b"late")  # written after the export began
     await storage.add_nodes(["https://late.example"], 10)
     rest = [r async for r in records]
-    assert len([first, *rest]) == 10
+    assert len([first, *rest]) == 12
     assert storage.blind(uid("late")) not in {r.key for r in rest}
     assert b"https://late.example" not in {r.key for r in rest}
-    assert len(await records_of(storage)) == 12  # a new export sees them
+    assert len(await records_of(storage)) == 14  # a new export sees them
 
 
 async def test_is_empty_sees_every_kind(storage: Storage) -> None:
@@ -155,7 +161,7 @@ async def test_round_trip_between_every_pair_of_backends(
     target = target_of(target_kind, tmp_path)
     try:
         summary = await import_file(target, io.BytesIO(data), "export", NOW)
-        assert summary.records == 10 and summary.expired == 0 and summary.size == len(data)
+        assert summary.records == 12 and summary.expired == 0 and summary.size == len(data)
         assert sorted(await records_of(target)) == sorted(await records_of(storage))
         for name in ("alice", "bob", "carol"):
             assert await target.get_identity(uid(name)) == identity_json(name)
@@ -172,6 +178,11 @@ async def test_round_trip_between_every_pair_of_backends(
         assert await target.purge_spent_nonces(LIVE) == 1  # its expiry index came along
         assert await target.purge_expired(LIVE, 10) == 1  # so did the presence's
         assert await target.get_presence(uid("alice")) is None
+        ops = {n: (await target.owned(uid(n))).ops for n in ("alice", "bob", "carol")}
+        assert ops == {"alice": b'{"ops":"alice"}', "bob": None, "carol": b'{"ops":"carol"}'}
+        assert await target.purge_tombstones(LIVE, 10) == 1  # carol's expiry index came along
+        assert (await target.owned(uid("carol"))).ops is None
+        assert (await target.owned(uid("alice"))).ops is not None  # 0: never expires
     finally:
         await target.close()
 
@@ -194,15 +205,16 @@ async def test_expired_by_import_time_are_skipped(memory: Storage) -> None:
     data = await exported(memory)
     target = MemoryStorage(INDEX_KEY)
     summary = await import_file(target, io.BytesIO(data), "export", LIVE)
-    assert summary.expired == 2 and summary.counts["presence"] == 0
+    assert summary.expired == 3 and summary.counts["presence"] == 0
     assert summary.counts["spent-nonce"] == 0 and summary.counts["identity"] == 3
+    assert summary.counts["ops"] == 1  # carol's tombstone expired, alice's never does
     assert await target.get_presence(uid("alice")) is None
 
 
 async def test_dry_run_export_counts_and_writes_nothing(memory: Storage) -> None:
     counted = await export_store(memory, None, NOW)
     data = await exported(memory)
-    assert counted.records == 10 and counted.size == len(data)
+    assert counted.records == 12 and counted.size == len(data)
     verified = verify_file(MemoryStorage(INDEX_KEY), io.BytesIO(data), "export")
     assert verified.counts == counted.counts and verified.source == "memory"
 

@@ -210,6 +210,9 @@ _ROUTES = {
     ("POST", "/api/registry/register"): "register",
     ("POST", "/api/registry/heartbeat"): "register",
     ("POST", "/resolve"): "resolve",
+    ("POST", "/identity/update"): "register",  # extensions spec §2
+    ("POST", "/identity/delete"): "register",
+    ("POST", "/presence/resolve"): "resolve",
     ("GET", "/pow/challenge"): "pow_challenge",
     ("HEAD", "/pow/challenge"): "pow_challenge",
 }

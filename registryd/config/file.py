@@ -25,6 +25,7 @@ from .tables import (
     AdminConfig,
     DirectoryConfig,
     EnvelopeConfig,
+    IdentityConfig,
     LoggingConfig,
     MetricsConfig,
     NonNegative,
@@ -54,6 +55,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     tls: TlsConfig | None = None
     storage: StorageConfig = StorageConfig()
     presence: PresenceConfig = PresenceConfig()
+    identity: IdentityConfig = IdentityConfig()
     pow: PowConfig = PowConfig()
     server: ServerConfig = ServerConfig()
     privacy: PrivacyConfig = PrivacyConfig()

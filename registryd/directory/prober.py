@@ -29,7 +29,7 @@ import httpx
 from ..config import DirectoryConfig
 from ..metrics import Metrics
 from ..storage import Storage
-from ..storage.base import DirectoryNode
+from ..storage.records import DirectoryNode
 from . import records
 from .records import OFFLINE, ONLINE
 from .ssrf import AddressPolicy, PinnedTransport

@@ -21,7 +21,7 @@ from ..errors import Forbidden, InvalidInput, ServiceUnavailable, Unauthorized
 from ..metrics import Metrics
 from ..secret import Secret
 from ..storage import Storage
-from ..storage.base import DirectoryNode
+from ..storage.records import DirectoryNode
 from ..tasks import background
 from . import records
 from .challenges import Challenges

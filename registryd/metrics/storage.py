@@ -35,6 +35,9 @@ OPERATIONS = (
     "spend_nonce",
     "nonce_spent",
     "purge_spent_nonces",
+    "owned",
+    "swap_owned",
+    "purge_tombstones",
     "import_records",
     "is_empty",
 )

@@ -8,7 +8,7 @@ export`` / ``import``), format ``registryd-export`` version 1.
     records  = array (≤ 1,000) of [kind: str, key: bin, value: bin, expires_at_ms: int | nil]
     trailer  = map {records: int, counts: {kind: int}, mac: bin 32}
 
-Records are :class:`~registryd.storage.base.Record` as a backend yields them (P15): blind
+Records are :class:`~registryd.storage.base.Record` as a backend yields them (P20): blind
 indexes and sealed values, never plaintext. ``index_key_id`` names the index key without
 revealing it (:meth:`Storage.index_key_id`): a file made under another key is refused, since
 its records would not open. ``mac`` is BLAKE3 keyed with :meth:`Storage.export_mac_key` over
@@ -35,16 +35,16 @@ import msgspec
 
 from ..aead import NONCE_LEN
 from ..errors import StorageError, TransferError
-from .base import (
+from .base import SCHEMA_VERSION, Storage
+from .records import (
     DNODE_RECORD,
     IDENTITY_RECORD,
     NODE_RECORD,
     NONCE_RECORD,
+    OPS_RECORD,
     PRESENCE_RECORD,
     RECORD_KINDS,
-    SCHEMA_VERSION,
     Record,
-    Storage,
     unpack_dnode,
 )
 
@@ -62,6 +62,7 @@ NAMES = {  # singular, plural: for people
     NODE_RECORD: ("node", "nodes"),
     DNODE_RECORD: ("directory node", "directory nodes"),
     NONCE_RECORD: ("spent nonce", "spent nonces"),
+    OPS_RECORD: ("operation record", "operation records"),
 }
 Progress = Callable[[int], object]  # called with how many records were just handled
 
@@ -210,9 +211,9 @@ class _Reader:
     def check(self, record: Record) -> None:
         kind, key, value, expiry = record
         timed = kind in (PRESENCE_RECORD, NONCE_RECORD)
-        ok = kind in RECORD_KINDS and (expiry is not None) == timed
+        ok = kind in RECORD_KINDS and (kind == OPS_RECORD or (expiry is not None) == timed)
         ok = ok and (expiry is None or 0 <= expiry <= MAX_EXPIRY)
-        if kind in (IDENTITY_RECORD, PRESENCE_RECORD):
+        if kind in (IDENTITY_RECORD, PRESENCE_RECORD, OPS_RECORD):
             ok = ok and len(key) == 32 and len(value) >= SEALED_MIN
         elif kind == NONCE_RECORD:
             ok = ok and len(key) == 16 and value == b""
