@@ -12,10 +12,19 @@ from registryd import presence
 from registryd.config import Config
 from registryd.identity import user_id
 from registryd.storage import Storage
-from tests.helpers import Clock, make_app
+from tests.helpers import Clock, make_app, make_config
 from tests.vectors import ALICE_HANDLE_HEX
 
 TTL_MS = 300_000  # helpers' configs use the default [presence] ttl_seconds = 300
+
+
+@pytest.fixture
+def backend_config(backend_config: Config) -> Config:
+    """The reference's unsigned announces (``[presence] accept_unsigned``); signed ones are in
+    tests/test_ownership*.py."""
+    kind = backend_config.storage.kind
+    path = backend_config.storage.path if kind == "leveldb" else ""
+    return make_config(kind=kind, path=path, reference=True)
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,8 @@ import pytest
 from registryd.errors import StorageError
 from registryd.secret import Secret
 from registryd.storage import Storage
-from registryd.storage.base import DirectoryNode, Spend
 from registryd.storage.leveldb import LevelDBStorage
+from registryd.storage.records import DirectoryNode, Spend
 from tests.helpers import INDEX_KEY_HEX
 
 INDEX_KEY = Secret(bytes.fromhex(INDEX_KEY_HEX))

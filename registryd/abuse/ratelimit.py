@@ -82,12 +82,16 @@ class Refusal:
     ``retry_after_s``: until the ban ends, or (no ban) until the refusing bucket holds a token.
     ``limit``: the bucket capacity (``burst``). ``remaining``: tokens left, always 0.
     ``reset_s``: until the refusing bucket has a token again or the ban ends.
+    ``bucket``: the bucket that refused (``global`` or one of :data:`ENDPOINTS`), or
+    ``banned`` for a client already banned; ``ban_started``: this refusal started a ban.
     """
 
     retry_after_s: int
     limit: int
     remaining: int
     reset_s: int
+    bucket: str = "global"
+    ban_started: bool = False
 
 
 class RateLimiter:
@@ -129,7 +133,7 @@ class RateLimiter:
         if record is None:
             record = self._insert(key, now)
         elif record[_BANNED_UNTIL] > now:
-            return self._refusal(record[_BANNED_UNTIL] - now)
+            return self._refusal(record[_BANNED_UNTIL] - now, "banned")
         bucket = "global"
         wait_ms = self._spend(record, _GLOBAL, now)
         if not wait_ms and endpoint is not None:
@@ -142,8 +146,8 @@ class RateLimiter:
             audit(
                 "ban", client=self.pseudonym(key), bucket=bucket, ban_seconds=self._ban_ms // 1000
             )
-            return self._refusal(self._ban_ms)
-        return self._refusal(wait_ms)
+            return self._refusal(self._ban_ms, bucket, ban_started=True)
+        return self._refusal(wait_ms, bucket)
 
     def pseudonym(self, key: str) -> str:
         """16 hex characters standing for client ``key`` in this process's audit lines."""
@@ -162,9 +166,9 @@ class RateLimiter:
         record[slot] = tat + _TOKEN
         return 0.0
 
-    def _refusal(self, wait_ms: float) -> Refusal:
+    def _refusal(self, wait_ms: float, bucket: str, *, ban_started: bool = False) -> Refusal:
         wait_s = math.ceil(wait_ms / 1000)
-        return Refusal(retry_after_s=wait_s, limit=self._burst, remaining=0, reset_s=wait_s)
+        return Refusal(wait_s, self._burst, 0, wait_s, bucket, ban_started)
 
     def _live(self, record: array[float], now: int) -> bool:
         """Whether ``record`` carries information: a ban, or a bucket that is not full."""
@@ -206,6 +210,9 @@ _ROUTES = {
     ("POST", "/api/registry/register"): "register",
     ("POST", "/api/registry/heartbeat"): "register",
     ("POST", "/resolve"): "resolve",
+    ("POST", "/identity/update"): "register",  # extensions spec §2
+    ("POST", "/identity/delete"): "register",
+    ("POST", "/presence/resolve"): "resolve",
     ("GET", "/pow/challenge"): "pow_challenge",
     ("HEAD", "/pow/challenge"): "pow_challenge",
 }
@@ -232,14 +239,22 @@ class RateLimitMiddleware:
     spec 4.6 body (:func:`refusal_body`: ``"message":"rate limited: retry after N s"``), headers
     ``retry-after``, ``ratelimit-limit``, ``ratelimit-remaining``, ``ratelimit-reset`` (seconds),
     without reading the body or calling ``app``. ``limiter=None`` (``[rate_limit] enabled =
-    false``) only keys.
+    false``) only keys. Each refusal is also handed to ``on_refusal`` (the metrics).
     Other scopes (lifespan, websocket) pass through untouched.
     """
 
-    def __init__(self, app: ASGIApp, *, limiter: RateLimiter | None, keys: ClientKeys) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limiter: RateLimiter | None,
+        keys: ClientKeys,
+        on_refusal: Callable[[Refusal], None] | None = None,
+    ) -> None:
         self.app = app
         self.limiter = limiter
         self.keys = keys
+        self.on_refusal = on_refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -247,6 +262,8 @@ class RateLimitMiddleware:
             if self.limiter is not None:
                 refusal = self.limiter.check(key, endpoint_of(scope["method"], scope["path"]))
                 if refusal is not None:
+                    if self.on_refusal is not None:
+                        self.on_refusal(refusal)
                     await _send_429(send, refusal)
                     return
         await self.app(scope, receive, send)

@@ -8,24 +8,21 @@ answer; error answers are the wire error body (spec 4.6) with the codes of that 
 from :mod:`registryd.errors`. The document is built once (:func:`document`) and served as
 cached bytes.
 
-Operations marked ``x-registryd-pending`` (:data:`PENDING`) come from the extensions spec §2
-and are not served by this build yet; their request types are defined below until the real
-wire types land, and ``tests/test_openapi.py`` fails once such a route is served while still
-marked pending.
+``tests/test_openapi.py`` checks that the document lists exactly the routes the app serves.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import __version__, errors, wire
+from .. import __version__, errors, signed_op, wire
 from ..directory import payload
 from ..directory.records import AdminNodeView, NodeView
 from ..hashcash import HEADER as POW_HEADER
@@ -33,7 +30,6 @@ from ..identity import NonNegative
 from .admin import RotateRequest
 
 PATH = "/openapi.json"
-SIGNATURE_HEADER = "x-registryd-signature"
 
 
 # -- answers the handlers write as dicts or bytes ------------------------------------------------
@@ -118,33 +114,6 @@ class Reloaded(msgspec.Struct, forbid_unknown_fields=True):
     restart_needed: list[str]
 
 
-# -- extensions spec §2, served once issue 10's routes land (then use its wire types) ----------
-
-Hex128 = Annotated[str, wire.documented(pattern="^[0-9a-fA-F]{128}$", description="64 bytes, hex")]
-
-
-class IdentityUpdateRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """§2.1: the new identity sealed as for ``/register``; Ed25519 ``signature_hex`` (64 B)."""
-
-    handle: wire.Hex64
-    envelope: wire.Envelope
-    ts_ms: NonNegative
-    signature_hex: Hex128
-
-
-class IdentityDeleteRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """§2.2: ``signature_hex`` (64 B, Ed25519) over the ``delete`` operation."""
-
-    handle: wire.Hex64
-    ts_ms: NonNegative
-    signature_hex: Hex128
-
-
-PENDING = frozenset(
-    {("POST", "/identity/update"), ("POST", "/identity/delete"), ("POST", "/presence/resolve")}
-)
-
-
 # -- operations ---------------------------------------------------------------------------------
 
 # Statuses every route can answer: limited (429, when [rate_limit] is on) or failed (500)
@@ -180,12 +149,12 @@ HANDLE_PATH = {
     "description": "the UserId, 32 bytes in hex (spec 1)",
 }
 SIGNATURE = {
-    "name": SIGNATURE_HEADER,
+    "name": signed_op.SIGNATURE_HEADER,
     "in": "header",
     "required": False,
-    "schema": {"type": "string"},
-    "description": "extensions spec §2.3 (issue 10, pending): Ed25519 signature (64 B, hex) of "
-    "the `presence` operation; required unless `[presence] accept_unsigned`",
+    "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{128}$"},
+    "description": "extensions spec §2.3: Ed25519 signature (64 B, hex) of the `presence` "
+    "operation; without it (or with a bad one) 401, unless `[presence] accept_unsigned`",
 }
 
 OPERATIONS = (
@@ -198,8 +167,9 @@ OPERATIONS = (
     Op("GET", "/check_user/{handle}", "Whether a handle is registered", {200: Exists}, (400, 404),
        security=POW, parameters=[HANDLE_PATH],
        description="404 when `[privacy] check_user_enabled = false`."),
-    Op("POST", "/announce", "Announce a presence (spec 3)", {200: Ok}, (401, 503), wire.Presence,
-       parameters=[SIGNATURE]),
+    Op("POST", "/announce", "Announce a presence (spec 3), signed (extensions spec §2.3)",
+       {200: Ok}, (401, 409, 503), wire.Presence, parameters=[SIGNATURE],
+       description="409 for a stale `ts_ms`; 503 when `[presence] max_entries` are stored."),
     Op("GET", "/envelope_pubkey", "The active envelope key", {200: EnvelopePublicKey}, (503,)),
     Op("GET", "/envelope_pubkeys", "Every configured envelope key",
        {200: list[EnvelopePublicKey]}),
@@ -231,11 +201,12 @@ OPERATIONS = (
     Op("POST", "/admin/directory/remove", "Remove a node (§3.7)", {200: Removed},
        (401, 403, 404), payload.RemoveBody, "admin", ADMIN),
     Op("GET", PATH, "This document", {200: dict[str, Any]}, tag="meta"),
-    # extensions spec §2 (issue 10): PENDING until its routes are served
     Op("POST", "/identity/update", "Replace an identity, signed by its owner (§2.1)", {200: Ok},
-       (401, 409), IdentityUpdateRequest, "ownership"),
+       (401, 409), wire.UpdateRequest, "ownership",
+       description="401 for an unknown handle or a bad signature (the same answer); 409 for a "
+       "stale or replayed `ts_ms`; 400 outside the clock skew."),
     Op("POST", "/identity/delete", "Delete an identity, signed by its owner (§2.2)", {200: Ok},
-       (401, 409), IdentityDeleteRequest, "ownership"),
+       (401, 409), wire.DeleteRequest, "ownership"),
     Op("POST", "/presence/resolve", "A presence, sealed to the requester (§2.4)",
        {200: wire.ResolveResponse}, (503,), wire.ResolveRequest, "ownership", POW),
 )  # fmt: skip
@@ -329,8 +300,6 @@ def _operation(op: Op, schemas: dict[type, dict[str, Any]]) -> dict[str, Any]:
         }
     if op.security is not None:
         out["security"] = op.security
-    if (op.method, op.path) in PENDING:
-        out["x-registryd-pending"] = "extensions spec §2 (issue 10): not served by this build yet"
     return out
 
 
