@@ -52,3 +52,12 @@ bench: $(STAMP)
 bench-smoke: $(STAMP)
 	$(BENCH_TOOLS)
 	$(PY) -m bench.smoke
+
+# The schemathesis run of tests/test_openapi.py at 10,000 examples per operation (niced: minutes).
+# `make fuzz FUZZ_ARGS="--all"` adds the run with default rate limits and proof of work.
+FUZZ_ARGS ?=
+
+.PHONY: fuzz
+
+fuzz: $(STAMP)
+	$(PY) -m bench.fuzz $(FUZZ_ARGS)

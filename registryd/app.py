@@ -19,6 +19,7 @@ from .abuse.ratelimit import RateLimiter, RateLimitMiddleware
 from .api.admin import AdminApi
 from .api.body import error_response
 from .api.directory import directory_routes
+from .api.openapi import openapi_route
 from .api.ownership import OwnershipApi
 from .api.peers import PeerApi
 from .api.public import PublicApi
@@ -87,6 +88,7 @@ def create_app(state: Runtime, *, run_gc: bool = True) -> Starlette:
         + PeerApi(state).routes()
         + admin.routes()
         + directory_routes(state, admin)
+        + [openapi_route()]
     )
     app = Starlette(
         routes=routes,

@@ -7,7 +7,7 @@ NaN/Infinity, byte values outside 0-255 and deep nesting are all :class:`Invalid
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
@@ -21,6 +21,22 @@ T = TypeVar("T")
 
 MAX_ADDR_BYTES = 256
 MAX_BASE_URL_BYTES = 256
+
+
+def documented(**schema: Any) -> msgspec.Meta:
+    """JSON-schema facts for the OpenAPI document (:mod:`registryd.api.openapi`) that decoding
+    does not enforce: the handlers check these fields themselves, so that a bad one is a 400
+    naming the field (``invalid input: handle``), not msgspec's own message."""
+    return msgspec.Meta(extra_json_schema=schema)
+
+
+Hex16 = Annotated[str, documented(pattern="^[0-9a-fA-F]{16}$", description="8 bytes, hex")]
+Hex48 = Annotated[str, documented(pattern="^[0-9a-fA-F]{48}$", description="24 bytes, hex")]
+Hex64 = Annotated[str, documented(pattern="^[0-9a-fA-F]{64}$", description="32 bytes, hex")]
+Hex128 = Annotated[str, documented(pattern="^[0-9a-fA-F]{128}$", description="64 bytes, hex")]
+Base64 = Annotated[
+    str, documented(pattern="^[A-Za-z0-9+/]*={0,2}$", description="standard base64, padded or not")
+]
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -109,10 +125,10 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True):
     """IdentityEnvelope (spec 4.1): hex ``kid`` (8 B), ``sender_pubkey`` (32 B), ``nonce`` (24 B);
     base64 ``ciphertext`` (plaintext + 16-byte tag)."""
 
-    kid: str
-    sender_pubkey: str
-    nonce: str
-    ciphertext: str
+    kid: Hex16
+    sender_pubkey: Hex64
+    nonce: Hex48
+    ciphertext: Base64
 
     def sealed(self) -> Sealed:
         """The four fields as bytes, decoded here and nowhere else; :class:`InvalidInput`
@@ -131,25 +147,28 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
-    handle: str
+    handle: Hex64
     envelope: Envelope
 
 
 class ResolveRequest(msgspec.Struct, forbid_unknown_fields=True):
-    handle: str
-    requester_ephemeral_pubkey_hex: str
+    handle: Hex64
+    requester_ephemeral_pubkey_hex: Hex64
 
 
 class ResolveResponse(msgspec.Struct, forbid_unknown_fields=True):
-    handle: str
+    """A resolve answer: ``handle`` as the request spelt it; ``envelope`` null on a miss (never
+    with ``[privacy] constant_shape_resolve``, where a miss seals random bytes)."""
+
+    handle: Hex64
     envelope: Envelope | None
 
 
 class Presence(msgspec.Struct, forbid_unknown_fields=True):
     """Presence announcement (spec 3): ``addr`` ≤ 256 bytes trimmed, ``ts_ms`` Unix ms ≠ 0."""
 
-    user_id: str
-    addr: str
+    user_id: Hex64
+    addr: Annotated[str, documented(minLength=1, maxLength=MAX_ADDR_BYTES)]
     ts_ms: NonNegative
 
     def validate(self) -> None:
@@ -162,10 +181,10 @@ class UpdateRequest(msgspec.Struct, forbid_unknown_fields=True):
     """``POST /identity/update`` (extensions spec §2.1): ``handle`` (64 hex), the new identity
     sealed as for ``/register``, ``ts_ms`` (Unix ms, u64), ``signature_hex`` (128 hex)."""
 
-    handle: str
+    handle: Hex64
     envelope: Envelope
     ts_ms: NonNegative
-    signature_hex: str
+    signature_hex: Hex128
 
     def __post_init__(self) -> None:
         if self.ts_ms > U64_MAX:
@@ -175,9 +194,9 @@ class UpdateRequest(msgspec.Struct, forbid_unknown_fields=True):
 class DeleteRequest(msgspec.Struct, forbid_unknown_fields=True):
     """``POST /identity/delete`` (extensions spec §2.2)."""
 
-    handle: str
+    handle: Hex64
     ts_ms: NonNegative
-    signature_hex: str
+    signature_hex: Hex128
 
     def __post_init__(self) -> None:
         if self.ts_ms > U64_MAX:

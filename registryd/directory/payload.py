@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import msgspec
@@ -26,29 +26,34 @@ from nacl.signing import VerifyKey
 from ..canonical import canonical_json
 from ..encoding import decode_b64
 from ..errors import InvalidInput
+from ..wire import documented
 
 MAX_FIELD_BYTES = 256
 MAX_FEATURES_BYTES = 4 * 1024
 _LABEL = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"
 _NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
+# JSON-schema facts for the OpenAPI document; the checks below enforce them (400 or 401)
+PublicKeyB64 = Annotated[str, documented(pattern="^[A-Za-z0-9+/]{43}=?$")]  # 32 bytes
+SignatureB64 = Annotated[str, documented(pattern="^[A-Za-z0-9+/]{86}(==)?$")]  # 64 bytes
+
 
 class ChallengeBody(msgspec.Struct, forbid_unknown_fields=True):
-    pubkey_b64: str
+    pubkey_b64: PublicKeyB64
 
 
 class RegisterBody(msgspec.Struct, forbid_unknown_fields=True):
     payload: dict[str, Any]
     nonce: str
-    signature_b64: str
-    pubkey_b64: str
+    signature_b64: SignatureB64
+    pubkey_b64: PublicKeyB64
 
 
 class HeartbeatBody(msgspec.Struct, forbid_unknown_fields=True):
     host: str
     nonce: str
-    signature_b64: str
-    pubkey_b64: str
+    signature_b64: SignatureB64
+    pubkey_b64: PublicKeyB64
 
 
 class RemoveBody(msgspec.Struct, forbid_unknown_fields=True):
