@@ -21,13 +21,16 @@ from .api.body import error_response
 from .api.directory import directory_routes
 from .api.peers import PeerApi
 from .api.public import PublicApi
-from .errors import ApiError, MethodNotAllowed, NotFound, StorageError
+from .errors import ApiError, MethodNotAllowed, NotFound, ServiceUnavailable, StorageError
 from .presence import gc_loop
 from .runtime import Runtime
 from .tasks import background
 from .transport.drain import DrainMiddleware
 
 log = logging.getLogger("registryd")
+
+STORAGE_RETRY_S = "1"
+"""``Retry-After`` (seconds) of the 503 answered when the storage fails (Redis unreachable)."""
 
 
 async def _error_response(request: Request, exc: Exception) -> Response:
@@ -38,10 +41,12 @@ async def _error_response(request: Request, exc: Exception) -> Response:
         if exc.status_code == 405:
             return error_response(MethodNotAllowed(), headers=dict(exc.headers or {}))
         return error_response(NotFound() if exc.status_code == 404 else ApiError())
-    if isinstance(exc, StorageError):
+    if isinstance(exc, StorageError):  # a backend down (Redis): retry shortly, never a 500
         log.error("storage failure: %s", exc)
-    else:
-        log.error("unhandled %s in %s", type(exc).__name__, route_of(request))
+        return error_response(
+            ServiceUnavailable("storage unavailable"), headers={"retry-after": STORAGE_RETRY_S}
+        )
+    log.error("unhandled %s in %s", type(exc).__name__, route_of(request))
     return error_response(ApiError())
 
 
@@ -101,6 +106,9 @@ def create_app(state: Runtime, *, run_gc: bool = True) -> Starlette:
         exception_handlers={
             ApiError: _error_response,
             HTTPException: _error_response,
+            # its own entry, so the exception middleware answers it (an ``Exception`` handler
+            # answers too, but the error is then re-raised to the server, which logs it)
+            StorageError: _error_response,
             Exception: _error_response,
         },
     )

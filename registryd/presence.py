@@ -37,7 +37,10 @@ async def gc_loop(
     storage: Storage, config: Callable[[], PresenceConfig], clock: Callable[[], int]
 ) -> None:
     """Run :func:`collect` at start-up and then every ``gc_interval_seconds`` (read from
-    ``config()`` each time, so a reload applies) until cancelled."""
+    ``config()`` each time, so a reload applies) until cancelled; nothing for a backend that
+    expires presences itself (``native_expiry``: Redis)."""
+    if storage.native_expiry:
+        return
     while True:
         try:
             purged = await collect(storage, clock())

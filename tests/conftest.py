@@ -5,7 +5,7 @@ Helpers the tests import live in :mod:`tests.helpers`, the spec's vectors in :mo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -14,13 +14,33 @@ import pytest
 from registryd.certs import DevCerts, write_dev_certs
 from registryd.config import Config
 from registryd.storage import Storage, open_storage
+from registryd.timespec import now_ms
 from tests.helpers import Clock, app_client, make_config
+from tests.redis_support import RedisServer, redis_server
 
 
-@pytest.fixture(params=["memory", "leveldb"])
+@pytest.fixture(scope="session")
+def redis_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session (AOF, appendfsync always), stopped by PID."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis(redis_session: RedisServer) -> RedisServer:
+    """The session's redis-server, emptied for this test."""
+    redis_session.flush()
+    return redis_session
+
+
+@pytest.fixture(params=["memory", "leveldb", "redis"])
 def backend_config(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
-    """A config for each storage backend (LevelDB under ``tmp_path/db``)."""
+    """A config for each storage backend (LevelDB under ``tmp_path/db``; Redis: the
+    session's redis-server, emptied first)."""
     kind = str(request.param)
+    if kind == "redis":
+        server: RedisServer = request.getfixturevalue("redis")
+        return make_config(kind=kind, url=server.url)
     return make_config(kind=kind, path=str(tmp_path / "db") if kind == "leveldb" else "")
 
 
@@ -35,7 +55,9 @@ async def storage(backend_config: Config) -> AsyncIterator[Storage]:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    """A controllable clock starting at the wall clock's now: Redis expires presences by its
+    own clock, so an app-clock expiry must be a real one for every backend to agree."""
+    return Clock(now_ms() // 1000 * 1000)  # whole seconds, as the PoW expiries are
 
 
 @pytest.fixture

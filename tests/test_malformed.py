@@ -22,7 +22,7 @@ from registryd.config import Config
 from registryd.envelope import seal, shared_key
 from registryd.identity import user_id
 from registryd.storage import Storage, open_storage
-from tests.helpers import app_client, config_text
+from tests.helpers import app_client, backend_of, config_text
 from tests.vectors import (
     ALICE_HANDLE_HEX,
     CLIENT_PRIVATE,
@@ -506,12 +506,7 @@ CASES = [
 @pytest.fixture
 async def client(backend_config: Config) -> AsyncIterator[httpx.AsyncClient]:
     """The app over each backend with a peer token and ``allow_sync``; alice is registered."""
-    kind = backend_config.storage.kind
-    text = config_text(
-        kind=kind,
-        path=backend_config.storage.path if kind == "leveldb" else "",
-        extra="allow_sync = true",
-    )
+    text = config_text(**backend_of(backend_config), extra="allow_sync = true")
     config = config_mod.parse(text + f'[peers]\ntoken_hashes = ["{TOKEN_HASH}"]\n')
     storage: Storage = open_storage(config)
     try:

@@ -23,7 +23,7 @@ from ..abuse.pow import ProofOfWork
 from ..abuse.ratelimit import client_key
 from ..encoding import decode_hex
 from ..envelope import padded
-from ..errors import Conflict, InvalidInput, KeyUnavailable, NotFound
+from ..errors import Conflict, InvalidInput, KeyUnavailable, NotFound, StorageError
 from ..hashcash import HEADER as POW_HEADER
 from ..identity import PublicIdentity, parse_handle
 from ..presence import expiry_ms
@@ -55,12 +55,18 @@ class PublicApi:
         return routes
 
     async def health(self, request: Request) -> Response:
-        """200 ``{"status": "ok", "active_kid"}``, or 503 ``{"status": "degraded"}`` when no
-        envelope key is valid (resolves and ``/envelope_pubkey`` then answer 503 too)."""
+        """200 ``{"status": "ok", "active_kid"}``, or 503 ``{"status": "degraded", "reason"}``
+        when no envelope key is valid (resolves and ``/envelope_pubkey`` then answer 503 too) or
+        the storage cannot answer (Redis unreachable: every storage call answers 503 too)."""
         try:
             key = self.state.keyring.active(self.state.clock())
         except KeyUnavailable:
             reason = "no valid active envelope key"
+            return json_response({"status": "degraded", "reason": reason}, 503)
+        try:
+            await self.state.storage.ping()
+        except StorageError:
+            reason = "storage unavailable"
             return json_response({"status": "degraded", "reason": reason}, 503)
         return json_response({"status": "ok", "active_kid": key.kid.hex()})
 

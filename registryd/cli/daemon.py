@@ -133,12 +133,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         from ..storage.binding import leveldb_module
 
         leveldb_module()  # the daemon would stop here: the leveldb extra is not installed
+    warnings = []
+    if cfg.storage.kind == "redis":
+        from ..storage.redis_conn import server_warnings
+
+        s = cfg.storage
+        warnings = server_warnings(s.url, s.ca_file, s.timeout_ms / 1000)
     keyring = load_keyring(cfg.envelope)
     print(json.dumps(summary(cfg, keyring), indent=2))
     if problem := active_key_problem(cfg, keyring, now):
         print(f"config error: {problem}", file=sys.stderr)  # the daemon would start degraded
         return 1
-    for warning in key_warnings(keyring, now, cfg.envelope.expiry_warning_days):
+    warnings += key_warnings(keyring, now, cfg.envelope.expiry_warning_days)
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.path}: OK", file=sys.stderr)
     return 0

@@ -10,6 +10,7 @@ import ipaddress
 import logging
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import blake3
 import msgspec
@@ -169,6 +170,35 @@ def _validate_paths(cfg: Config) -> None:
         )
 
 
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL, or None (``redis://``, ``rediss://``, ``unix://``,
+    ``redis+cluster://``, ``rediss+cluster://``; a host, or a socket path, is required)."""
+    parts = urlsplit(url)
+    schemes = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+    if parts.scheme not in schemes:
+        return f"expected a URL starting {', '.join(s + '://' for s in schemes)}"
+    if parts.scheme == "unix":
+        return None if parts.path else "unix:// needs the socket's path"
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return "bad port"
+    return None if parts.hostname else "needs a host"
+
+
+def _validate_redis(cfg: Config) -> None:
+    storage = cfg.storage
+    if storage.kind != "redis":
+        return
+    if (problem := redis_url_problem(storage.url)) is not None:
+        raise ConfigError("storage.url", f'{problem} (kind = "redis")')
+    if storage.ca_file is not None:
+        if not storage.url.startswith("rediss"):
+            raise ConfigError("storage.ca_file", "only with a rediss:// url")
+        if not Path(storage.ca_file).is_file():
+            raise ConfigError("storage.ca_file", f"file not found: {storage.ca_file}")
+
+
 def _validate(cfg: Config) -> None:
     parse_address(cfg.address)
     for i, proxy in enumerate(cfg.trusted_proxies):
@@ -195,8 +225,9 @@ def _validate(cfg: Config) -> None:
         )
     if cfg.storage.kind == "sled":
         raise ConfigError("storage.kind", 'sled is not supported; use "leveldb"')
-    if cfg.storage.kind not in ("leveldb", "memory"):
-        raise ConfigError("storage.kind", 'expected "leveldb" or "memory"')
+    if cfg.storage.kind not in ("leveldb", "memory", "redis"):
+        raise ConfigError("storage.kind", 'expected "leveldb", "memory" or "redis"')
+    _validate_redis(cfg)
     if cfg.storage.kind == "leveldb" and not cfg.storage.path.strip():
         raise ConfigError("storage.path", "must not be empty for leveldb")
     if cfg.pow.enabled:

@@ -88,7 +88,11 @@ class TlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
 
 
 class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``[storage]``: ``kind`` is ``"leveldb"`` (directory ``path``) or ``"memory"``.
+    """``[storage]``: ``kind`` is ``"leveldb"`` (directory ``path``), ``"memory"`` or ``"redis"``.
+
+    Redis: ``url`` is ``redis://host:port/db``, ``rediss://...`` (TLS, CA from ``ca_file`` or the
+    system's), ``unix:///path.sock`` or ``redis+cluster://host:port``; every call must answer
+    within ``timeout_ms`` (milliseconds) or the request gets 503.
 
     ``index_key_hex`` (32 bytes) keys the blind indexes and the at-rest encryption; if absent
     it is derived from the pepper, which clients know, and a warning is logged.
@@ -97,6 +101,9 @@ class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     kind: str = "leveldb"
     path: str = "./registry_db"
     index_key_hex: Secret | None = None
+    url: str = ""
+    ca_file: str | None = None
+    timeout_ms: Annotated[int, msgspec.Meta(gt=0, le=60_000)] = 1000
 
 
 class PresenceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -1,0 +1,212 @@
+"""Redis backend (``[storage] kind = "redis"``): many registryd processes on one Redis or Redis
+Cluster, over redis-py's asyncio client. The layout promises are LevelDB's (P1-P14 of
+:mod:`.base`) with the differences noted there for presences (P6, P7: native expiry).
+
+Key layout (``H`` is the 64-hex blind index; ``{...}`` is the Redis Cluster hash tag, so the keys
+of one handle, and each shared structure, stay on one slot):
+
+    registryd:schema_version           → SCHEMA_VERSION
+    registryd:{H}:i                    → sealed identity              (SET NX: P1, P2)
+    registryd:{H}:p                    → expiry_be64 + sealed presence, expiring natively then
+    registryd:{nodes}:list / :set      → node base URLs, in order / deduplicated (P8)
+    registryd:{directory}:nodes        → hash: host → pubkey + record_len_be32 + record + sealed
+    registryd:{directory}:keys         → hash: pubkey (32) → host     (one host per key, P9)
+    registryd:{spent}:nonces           → sorted set: nonce id (16) scored by expiry, Unix ms (P10)
+
+Every call is bounded by ``[storage] timeout_ms``; any Redis or network error, or the deadline,
+is a :class:`StorageError` (the app answers 503 with ``Retry-After``). A write returns once
+Redis has acknowledged it (P11 needs Redis's ``appendonly yes`` and ``appendfsync always``,
+checked at start-up). In a cluster, :meth:`merge` spans slots, so it stores handle by handle
+(each still atomic) rather than in one atomic write (P3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+import redis
+
+from ..errors import StorageError
+from ..secret import Secret
+from . import redis_scripts as lua
+from .base import SCHEMA_VERSION, Spend, Storage
+from .redis_conn import async_client, check_schema, durability_warnings, is_cluster, sync_client
+
+T = TypeVar("T")
+log = logging.getLogger("registryd")
+
+PREFIX = b"registryd:"
+SCHEMA_KEY = PREFIX + b"schema_version"
+NODE_LIST, NODE_SET = PREFIX + b"{nodes}:list", PREFIX + b"{nodes}:set"
+DNODES, DKEYS = PREFIX + b"{directory}:nodes", PREFIX + b"{directory}:keys"
+SPENT = PREFIX + b"{spent}:nonces"
+BE64 = struct.Struct(">Q")
+BE32 = struct.Struct(">I")
+_SPEND = (Spend.SPENT, Spend.REPLAYED, Spend.FULL)
+
+
+def identity_key(blind: bytes) -> bytes:
+    return PREFIX + b"{" + blind.hex().encode() + b"}:i"
+
+
+def presence_key(blind: bytes) -> bytes:
+    return PREFIX + b"{" + blind.hex().encode() + b"}:p"
+
+
+class RedisStorage(Storage):
+    """Storage in the Redis at ``url`` (:mod:`.redis_conn` lists the URL forms).
+
+    Opening checks ``schema_version`` with a short synchronous connection; raises
+    :class:`StorageError` if Redis cannot be reached and
+    :class:`~registryd.errors.SchemaVersionError` on an unknown schema. ``timeout_ms`` bounds
+    every call.
+    """
+
+    kind = "redis"
+    native_expiry = True
+
+    def __init__(
+        self,
+        index_key: Secret,
+        url: str,
+        *,
+        ca_file: str | None = None,
+        timeout_ms: int = 1000,
+    ) -> None:
+        super().__init__(index_key)
+        self._timeout_s = timeout_ms / 1000
+        self._cluster = is_cluster(url)
+        with sync_client(url, ca_file, self._timeout_s) as client:
+            check_schema(client, SCHEMA_KEY, SCHEMA_VERSION, PREFIX)
+            for warning in durability_warnings(client):
+                log.warning("%s", warning)
+        self._r: Any = async_client(url, ca_file, self._timeout_s)
+        self._insert_many_lua = self._r.register_script(lua.INSERT_MANY)
+        self._add_nodes_lua = self._r.register_script(lua.ADD_NODES)
+        self._put_dnode_lua = self._r.register_script(lua.PUT_DNODE)
+        self._delete_dnode_lua = self._r.register_script(lua.DELETE_DNODE)
+        self._spend_lua = self._r.register_script(lua.SPEND)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"RedisStorage(cluster={self._cluster})"
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        """``call``'s result within the deadline; every failure a :class:`StorageError`."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await call
+        except TimeoutError as exc:
+            raise StorageError(f"Redis did not answer within {self._timeout_s:g} s") from exc
+        except (redis.RedisError, OSError) as exc:
+            raise StorageError(f"Redis error: {type(exc).__name__}") from exc
+
+    async def ping(self) -> None:
+        await self._call(self._r.ping())
+
+    # -- identities -------------------------------------------------------------------------
+
+    async def _insert(self, blind: bytes, sealed: bytes) -> bool:
+        key = identity_key(blind)
+        return bool(await self._call(self._r.set(key, sealed, nx=True)))
+
+    async def _get(self, blind: bytes) -> bytes | None:
+        value: bytes | None = await self._call(self._r.get(identity_key(blind)))
+        return value
+
+    async def _contains(self, blind: bytes) -> bool:
+        return bool(await self._call(self._r.exists(identity_key(blind))))
+
+    async def _insert_many(self, records: Sequence[tuple[bytes, bytes]]) -> int:
+        if not records:
+            return 0
+        keys = [identity_key(blind) for blind, _ in records]
+        values = [sealed for _, sealed in records]
+        if not self._cluster:
+            return int(await self._call(self._insert_many_lua(keys, values)))
+        added = 0  # keys of different handles live on different slots: one handle at a time
+        for key, sealed in zip(keys, values, strict=True):
+            added += bool(await self._call(self._r.set(key, sealed, nx=True)))
+        return added
+
+    # -- presence ---------------------------------------------------------------------------
+
+    async def _put_presence(self, blind: bytes, sealed: bytes, expires_at_ms: int) -> None:
+        key = presence_key(blind)
+        value = BE64.pack(expires_at_ms) + sealed
+        await self._call(self._r.set(key, value, pxat=max(expires_at_ms, 1)))
+
+    async def _get_presence(self, blind: bytes) -> tuple[bytes, int] | None:
+        value: bytes | None = await self._call(self._r.get(presence_key(blind)))
+        if value is None:
+            return None
+        return value[8:], BE64.unpack(value[:8])[0]
+
+    async def purge_expired(self, now_ms: int, limit: int) -> int:
+        """Nothing to do: Redis deletes each presence at its expiry (``PXAT``)."""
+        return 0
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    async def add_nodes(self, base_urls: Sequence[str], max_nodes: int) -> int:
+        if not base_urls:
+            return 0
+        urls = [url.encode() for url in base_urls]
+        call = self._add_nodes_lua([NODE_LIST, NODE_SET], [max(max_nodes, 1), *urls])
+        return int(await self._call(call))
+
+    async def nodes(self) -> list[str]:
+        urls: list[bytes] = await self._call(self._r.lrange(NODE_LIST, 0, -1))
+        return [url.decode() for url in urls]
+
+    # -- node directory (extensions spec §3) --------------------------------------------------
+
+    async def _put_dnode(self, host: str, pubkey: bytes, record: bytes, sealed: bytes) -> None:
+        value = pubkey + BE32.pack(len(record)) + record + sealed
+        await self._call(self._put_dnode_lua([DNODES, DKEYS], [host, pubkey, value]))
+
+    @staticmethod
+    def _split_dnode(value: bytes) -> tuple[bytes, bytes, bytes]:
+        end = 36 + BE32.unpack(value[32:36])[0]
+        return value[:32], value[36:end], value[end:]
+
+    async def _get_dnode(self, host: str) -> tuple[bytes, bytes, bytes] | None:
+        value: bytes | None = await self._call(self._r.hget(DNODES, host))
+        return None if value is None else self._split_dnode(value)
+
+    async def directory_host_of_key(self, pubkey: bytes) -> str | None:
+        host: bytes | None = await self._call(self._r.hget(DKEYS, pubkey))
+        return None if host is None else host.decode()
+
+    async def _list_dnodes(self) -> list[tuple[str, bytes, bytes, bytes]]:
+        entries: dict[bytes, bytes] = await self._call(self._r.hgetall(DNODES))
+        return [(host.decode(), *self._split_dnode(value)) for host, value in entries.items()]
+
+    async def delete_directory_node(self, host: str) -> bool:
+        call = self._delete_dnode_lua([DNODES, DKEYS], [host])
+        return bool(await self._call(call))
+
+    async def spend_nonce(
+        self, nonce_id: bytes, expires_at_ms: int, now_ms: int, max_entries: int
+    ) -> Spend:
+        call = self._spend_lua([SPENT], [nonce_id, expires_at_ms, now_ms, max_entries])
+        return _SPEND[int(await self._call(call))]
+
+    async def nonce_spent(self, nonce_id: bytes) -> bool:
+        return await self._call(self._r.zscore(SPENT, nonce_id)) is not None
+
+    async def purge_spent_nonces(self, now_ms: int) -> int:
+        call = self._r.zremrangebyscore(SPENT, "-inf", now_ms)
+        return int(await self._call(call))
+
+    # -- end of node directory ----------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the pool; every write was acknowledged before its method returned (P13)."""
+        if not self._closed:
+            self._closed = True
+            await self._r.aclose()
