@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -16,11 +16,13 @@ from starlette.routing import Route
 from .abuse.clientip import ClientKeys
 from .abuse.pow import ProofOfWork
 from .abuse.ratelimit import RateLimiter, RateLimitMiddleware
+from .abuse.stores import SharedRateLimiter
 from .api.admin import AdminApi
 from .api.body import error_response
 from .api.directory import directory_routes
 from .api.peers import PeerApi
 from .api.public import PublicApi
+from .config import Config
 from .errors import ApiError, MethodNotAllowed, NotFound, ServiceUnavailable, StorageError
 from .presence import gc_loop
 from .runtime import Runtime
@@ -62,6 +64,22 @@ def route_of(request: Request) -> str:
     return f"{method} {route.path if isinstance(route, Route) else '(no route)'}"
 
 
+def make_limiter(
+    config: Config, clock: Callable[[], int]
+) -> RateLimiter | SharedRateLimiter | None:
+    """The ``[rate_limit]`` limiter: in this process (``memory://``), shared in the Redis of
+    ``storage_uri`` (its TLS CA: ``storage.ca_file``), or None when disabled."""
+    limits = config.rate_limit
+    if not limits.enabled:
+        return None
+    if limits.storage_uri == "memory://":
+        return RateLimiter(limits, clock)
+    storage = config.storage
+    return SharedRateLimiter(
+        limits, clock, config.index_key(), ca_file=storage.ca_file, timeout_ms=storage.timeout_ms
+    )
+
+
 def create_app(state: Runtime, *, run_gc: bool = True) -> Starlette:
     """The composition root: the Starlette app serving ``state`` (the public, peer, admin and
     node directory routes), behind the drain and rate-limit middleware, with the error
@@ -75,12 +93,16 @@ def create_app(state: Runtime, *, run_gc: bool = True) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         presence = lambda: state.config.presence  # noqa: E731 - read anew after reloads
         gc = gc_loop(state.storage, presence, state.clock) if run_gc else None
-        async with background(gc), state.directory.running(probe=run_gc):
-            yield
+        try:
+            async with background(gc), state.directory.running(probe=run_gc):
+                yield
+        finally:
+            if isinstance(limiter, SharedRateLimiter):
+                await limiter.close()
 
     clock = state.clock
     pow = ProofOfWork(config.pow, clock) if config.pow.enabled else None
-    limiter = RateLimiter(config.rate_limit, clock) if config.rate_limit.enabled else None
+    limiter = make_limiter(config, clock)
     keys = ClientKeys(config.trusted_proxies)
     admin = AdminApi(state)
     routes = (

@@ -443,10 +443,10 @@ CASES: list[tuple[str, str, str, str]] = [
         "expected an Argon2id hash",
     ),
     (
-        "rate limit storage other than memory",
-        toml("", '[rate_limit]\nstorage_uri = "redis://localhost:6379"\n'),
+        "rate limit storage neither memory nor redis",
+        toml("", '[rate_limit]\nstorage_uri = "memcached://localhost:11211"\n'),
         "rate_limit.storage_uri",
-        'only "memory://" is supported',
+        '"memory://", or a Redis URL: expected a URL starting redis://',
     ),
     (
         "pow difficulty out of range when enabled",

@@ -46,6 +46,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import blake3
 from starlette.requests import Request
@@ -56,6 +57,13 @@ from ..config import RateLimitConfig
 from ..errors import RateLimited
 from ..logs import audit
 from .clientip import ClientKeys
+
+
+class Shared(Protocol):
+    """A limiter checked with a round trip: :class:`registryd.abuse.stores.SharedRateLimiter`."""
+
+    async def check(self, key: str, endpoint: str | None) -> Refusal | None: ...
+
 
 CLIENT_KEY = "registryd.client"
 """The scope key under which :class:`RateLimitMiddleware` stores the client's key (a ``str``)."""
@@ -231,12 +239,15 @@ class RateLimitMiddleware:
     request is then charged (:func:`endpoint_of`); a refusal is answered here with 429 and the
     spec 4.6 body (:func:`refusal_body`: ``"message":"rate limited: retry after N s"``), headers
     ``retry-after``, ``ratelimit-limit``, ``ratelimit-remaining``, ``ratelimit-reset`` (seconds),
-    without reading the body or calling ``app``. ``limiter=None`` (``[rate_limit] enabled =
-    false``) only keys.
+    without reading the body or calling ``app``. ``limiter`` is a :class:`RateLimiter`, or the
+    shared store's (:class:`registryd.abuse.stores.SharedRateLimiter`, a :class:`Shared`);
+    ``limiter=None`` (``[rate_limit] enabled = false``) only keys.
     Other scopes (lifespan, websocket) pass through untouched.
     """
 
-    def __init__(self, app: ASGIApp, *, limiter: RateLimiter | None, keys: ClientKeys) -> None:
+    def __init__(
+        self, app: ASGIApp, *, limiter: RateLimiter | Shared | None, keys: ClientKeys
+    ) -> None:
         self.app = app
         self.limiter = limiter
         self.keys = keys
@@ -244,8 +255,13 @@ class RateLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             key = scope[CLIENT_KEY] = self.keys(scope)
-            if self.limiter is not None:
-                refusal = self.limiter.check(key, endpoint_of(scope["method"], scope["path"]))
+            limiter = self.limiter
+            if limiter is not None:
+                endpoint = endpoint_of(scope["method"], scope["path"])
+                if isinstance(limiter, RateLimiter):
+                    refusal = limiter.check(key, endpoint)
+                else:  # the shared store (Redis): one round trip
+                    refusal = await limiter.check(key, endpoint)
                 if refusal is not None:
                     await _send_429(send, refusal)
                     return

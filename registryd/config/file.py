@@ -244,8 +244,9 @@ def _validate(cfg: Config) -> None:
         )
     _validate_peers(cfg)
     _validate_paths(cfg)
-    if cfg.rate_limit.storage_uri != "memory://":
-        raise ConfigError("rate_limit.storage_uri", 'only "memory://" is supported in this version')
+    uri = cfg.rate_limit.storage_uri
+    if uri != "memory://" and (problem := redis_url_problem(uri)) is not None:
+        raise ConfigError("rate_limit.storage_uri", f'"memory://", or a Redis URL: {problem}')
     for table, hashes in (("peers", cfg.peers.token_hashes), ("admin", cfg.admin.token_hashes)):
         for i, digest in enumerate(hashes):
             if not is_argon2id(digest):

@@ -40,8 +40,9 @@ class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
 
     A client is its TCP peer address (IPv6: its /64), or, behind a ``trusted_proxies`` peer, the
     right-most untrusted ``X-Forwarded-For`` hop. ``max_clients`` bounds the clients tracked at
-    once (about 250 bytes each, at most 350). ``storage_uri`` names the limiter store; only ``memory://``
-    exists in this version.
+    once (about 250 bytes each, at most 350). ``storage_uri`` names the limiter store:
+    ``memory://`` (this process) or a Redis URL (shared by every process and host using it;
+    :mod:`registryd.abuse.stores`).
     """
 
     enabled: bool = True
