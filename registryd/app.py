@@ -15,8 +15,7 @@ from starlette.routing import Route
 
 from .abuse.clientip import ClientKeys
 from .abuse.pow import ProofOfWork
-from .abuse.ratelimit import RateLimiter, RateLimitMiddleware
-from .abuse.stores import SharedRateLimiter
+from .abuse.ratelimit import RateLimiter, RateLimitMiddleware, Shared
 from .api.admin import AdminApi
 from .api.body import error_response
 from .api.directory import directory_routes
@@ -64,9 +63,7 @@ def route_of(request: Request) -> str:
     return f"{method} {route.path if isinstance(route, Route) else '(no route)'}"
 
 
-def make_limiter(
-    config: Config, clock: Callable[[], int]
-) -> RateLimiter | SharedRateLimiter | None:
+def make_limiter(config: Config, clock: Callable[[], int]) -> RateLimiter | Shared | None:
     """The ``[rate_limit]`` limiter: in this process (``memory://``), shared in the Redis of
     ``storage_uri`` (its TLS CA: ``storage.ca_file``), or None when disabled."""
     limits = config.rate_limit
@@ -74,10 +71,28 @@ def make_limiter(
         return None
     if limits.storage_uri == "memory://":
         return RateLimiter(limits, clock)
+    from .abuse.stores import SharedRateLimiter  # the redis extra
+
     storage = config.storage
     return SharedRateLimiter(
         limits, clock, config.index_key(), ca_file=storage.ca_file, timeout_ms=storage.timeout_ms
     )
+
+
+def make_pow(config: Config, clock: Callable[[], int]) -> ProofOfWork | None:
+    """The ``[pow]`` checker: in this process, or with its key, spent set and meter shared in
+    the Redis of ``[rate_limit] storage_uri``; None when disabled."""
+    if not config.pow.enabled:
+        return None
+    uri = config.rate_limit.storage_uri
+    if uri == "memory://":
+        return ProofOfWork(config.pow, clock)
+    from .abuse.stores import SharedProofOfWork  # the redis extra
+    from .storage.redis_conn import async_client
+
+    timeout_ms = config.storage.timeout_ms
+    client = async_client(uri, config.storage.ca_file, timeout_ms / 1000)
+    return SharedProofOfWork(config.pow, clock, config.index_key(), client, timeout_ms=timeout_ms)
 
 
 def create_app(state: Runtime, *, run_gc: bool = True) -> Starlette:
@@ -97,11 +112,13 @@ def create_app(state: Runtime, *, run_gc: bool = True) -> Starlette:
             async with background(gc), state.directory.running(probe=run_gc):
                 yield
         finally:
-            if isinstance(limiter, SharedRateLimiter):
-                await limiter.close()
+            for shared in (limiter, pow):  # the Redis pools of the shared ones
+                close = getattr(shared, "close", None)
+                if close is not None:
+                    await close()
 
     clock = state.clock
-    pow = ProofOfWork(config.pow, clock) if config.pow.enabled else None
+    pow = make_pow(config, clock)
     limiter = make_limiter(config, clock)
     keys = ClientKeys(config.trusted_proxies)
     admin = AdminApi(state)

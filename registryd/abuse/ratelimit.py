@@ -64,6 +64,8 @@ class Shared(Protocol):
 
     async def check(self, key: str, endpoint: str | None) -> Refusal | None: ...
 
+    async def close(self) -> None: ...
+
 
 CLIENT_KEY = "registryd.client"
 """The scope key under which :class:`RateLimitMiddleware` stores the client's key (a ``str``)."""

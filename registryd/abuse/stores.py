@@ -1,5 +1,7 @@
-"""The rate limiter's shared store: ``[rate_limit] storage_uri = "redis://..."`` keeps the token
-buckets and bans of :mod:`.ratelimit` in Redis, so N workers or hosts enforce one set of limits.
+"""The shared abuse state: with ``[rate_limit] storage_uri = "redis://..."`` the token buckets
+and bans of :mod:`.ratelimit` (:class:`SharedRateLimiter`) and the proof-of-work spent set and
+adaptive meter of :mod:`.pow` (:class:`SharedProofOfWork`) live in Redis, so N workers or hosts
+enforce one set of limits and accept each proof of work once.
 
 Same semantics as the in-process :class:`~.ratelimit.RateLimiter` (GCRA, ``burst``, rates, ban,
 ``Retry-After``), in one Lua script per request (one round trip): a banned client is refused
@@ -22,6 +24,7 @@ When Redis fails (error or ``timeout_ms``), requests are limited by an in-proces
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 from collections.abc import Callable
@@ -30,16 +33,24 @@ from typing import Any
 import blake3
 import redis
 
-from ..config import RateLimitConfig
+from ..config import PowConfig, RateLimitConfig
+from ..errors import PowRequired, StorageError
+from ..hashcash import Challenge, leading_zero_bits_ok
 from ..logs import audit
 from ..secret import Secret
 from ..storage.redis_conn import async_client
+from ..storage.redis_scripts import SPEND
+from .pow import HALF_LIFE_MS, IDLE_MS, RATE_PER_COUNT, ProofOfWork, parse_proof
 from .ratelimit import ENDPOINTS, RateLimiter, Refusal
 
 log = logging.getLogger("registryd")
 
 RETRY_AFTER_FAILURE_S = 1.0
 KEY_CONTEXT = "registryd rate limit client key v1"
+POW_CONTEXT = "registryd shared pow key v1"
+METER_CONTEXT = "registryd shared pow meter key v1"
+POW_SPENT = b"registryd:{pow}:spent"
+SPENT, FULL = 0, 2  # the spend script's answers (1: replayed)
 
 GCRA = """
 -- KEYS[1]: the client's hash; ARGV: endpoint ('' for global only), global rps, endpoint rps,
@@ -90,6 +101,7 @@ class SharedRateLimiter:
         ca_file: str | None = None,
         timeout_ms: int = 1000,
     ) -> None:
+        self.ca_file = ca_file
         self._redis: Any = async_client(config.storage_uri, ca_file, timeout_ms / 1000)
         self._script = self._redis.register_script(GCRA)
         self._timeout_s = timeout_ms / 1000
@@ -154,6 +166,93 @@ class SharedRateLimiter:
             audit("ban", client=client, bucket=bucket, ban_seconds=self._ban_ms // 1000)
         wait_s = math.ceil(int(reply[1]) / 1000)
         return Refusal(retry_after_s=wait_s, limit=self._burst, remaining=0, reset_s=wait_s)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+# -- proof of work ------------------------------------------------------------------------------
+
+METER = """
+-- KEYS[1]: the client's decaying count (its level: log2(count) + t / half-life);
+-- ARGV: half-life ms, idle ms. Returns the count, this request included, as a string.
+local t = redis.call('TIME')
+local age = (tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000) / tonumber(ARGV[1])
+local level = redis.call('GET', KEYS[1])
+local count = 1
+if level then count = 1 + 2 ^ (tonumber(level) - age) end
+local next_level = math.log(count) / math.log(2) + age
+redis.call('SET', KEYS[1], string.format('%.17g', next_level), 'PX', ARGV[2])
+return string.format('%.17g', count)
+"""
+
+
+class SharedProofOfWork(ProofOfWork):
+    """:class:`~.pow.ProofOfWork` for many processes: challenges MAC'd with ``key`` (the same
+    in every process, derived from the index key), the spent set a sorted set in Redis
+    (``registryd:{pow}:spent``, challenges scored by expiry, at most ``max_spent``: the storage's
+    spend script) and, when adaptive, each client's decaying count a Redis key
+    (``registryd:pow:rate:{<keyed digest>}``, expiring after :data:`~.pow.IDLE_MS`).
+
+    A proof is checked (format, MAC, expiry, hash) and then spent in one round trip, so of
+    several processes given one proof exactly one accepts it. A Redis failure is a
+    :class:`~registryd.errors.StorageError` (503): a proof is never accepted unrecorded.
+    """
+
+    def __init__(
+        self,
+        config: PowConfig,
+        clock: Callable[[], int],
+        index_key: Secret,
+        client: Any,
+        *,
+        timeout_ms: int = 1000,
+        max_spent: int = 1_000_000,
+    ) -> None:
+        key = blake3.blake3(index_key.reveal(), derive_key_context=POW_CONTEXT).digest()
+        super().__init__(config, clock, key=key, max_spent=max_spent, max_clients=1)
+        self._redis = client
+        self._spend_lua = client.register_script(SPEND)
+        self._meter_lua = client.register_script(METER)
+        self._timeout_s = timeout_ms / 1000
+        self._fingerprints = blake3.blake3(key, derive_key_context=METER_CONTEXT).digest()
+
+    async def _call(self, call: Any) -> Any:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await call
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            raise StorageError(f"proof of work: Redis failed: {type(exc).__name__}") from exc
+
+    async def _rate(self, client_key: str) -> float:
+        if not self.config.adaptive:
+            return 0.0
+        digest = blake3.blake3(client_key.encode("utf-8", "surrogatepass"), key=self._fingerprints)
+        key = b"registryd:pow:rate:{" + digest.hexdigest(16).encode() + b"}"
+        count = await self._call(self._meter_lua([key], [HALF_LIFE_MS, IDLE_MS]))
+        return float(count) * RATE_PER_COUNT
+
+    async def aissue(self, client_key: str) -> Challenge:
+        now = self._now()
+        return self._challenge(self._difficulty_at(await self._rate(client_key)), now, client_key)
+
+    async def averify(self, header: str | None, client_key: str) -> None:
+        now = self._now()
+        proof = parse_proof(header)
+        if proof is None or not self._authentic(proof.raw, client_key, now):
+            await self._rate(client_key)
+            raise PowRequired()
+        digest = hashlib.sha256(proof.text.encode("ascii") + proof.solution.encode("ascii"))
+        if not leading_zero_bits_ok(digest.digest(), proof.raw[4]):
+            await self._rate(client_key)  # the challenge stays usable: count this try
+            raise PowRequired()
+        expiry_ms = int.from_bytes(proof.raw[:4], "big") * 1000
+        args = [proof.raw, expiry_ms, now, self._max_spent]
+        spend = int(await self._call(self._spend_lua([POW_SPENT], args)))
+        if spend == FULL:
+            log.warning("proof of work: the shared spent set is full; refusing proofs")
+        if spend != SPENT:
+            raise PowRequired()
 
     async def close(self) -> None:
         await self._redis.aclose()

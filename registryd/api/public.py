@@ -70,15 +70,15 @@ class PublicApi:
             return json_response({"status": "degraded", "reason": reason}, 503)
         return json_response({"status": "ok", "active_kid": key.kid.hex()})
 
-    def require_pow(self, request: Request) -> None:
+    async def require_pow(self, request: Request) -> None:
         """Spec 4.7: with ``[pow] enabled``, a fresh proof in ``x-enigma-pow`` (400 otherwise)."""
         if self.pow is not None:
-            self.pow.verify(request.headers.get(POW_HEADER), client_key(request))
+            await self.pow.averify(request.headers.get(POW_HEADER), client_key(request))
 
     @staticmethod
     def _challenge(pow: ProofOfWork) -> Callable[[Request], Awaitable[Response]]:
         async def pow_challenge(request: Request) -> Response:
-            return json_response(pow.issue(client_key(request)))
+            return json_response(await pow.aissue(client_key(request)))
 
         return pow_challenge
 
@@ -97,7 +97,7 @@ class PublicApi:
 
     async def resolve(self, request: Request) -> Response:
         state = self.state
-        self.require_pow(request)
+        await self.require_pow(request)
         req = await read_json(request, wire.ResolveRequest, state.config.server)
         handle = parse_handle(req.handle)
         field = "requester_ephemeral_pubkey_hex"
@@ -123,7 +123,7 @@ class PublicApi:
     async def check_user(self, request: Request) -> Response:
         if not self.state.config.privacy.check_user_enabled:
             raise NotFound()
-        self.require_pow(request)
+        await self.require_pow(request)
         handle = parse_handle(request.path_params["handle"])
         exists = await self.state.storage.exists(handle)
         return json_response(b'{"exists":true}' if exists else b'{"exists":false}')
