@@ -353,6 +353,28 @@ CASES: list[tuple[str, str, str, str]] = [
         'expected "leveldb", "memory" or "redis"',
     ),
     (
+        "workers on memory storage",
+        toml("", "[server]\nworkers = 2\n"),
+        "server.workers",
+        'need shared storage: [storage] kind = "redis"',
+    ),
+    (
+        "workers with in-process limits",
+        toml(
+            "",
+            "[server]\nworkers = 2\n",
+            storage='[storage]\nkind = "redis"\nurl = "redis://h:1"\n',
+        ),
+        "server.workers",
+        'storage_uri = "redis://..." (not "memory://")',
+    ),
+    (
+        "workers zero",
+        toml("", "[server]\nworkers = 0\n"),
+        "server.workers",
+        "",
+    ),
+    (
         "redis without url",
         toml(storage='[storage]\nkind = "redis"\n'),
         "storage.url",

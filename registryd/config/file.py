@@ -199,6 +199,25 @@ def _validate_redis(cfg: Config) -> None:
             raise ConfigError("storage.ca_file", f"file not found: {storage.ca_file}")
 
 
+def _validate_workers(cfg: Config) -> None:
+    """N workers must share every piece of state: storage, limits and proof of work."""
+    if cfg.server.workers == 1:
+        return
+    if cfg.storage.kind != "redis":
+        raise ConfigError(
+            "server.workers",
+            f'{cfg.server.workers} workers need shared storage: [storage] kind = "redis" '
+            f'(not "{cfg.storage.kind}")',
+        )
+    shared = cfg.rate_limit.storage_uri != "memory://"
+    if (cfg.rate_limit.enabled or cfg.pow.enabled) and not shared:
+        raise ConfigError(
+            "server.workers",
+            f"{cfg.server.workers} workers need shared limits and proof of work: "
+            '[rate_limit] storage_uri = "redis://..." (not "memory://")',
+        )
+
+
 def _validate(cfg: Config) -> None:
     parse_address(cfg.address)
     for i, proxy in enumerate(cfg.trusted_proxies):
@@ -247,6 +266,7 @@ def _validate(cfg: Config) -> None:
     uri = cfg.rate_limit.storage_uri
     if uri != "memory://" and (problem := redis_url_problem(uri)) is not None:
         raise ConfigError("rate_limit.storage_uri", f'"memory://", or a Redis URL: {problem}')
+    _validate_workers(cfg)
     for table, hashes in (("peers", cfg.peers.token_hashes), ("admin", cfg.admin.token_hashes)):
         for i, digest in enumerate(hashes):
             if not is_argon2id(digest):

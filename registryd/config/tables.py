@@ -138,7 +138,10 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     of the request's start, or it is disconnected. ``shutdown_grace_seconds`` is how long
     in-flight requests get to finish on SIGINT/SIGTERM. At most ``max_connections`` are open,
     at most ``max_connections_per_client`` from one client address (IPv6: one /64; trusted
-    proxies are exempt); see :mod:`registryd.transport.listener`.
+    proxies are exempt); see :mod:`registryd.transport.listener`. ``workers`` > 1 serves with
+    that many processes on one socket (:mod:`registryd.workers`); it needs shared state:
+    ``[storage] kind = "redis"`` and a Redis ``[rate_limit] storage_uri`` (when rate limits or
+    proof of work are on). The connection caps are per worker.
     """
 
     max_body_bytes: Positive = 64 * KIB
@@ -148,6 +151,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     body_timeout_seconds: Positive = 10 * SECONDS
     max_connections: Positive = 1024
     max_connections_per_client: Positive = 64
+    workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
 
 
 class PrivacyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
