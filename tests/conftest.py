@@ -16,7 +16,7 @@ from registryd.config import Config
 from registryd.storage import Storage, open_storage
 from registryd.timespec import now_ms
 from tests.helpers import Clock, app_client, make_config
-from tests.redis_support import RedisServer, redis_server
+from tests.redis_support import RedisCluster, RedisServer, redis_server
 
 
 @pytest.fixture(scope="session")
@@ -33,15 +33,34 @@ def redis(redis_session: RedisServer) -> RedisServer:
     return redis_session
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A 3-master Redis Cluster for the session, stopped by PID."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def config_for_backend(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Config:
+    """A config for backend ``name``: memory, leveldb (under ``tmp_path/db``), redis (the
+    session's redis-server, emptied) or redis-cluster (the session's cluster, emptied)."""
+    if name == "redis":
+        server: RedisServer = request.getfixturevalue("redis")
+        return make_config(kind="redis", url=server.url)
+    if name == "redis-cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster_session")
+        cluster.flush()
+        return make_config(kind="redis", url=cluster.url)
+    return make_config(kind=name, path=str(tmp_path / "db") if name == "leveldb" else "")
+
+
 @pytest.fixture(params=["memory", "leveldb", "redis"])
 def backend_config(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
-    """A config for each storage backend (LevelDB under ``tmp_path/db``; Redis: the
-    session's redis-server, emptied first)."""
-    kind = str(request.param)
-    if kind == "redis":
-        server: RedisServer = request.getfixturevalue("redis")
-        return make_config(kind=kind, url=server.url)
-    return make_config(kind=kind, path=str(tmp_path / "db") if kind == "leveldb" else "")
+    """A config for each storage backend (:func:`config_for_backend`); the storage contract
+    modules add ``redis-cluster``."""
+    return config_for_backend(str(request.param), request, tmp_path)
 
 
 @pytest.fixture

@@ -32,6 +32,23 @@ def free_port() -> int:
         return port
 
 
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    while True:
+        port = free_port()
+        if port < 55_000 and _free(port + 10_000):
+            return port
+
+
 class RedisServer:
     """``redis-server`` on 127.0.0.1:``port`` with its data in ``directory``.
 
@@ -151,3 +168,62 @@ def redis_server(
         yield server
     finally:
         server.stop()
+
+
+class RedisCluster:
+    """Three redis-server masters (``--cluster-enabled yes``, AOF, appendfsync always) joined
+    with ``redis-cli --cluster create``, no replicas; stopped by PID."""
+
+    def __init__(self, directory: Path) -> None:
+        self.nodes: list[RedisServer] = []
+        try:
+            for i in range(3):
+                node_dir = directory / f"node{i}"
+                extra = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+                self.nodes.append(RedisServer(node_dir, extra=extra, port=cluster_port()))
+            addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+            subprocess.run(
+                [
+                    shutil.which("redis-cli") or "/usr/bin/redis-cli",
+                    "--cluster",
+                    "create",
+                    *addresses,
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            self._wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def _wait_ok(self) -> None:
+        deadline = time.monotonic() + 30
+        for node in self.nodes:
+            while True:
+                with node.client() as client:
+                    info = client.execute_command("CLUSTER INFO")
+                if isinstance(info, dict):
+                    if info.get("cluster_state") == "ok":
+                        break
+                elif b"cluster_state:ok" in info:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the Redis cluster did not become ok")
+                time.sleep(0.1)
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            node.flush()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

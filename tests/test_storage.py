@@ -2,7 +2,8 @@
 
 Which test checks which promise of ``registryd/storage/base.py`` (P9 and P10, the node
 directory's, are in ``test_storage_directory.py``); tests taking the ``storage`` fixture run
-over every backend, ``test_leveldb_*`` and ``test_memory_*`` over one:
+over every backend (memory, LevelDB, Redis, a 3-master Redis Cluster; Redis's own promises are in
+``test_storage_redis.py``), ``test_leveldb_*`` and ``test_memory_*`` over one:
 
 ====  ======================================================================================
 P1    test_register_twice_keeps_the_original, test_register_get_exists
@@ -42,6 +43,7 @@ from typing import Any
 import pytest
 
 from registryd import wire
+from registryd.config import Config
 from registryd.errors import SchemaVersionError, StorageError, StorageLockedError
 from registryd.identity import PublicIdentity, user_id
 from registryd.secret import Secret
@@ -51,6 +53,7 @@ from registryd.storage.binding import leveldb_module
 from registryd.storage.leveldb import IDENT, PRES, SCHEMA_KEY, LevelDBStorage
 from registryd.storage.memory import MemoryStorage
 from registryd.timespec import now_ms
+from tests.conftest import config_for_backend
 from tests.helpers import INDEX_KEY_HEX, skip_if_native_expiry
 from tests.vectors import PEPPER_HEX
 
@@ -76,6 +79,12 @@ def identity_json(name: str) -> bytes:
         created_at_ms=1,
         username_hint=name,
     ).to_json()
+
+
+@pytest.fixture(params=["memory", "leveldb", "redis", "redis-cluster"])
+def backend_config(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
+    """The contract runs on a 3-master Redis Cluster too."""
+    return config_for_backend(str(request.param), request, tmp_path)
 
 
 # -- identities -----------------------------------------------------------------------------

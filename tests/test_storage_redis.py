@@ -21,11 +21,11 @@ from registryd.certs import DevCerts
 from registryd.cli import main
 from registryd.errors import SchemaVersionError, StorageError
 from registryd.storage import open_storage
-from registryd.storage.base import SCHEMA_VERSION
-from registryd.storage.redis import SCHEMA_KEY, RedisStorage, identity_key
+from registryd.storage.base import SCHEMA_VERSION, Spend
+from registryd.storage.redis import SCHEMA_KEY, RedisStorage, identity_key, presence_key
 from registryd.timespec import now_ms
 from tests.helpers import app_client, config_text, make_config, write_config
-from tests.redis_support import RedisServer, free_port, redis_server
+from tests.redis_support import RedisCluster, RedisServer, free_port, redis_server
 from tests.test_storage import (
     CANARIES,
     INDEX_KEY,
@@ -221,3 +221,30 @@ def test_weak_durability_is_warned_at_start_and_by_check_config(
             store = RedisStorage(INDEX_KEY, server.url)
         asyncio.run(store.close())
         assert "Redis has" not in caplog.text
+
+
+async def test_a_cluster_spreads_handles_and_keeps_each_on_one_slot(
+    redis_cluster_session: RedisCluster,
+) -> None:
+    cluster = redis_cluster_session
+    cluster.flush()
+    store = RedisStorage(INDEX_KEY, cluster.url)
+    try:
+        names = [f"spread{i}" for i in range(30)]
+        assert await store.merge([(uid(n), n.encode()) for n in names]) == 30
+        for name in names:
+            await store.announce(uid(name), b"here", now_ms() + 60_000)
+        await store.add_nodes(["https://a.example"], 10)
+        assert await store.spend_nonce(b"n" * 16, now_ms() + 60_000, now_ms(), 10) is Spend.SPENT
+    finally:
+        await store.close()
+    held = []
+    for node in cluster.nodes:
+        with node.client() as client:
+            held.append({key for key in client.scan_iter(count=1000)})
+    assert sum(1 for keys in held if any(k.endswith(b":i") for k in keys)) == 3  # every master
+    for name in names:  # a handle's keys share a node (their hash tag's slot)
+        blind = store.blind(uid(name))
+        assert [identity_key(blind) in keys for keys in held] == [
+            presence_key(blind) in keys for keys in held
+        ]
