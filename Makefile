@@ -45,8 +45,9 @@ clean:
 # Load benchmarks (bench/, issue 5). wrk and hey come from Debian's packages, installed when
 # missing. `make bench BENCH_ARGS="--scaling"` adds the 1M-identity and GC scenarios.
 BENCH_ARGS ?=
-BENCH_TOOLS = command -v wrk >/dev/null 2>&1 && command -v hey >/dev/null 2>&1 || \
-	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk hey; }
+BENCH_TOOLS = command -v wrk >/dev/null 2>&1 && command -v hey >/dev/null 2>&1 && \
+	command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk hey redis-server; }
 
 .PHONY: bench bench-smoke
 
