@@ -248,3 +248,18 @@ async def test_a_cluster_spreads_handles_and_keeps_each_on_one_slot(
         assert [identity_key(blind) in keys for keys in held] == [
             presence_key(blind) in keys for keys in held
         ]
+
+
+def test_check_config_never_prints_a_redis_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "redis://registry:s3cret-pw@127.0.0.1:1/0"  # nothing listens on port 1
+    text = config_text(kind="redis", url=url).replace(
+        "[rate_limit]", f'[rate_limit]\nstorage_uri = "{url}"', 1
+    )
+    path = write_config(tmp_path / "r.toml", text)
+    assert main(["check-config", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "s3cret" not in out + err
+    assert '"url": "redis://registry:<redacted>@127.0.0.1:1/0"' in out
+    assert "warning: cannot reach Redis at storage.url" in err

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from .. import config, logs, scaffold
+from ..config.file import redact_url
 from ..errors import ConfigError, KeyUnavailable, MissingDependency, StorageError, UsageError
 from ..keyring import KeyRing, describe_key, key_warnings
 from ..keystore import load_keyring
@@ -144,6 +145,8 @@ def summary(cfg: config.Config, keyring: KeyRing | None = None) -> dict[str, Any
     ]
     if cfg.storage.index_key_hex is None:
         out["storage"]["index_key_hex"] = "<derived from pepper>"
+    out["storage"]["url"] = redact_url(cfg.storage.url)  # a Redis password
+    out["rate_limit"]["storage_uri"] = redact_url(cfg.rate_limit.storage_uri)
     return out
 
 

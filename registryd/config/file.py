@@ -186,6 +186,16 @@ def redis_url_problem(url: str) -> str | None:
     return None if parts.hostname else "needs a host"
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``<redacted>`` (for printing)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:<redacted>@{host}").geturl()
+
+
 def _validate_redis(cfg: Config) -> None:
     storage = cfg.storage
     if storage.kind != "redis":
