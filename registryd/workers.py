@@ -15,7 +15,8 @@ Fresh interpreters (spawned, not forked) so no event loop, thread or pool crosse
 
 Signals: SIGHUP is sent on to every worker (each reloads its config, as one daemon does);
 SIGTERM or SIGINT is sent on, and workers still running after ``shutdown_grace_seconds`` + 5 s
-are killed. A worker that dies on its own is logged and started again after a second. Each
+are killed. A worker that dies on its own is logged and started again after a second; workers
+get SIGTERM if the supervisor dies (``PR_SET_PDEATHSIG``). Each
 worker reports readiness on its stdout; once all have, the supervisor logs ``listening on``,
 calls ``on_ready`` and tells systemd (workers never do).
 """
@@ -23,6 +24,7 @@ calls ``on_ready`` and tells systemd (workers never do).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -42,6 +44,16 @@ log = logging.getLogger("registryd")
 READY = b"registryd-worker-ready\n"
 KILL_AFTER_GRACE_S = 5
 RESTART_DELAY_S = 1.0
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_supervisor() -> None:
+    """In a worker, before exec: SIGTERM when the supervisor dies, even by SIGKILL (Linux), so
+    no orphaned worker keeps serving the socket."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux/glibc
 
 
 async def _check_storage(config: Config) -> None:
@@ -77,7 +89,11 @@ class Supervisor:
         argv = [sys.executable, "-m", "registryd", "serve", *self.worker_args]
         argv += ["--worker-fds", ",".join(map(str, fds))]
         return await asyncio.create_subprocess_exec(
-            *argv, pass_fds=fds, env=env, stdout=asyncio.subprocess.PIPE
+            *argv,
+            pass_fds=fds,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            preexec_fn=_die_with_supervisor,
         )
 
     async def _ready(self, proc: asyncio.subprocess.Process) -> bool:

@@ -244,3 +244,22 @@ def d_log_count(d: Daemon, needle: str) -> int:
                 break
             d.lines.append(chunk)
     return d.log.count(needle)
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(
+    tmp_path: Path, tls_redis: RedisServer, certs: DevCerts
+) -> None:
+    url = tls_redis.url.replace("127.0.0.1", "localhost")
+    tables = f'[server]\nworkers = 2\n[rate_limit]\nstorage_uri = "{url}"\n'
+    d = Daemon(write(tmp_path / "registry.toml", tls_redis, certs, tables))
+    try:
+        assert d.url, d.log
+        workers = children(d.proc.pid)
+        assert len(workers) == 2
+        d.proc.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while [pid for pid in workers if Path(f"/proc/{pid}").exists()]:
+            assert time.monotonic() < deadline, "orphaned workers still running"
+            await asyncio.sleep(0.1)
+    finally:
+        d.stop()

@@ -101,7 +101,6 @@ class SharedRateLimiter:
         ca_file: str | None = None,
         timeout_ms: int = 1000,
     ) -> None:
-        self.ca_file = ca_file
         self._redis: Any = async_client(config.storage_uri, ca_file, timeout_ms / 1000)
         self._script = self._redis.register_script(GCRA)
         self._timeout_s = timeout_ms / 1000
