@@ -4,12 +4,14 @@ ConfigError naming its key path, and secrets never show in reprs, summaries or e
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from registryd import config
 from registryd.cli.daemon import summary as summarize
+from registryd.config import RateLimitConfig, ServerConfig, StorageConfig
 from registryd.errors import ConfigError
 from registryd.keystore import load_keyring
 from tests.config_support import (
@@ -737,3 +739,29 @@ def test_address_port_must_be_ascii_digits() -> None:
 def test_a_key_past_its_not_after_is_a_runtime_matter_not_a_config_error() -> None:
     cfg = parse(toml(envelope=ENVELOPE + f"not_after_epoch_ms = {NOW_MS - 1}\n"))
     assert load_keyring(cfg.envelope).keys[0].state(NOW_MS) == "expired"
+
+
+@pytest.mark.parametrize(
+    ("table", "keys"),
+    [
+        ("storage", ("kind", "path", "index_key_hex", "url", "ca_file", "timeout_ms")),
+        ("server", ("workers",)),
+        ("rate_limit", ("storage_uri",)),
+    ],
+)
+def test_the_scale_out_keys_are_documented(table: str, keys: tuple[str, ...]) -> None:
+    """The example config and the README's config section name every key of these tables
+    (issue 13's keys among them), commented out or set."""
+    root = Path(__file__).resolve().parent.parent
+    example = (root / "config" / "registry.example.toml").read_text()
+    readme = (root / "README.md").read_text()
+    fields = {
+        "storage": StorageConfig,
+        "server": ServerConfig,
+        "rate_limit": RateLimitConfig,
+    }[table].__struct_fields__
+    assert set(keys) <= set(fields)
+    for key in keys:
+        pattern = re.compile(rf"^#? ?{key} = ", re.M)
+        assert pattern.search(example), f"{table}.{key} not in the example config"
+        assert pattern.search(readme) or f"`{key}`" in readme, f"{table}.{key} not in README"
