@@ -143,10 +143,14 @@ class RedisServer:
             time.sleep(0.05)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop it by PID (SIGKILL for a crash) and wait for it to exit."""
+        """Stop it by PID (SIGKILL for a crash) and wait for it to exit (SIGKILL after 20 s)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(30)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
         self.proc = None
 
     def pause(self, paused: bool = True) -> None:

@@ -419,6 +419,12 @@ CASES: list[tuple[str, str, str, str]] = [
         "file not found",
     ),
     (
+        "redis wait_replicas on a cluster",
+        toml(storage='[storage]\nkind = "redis"\nurl = "redis+cluster://h:1"\nwait_replicas = 1\n'),
+        "storage.wait_replicas",
+        "not with a Redis Cluster",
+    ),
+    (
         "redis timeout zero",
         toml(storage='[storage]\nkind = "redis"\nurl = "redis://h:1"\ntimeout_ms = 0\n'),
         "storage.timeout_ms",
@@ -744,7 +750,10 @@ def test_a_key_past_its_not_after_is_a_runtime_matter_not_a_config_error() -> No
 @pytest.mark.parametrize(
     ("table", "keys"),
     [
-        ("storage", ("kind", "path", "index_key_hex", "url", "ca_file", "timeout_ms")),
+        (
+            "storage",
+            ("kind", "path", "index_key_hex", "url", "ca_file", "timeout_ms", "wait_replicas"),
+        ),
         ("server", ("workers",)),
         ("rate_limit", ("storage_uri",)),
     ],

@@ -263,3 +263,50 @@ def test_check_config_never_prints_a_redis_password(
     assert "s3cret" not in out + err
     assert '"url": "redis://registry:<redacted>@127.0.0.1:1/0"' in out
     assert "warning: cannot reach Redis at storage.url" in err
+
+
+def wait_for_replicas(server: RedisServer, count: int) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        with server.client() as client:
+            info = client.info("replication")
+        if info.get("connected_slaves") == count and (
+            count == 0 or info.get("slave0", {}).get("state") == "online"
+        ):
+            return
+        assert time.monotonic() < deadline, info
+        time.sleep(0.05)
+
+
+async def test_wait_replicas_acknowledges_only_replicated_writes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # replication stands in for fsync here; a replica syncs at once (default: after 5 s)
+    weak = ("--appendfsync", "everysec", "--repl-diskless-sync-delay", "0")
+    with redis_server(tmp_path / "primary", extra=weak) as primary:
+        # no AOF on the replica: while it writes its first one after syncing, it ignores SIGTERM
+        replica_of = ("--replicaof", "127.0.0.1", str(primary.port), "--appendonly", "no")
+        with redis_server(tmp_path / "replica", extra=replica_of) as replica:
+            wait_for_replicas(primary, 1)
+            with caplog.at_level(logging.WARNING, logger="registryd"):
+                store = RedisStorage(INDEX_KEY, primary.url, wait_replicas=1, timeout_ms=1000)
+            assert "appendfsync" not in caplog.text
+            try:
+                assert await store.register(uid("alice"), b"replicated") is True
+                with replica.client() as client:  # there as soon as the write is acknowledged
+                    assert client.get(identity_key(store.blind(uid("alice")))) is not None
+                # every kind of write goes through WAIT: scripts in a pipeline too
+                assert await store.merge([(uid("bob"), b"b"), (uid("carol"), b"c")]) == 2
+                assert await store.add_nodes(["https://a.example"], 10) == 1
+                assert await store.spend_nonce(b"n" * 16, now_ms() + 9_000, now_ms(), 9) is (
+                    Spend.SPENT
+                )
+                await store.announce(uid("alice"), b"here", now_ms() + 60_000)
+                replica.stop()
+                wait_for_replicas(primary, 0)
+                start = time.monotonic()
+                with pytest.raises(StorageError, match="reached 0 of 1 replicas"):
+                    await store.register(uid("dave"), b"unreplicated")
+                assert time.monotonic() - start < 1.0
+            finally:
+                await store.close()

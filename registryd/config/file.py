@@ -202,6 +202,8 @@ def _validate_redis(cfg: Config) -> None:
         return
     if (problem := redis_url_problem(storage.url)) is not None:
         raise ConfigError("storage.url", f'{problem} (kind = "redis")')
+    if storage.wait_replicas and "+cluster://" in storage.url:
+        raise ConfigError("storage.wait_replicas", "not with a Redis Cluster url")
     if storage.ca_file is not None:
         if not storage.url.startswith("rediss"):
             raise ConfigError("storage.ca_file", "only with a rediss:// url")

@@ -93,7 +93,9 @@ class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 
     Redis: ``url`` is ``redis://host:port/db``, ``rediss://...`` (TLS, CA from ``ca_file`` or the
     system's), ``unix:///path.sock`` or ``redis+cluster://host:port``; every call must answer
-    within ``timeout_ms`` (milliseconds) or the request gets 503.
+    within ``timeout_ms`` (milliseconds) or the request gets 503. ``wait_replicas`` > 0 makes
+    each write wait (``WAIT``, up to half of ``timeout_ms``) until that many replicas hold it,
+    else the request gets 503 (not with a cluster).
 
     ``index_key_hex`` (32 bytes) keys the blind indexes and the at-rest encryption; if absent
     it is derived from the pepper, which clients know, and a warning is logged.
@@ -105,6 +107,7 @@ class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     url: str = ""
     ca_file: str | None = None
     timeout_ms: Annotated[int, msgspec.Meta(gt=0, le=60_000)] = 1000
+    wait_replicas: Annotated[int, msgspec.Meta(ge=0, le=16)] = 0
 
 
 class PresenceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

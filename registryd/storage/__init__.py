@@ -24,7 +24,11 @@ def open_storage(config: Config) -> Storage:
 
         storage = config.storage
         return RedisStorage(
-            config.index_key(), storage.url, ca_file=storage.ca_file, timeout_ms=storage.timeout_ms
+            config.index_key(),
+            storage.url,
+            ca_file=storage.ca_file,
+            timeout_ms=storage.timeout_ms,
+            wait_replicas=storage.wait_replicas,
         )
     from .leveldb import LevelDBStorage
 

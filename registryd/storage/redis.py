@@ -16,7 +16,8 @@ of one handle, and each shared structure, stay on one slot):
 Every call is bounded by ``[storage] timeout_ms``; any Redis or network error, or the deadline,
 is a :class:`StorageError` (the app answers 503 with ``Retry-After``). A write returns once
 Redis has acknowledged it (P11 needs Redis's ``appendonly yes`` and ``appendfsync always``,
-checked at start-up). In a cluster, :meth:`merge` spans slots, so it stores handle by handle
+checked at start-up, or ``wait_replicas``: each write then also waits for that many
+replicas). In a cluster, :meth:`merge` spans slots, so it stores handle by handle
 (each still atomic) rather than in one atomic write (P3).
 """
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -63,7 +64,8 @@ class RedisStorage(Storage):
     Opening checks ``schema_version`` with a short synchronous connection; raises
     :class:`StorageError` if Redis cannot be reached and
     :class:`~registryd.errors.SchemaVersionError` on an unknown schema. ``timeout_ms`` bounds
-    every call.
+    every call. ``wait_replicas`` > 0: each write is acknowledged only once that many replicas
+    hold it (``WAIT``); start-up then skips the ``appendfsync`` warning.
     """
 
     kind = "redis"
@@ -76,13 +78,16 @@ class RedisStorage(Storage):
         *,
         ca_file: str | None = None,
         timeout_ms: int = 1000,
+        wait_replicas: int = 0,
     ) -> None:
         super().__init__(index_key)
         self._timeout_s = timeout_ms / 1000
+        self._wait_replicas = wait_replicas
+        self._wait_ms = max(timeout_ms // 2, 1)
         self._cluster = is_cluster(url)
         with sync_client(url, ca_file, self._timeout_s) as client:
             check_schema(client, SCHEMA_KEY, SCHEMA_VERSION, PREFIX)
-            for warning in durability_warnings(client):
+            for warning in [] if wait_replicas else durability_warnings(client):
                 log.warning("%s", warning)
         self._r: Any = async_client(url, ca_file, self._timeout_s)
         self._insert_many_lua = self._r.register_script(lua.INSERT_MANY)
@@ -105,14 +110,38 @@ class RedisStorage(Storage):
         except (redis.RedisError, OSError) as exc:
             raise StorageError(f"Redis error: {type(exc).__name__}") from exc
 
+    async def _write(self, build: Callable[[Any], Any]) -> Any:
+        """The write that ``build(client)`` makes, acknowledged by Redis; with
+        ``wait_replicas``, sent with ``WAIT`` on the same connection (a pipeline) and refused
+        (StorageError) unless that many replicas hold it within half the timeout."""
+        if not self._wait_replicas:
+            return await self._call(build(self._r))
+        pipe = self._r.pipeline(transaction=False)
+        build(pipe)
+        pipe.execute_command("WAIT", self._wait_replicas, self._wait_ms)
+        result, held = await self._call(pipe.execute())
+        if int(held) < self._wait_replicas:
+            raise StorageError(f"a write reached {held} of {self._wait_replicas} replicas in time")
+        return result
+
+    def _eval(self, client: Any, script: Any, keys: list[bytes], args: Sequence[Any]) -> Any:
+        """Run ``script`` on ``client``: the pool (a coroutine), or a pipeline it is queued on
+        (loaded first by the pipeline if Redis does not know it)."""
+        if client is self._r:
+            return script(keys, args)
+        client.scripts.add(script)
+        return client.evalsha(script.sha, len(keys), *keys, *args)
+
     async def ping(self) -> None:
         await self._call(self._r.ping())
 
     # -- identities -------------------------------------------------------------------------
 
     async def _insert(self, blind: bytes, sealed: bytes) -> bool:
-        key = identity_key(blind)
-        return bool(await self._call(self._r.set(key, sealed, nx=True)))
+        return await self._set_nx(identity_key(blind), sealed)
+
+    async def _set_nx(self, key: bytes, value: bytes) -> bool:
+        return bool(await self._write(lambda r: r.set(key, value, nx=True)))
 
     async def _get(self, blind: bytes) -> bytes | None:
         value: bytes | None = await self._call(self._r.get(identity_key(blind)))
@@ -127,10 +156,12 @@ class RedisStorage(Storage):
         keys = [identity_key(blind) for blind, _ in records]
         values = [sealed for _, sealed in records]
         if not self._cluster:
-            return int(await self._call(self._insert_many_lua(keys, values)))
+            return int(
+                await self._write(lambda r: self._eval(r, self._insert_many_lua, keys, values))
+            )
         added = 0  # keys of different handles live on different slots: one handle at a time
         for key, sealed in zip(keys, values, strict=True):
-            added += bool(await self._call(self._r.set(key, sealed, nx=True)))
+            added += await self._set_nx(key, sealed)
         return added
 
     # -- presence ---------------------------------------------------------------------------
@@ -138,7 +169,7 @@ class RedisStorage(Storage):
     async def _put_presence(self, blind: bytes, sealed: bytes, expires_at_ms: int) -> None:
         key = presence_key(blind)
         value = BE64.pack(expires_at_ms) + sealed
-        await self._call(self._r.set(key, value, pxat=max(expires_at_ms, 1)))
+        await self._write(lambda r: r.set(key, value, pxat=max(expires_at_ms, 1)))
 
     async def _get_presence(self, blind: bytes) -> tuple[bytes, int] | None:
         value: bytes | None = await self._call(self._r.get(presence_key(blind)))
@@ -156,8 +187,12 @@ class RedisStorage(Storage):
         if not base_urls:
             return 0
         urls = [url.encode() for url in base_urls]
-        call = self._add_nodes_lua([NODE_LIST, NODE_SET], [max(max_nodes, 1), *urls])
-        return int(await self._call(call))
+        args = [max(max_nodes, 1), *urls]
+        return int(
+            await self._write(
+                lambda r: self._eval(r, self._add_nodes_lua, [NODE_LIST, NODE_SET], args)
+            )
+        )
 
     async def nodes(self) -> list[str]:
         urls: list[bytes] = await self._call(self._r.lrange(NODE_LIST, 0, -1))
@@ -167,7 +202,8 @@ class RedisStorage(Storage):
 
     async def _put_dnode(self, host: str, pubkey: bytes, record: bytes, sealed: bytes) -> None:
         value = pubkey + BE32.pack(len(record)) + record + sealed
-        await self._call(self._put_dnode_lua([DNODES, DKEYS], [host, pubkey, value]))
+        args = [host, pubkey, value]
+        await self._write(lambda r: self._eval(r, self._put_dnode_lua, [DNODES, DKEYS], args))
 
     @staticmethod
     def _split_dnode(value: bytes) -> tuple[bytes, bytes, bytes]:
@@ -187,21 +223,25 @@ class RedisStorage(Storage):
         return [(host.decode(), *self._split_dnode(value)) for host, value in entries.items()]
 
     async def delete_directory_node(self, host: str) -> bool:
-        call = self._delete_dnode_lua([DNODES, DKEYS], [host])
-        return bool(await self._call(call))
+        return bool(
+            await self._write(
+                lambda r: self._eval(r, self._delete_dnode_lua, [DNODES, DKEYS], [host])
+            )
+        )
 
     async def spend_nonce(
         self, nonce_id: bytes, expires_at_ms: int, now_ms: int, max_entries: int
     ) -> Spend:
-        call = self._spend_lua([SPENT], [nonce_id, expires_at_ms, now_ms, max_entries])
-        return _SPEND[int(await self._call(call))]
+        args = [nonce_id, expires_at_ms, now_ms, max_entries]
+        return _SPEND[
+            int(await self._write(lambda r: self._eval(r, self._spend_lua, [SPENT], args)))
+        ]
 
     async def nonce_spent(self, nonce_id: bytes) -> bool:
         return await self._call(self._r.zscore(SPENT, nonce_id)) is not None
 
     async def purge_spent_nonces(self, now_ms: int) -> int:
-        call = self._r.zremrangebyscore(SPENT, "-inf", now_ms)
-        return int(await self._call(call))
+        return int(await self._write(lambda r: r.zremrangebyscore(SPENT, "-inf", now_ms)))
 
     # -- end of node directory ----------------------------------------------------------------
 
