@@ -7,7 +7,8 @@ preloads N identities, then
 1. serves the floor (``bench/floor.py``) from that config and measures ``GET /json`` and
    ``POST /echo`` — the most any GET or POST endpoint could do with these Hypercorn settings;
 2. serves the daemon from the same config and measures resolve hits, resolve misses,
-   check_user, register and announce.
+   presence_resolve (hits, after one presence per preloaded identity), check_user, register
+   and announce.
 
 Each measurement is a warm-up (discarded), a ``wrk`` peak run (requests/s, p50, p99) and a run
 at a constant half of that peak (``hey -q``; register: paced ``wrk``, see :mod:`bench.loadgen`)
@@ -29,7 +30,7 @@ from registryd.certs import DevCerts
 from . import loadgen, procs, workload
 from .configs import Secrets, Setup, write_config
 from .loadgen import LoadResult, Retries
-from .preload import preload_leveldb, preload_sync
+from .preload import preload_leveldb, preload_presences, preload_sync
 from .redis_server import redis_server
 from .settings import Settings
 from .workload import RegisterPool, RequestFile
@@ -110,6 +111,15 @@ def request_files(root: Path, identities: int, lines: int, seed: int) -> dict[st
         ),
         "resolve_miss": workload.resolve_requests(
             root / "resolve_miss.tsv", hits=False, identities=identities, lines=lines, seed=seed
+        ),
+        "presence_resolve": workload.resolve_requests(
+            root / "presence_resolve.tsv",
+            hits=True,
+            identities=identities,
+            lines=lines,
+            seed=seed,
+            path="/presence/resolve",
+            endpoint="presence_resolve",
         ),
         "check_user": workload.check_user_requests(
             root / "check_user.tsv", identities=identities, lines=lines, seed=seed
@@ -193,6 +203,10 @@ def run_setup(ws: Workspace, setup: Setup) -> Iterator[Measured]:
             ws.log(
                 f"{setup.label}: /sync preloaded {settings.identities} identities in {took:.1f} s"
             )
+        if "presence_resolve" in settings.endpoints:
+            cafile = ws.certs.ca if setup.mode == "tls" else None
+            took = preload_presences(url, settings.identities, cafile)
+            ws.log(f"{setup.label}: announced {settings.identities} presences in {took:.1f} s")
         for endpoint in settings.endpoints:
             paced = endpoint == "register"  # hey would repeat one envelope: 409s after the first
             peak, half = measure(

@@ -8,6 +8,9 @@
 - Memory: the store lives in the daemon, so the identities go over HTTP once it runs:
   ``POST /sync`` in batches of a few MiB, authenticated with the bench peer token (the config
   sets ``allow_sync = true``, a large ``max_body_bytes`` and the token's Argon2id hash).
+- Presences (both storages): one unsigned ``POST /announce`` per preloaded identity once the
+  daemon runs (the config sets ``[presence] accept_unsigned`` and a day's ``ttl_seconds``, so
+  they outlive the run), :data:`ANNOUNCE_CONCURRENCY` at a time.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from registryd.secret import Secret
 from registryd.storage.leveldb import LevelDBStorage
 
 from .configs import Secrets
-from .workload import preloaded_batches
+from .workload import preloaded_batches, preloaded_presence
 
 LEVELDB_BATCH = 10_000
 SYNC_BATCH = 8_000  # ~640 bytes of JSON each: ~5 MB per request, under max_body_bytes
 SYNC_TIMEOUT_S = 300.0
+ANNOUNCE_CONCURRENCY = 32
 
 
 class PreloadError(RuntimeError):
@@ -73,4 +77,31 @@ def preload_sync(url: str, secrets: Secrets, count: int, seed: int, cafile: Path
             merged = response.json().get("merged")
             if merged != len(batch):
                 raise PreloadError(f"/sync merged {merged} of {len(batch)} identities")
+    return time.perf_counter() - start
+
+
+async def _announce_all(url: str, count: int, verify: ssl.SSLContext | bool) -> None:
+    headers = {"content-type": "application/json"}
+    todo = iter(range(count))
+    async with httpx.AsyncClient(base_url=url, verify=verify, timeout=SYNC_TIMEOUT_S) as client:
+
+        async def worker() -> None:
+            for i in todo:
+                response = await client.post(
+                    "/announce", content=preloaded_presence(i), headers=headers
+                )
+                if response.status_code != 200:
+                    raise PreloadError(f"/announce answered {response.status_code}")
+
+        await asyncio.gather(*(worker() for _ in range(ANNOUNCE_CONCURRENCY)))
+
+
+def preload_presences(url: str, count: int, cafile: Path | None) -> float:
+    """Announce a presence for each of the ``count`` preloaded identities at ``url``; returns
+    the seconds it took."""
+    start = time.perf_counter()
+    verify: ssl.SSLContext | bool = True
+    if cafile is not None:
+        verify = ssl.create_default_context(cafile=str(cafile))
+    asyncio.run(_announce_all(url, count, verify))
     return time.perf_counter() - start

@@ -45,8 +45,8 @@ from registryd.directory.records import NodeRecord, encode
 from registryd.keystore import load_keyring
 from registryd.runtime import Runtime
 from registryd.server import settle_heap
-from registryd.storage.base import DirectoryNode
 from registryd.storage.leveldb import LevelDBStorage
+from registryd.storage.records import DirectoryNode
 
 from .configs import Secrets, Setup, config_text
 from .gc_stall import LagProbe, summary

@@ -33,7 +33,7 @@ def floor_of(endpoint: str) -> str:
 
 def target_ratio(endpoint: str, storage: str) -> float | None:
     """The issue's throughput target for ``endpoint`` as a multiple of its floor, if any."""
-    if endpoint.startswith("resolve"):
+    if endpoint.startswith("resolve") or endpoint == "presence_resolve":
         return RESOLVE_VS_FLOOR
     if endpoint == "check_user":
         return CHECK_USER_VS_FLOOR

@@ -29,6 +29,7 @@ class Settings:
     endpoints: tuple[str, ...] = (
         "resolve_hit",
         "resolve_miss",
+        "presence_resolve",
         "check_user",
         "register",
         "announce",

@@ -7,6 +7,8 @@ encryption keys, 64-byte signature, random bytes: the server does not verify sig
 
 - resolve hits: random preloaded handles, each with one of 1,024 requester X25519 keys;
 - resolve misses: handles of names that were never registered;
+- presence_resolve: as resolve hits, on ``POST /presence/resolve`` (extensions spec §2.4); every
+  preloaded handle has a presence (:func:`bench.preload.preload_presences`);
 - check_user: ``GET /check_user/{handle}``, half preloaded handles and half absent ones;
 - register: one envelope per line for a fresh handle ``bench-reg-{i}``, each a signed identity of
   its own keys sealed to the server's active envelope key with a fresh ephemeral key, exactly as
@@ -103,8 +105,16 @@ def resolve_body(handle_hex: str, requester_hex: str) -> bytes:
 
 
 def resolve_requests(
-    out: Path, *, hits: bool, identities: int, lines: int, seed: int
+    out: Path,
+    *,
+    hits: bool,
+    identities: int,
+    lines: int,
+    seed: int,
+    path: str = "/resolve",
+    endpoint: str | None = None,
 ) -> RequestFile:
+    """Resolve-shaped requests to ``path``: hits on preloaded handles, or misses."""
     rng = random.Random(seed)
     requesters = [x25519_keypair()[1].hex() for _ in range(REQUESTER_KEYS)]
     rows = []
@@ -113,8 +123,8 @@ def resolve_requests(
             handle = _handle_hex(PRELOADED, rng.randrange(identities))
         else:
             handle = _handle_hex(ABSENT, rng.getrandbits(64))
-        rows.append(("POST", "/resolve", resolve_body(handle, rng.choice(requesters))))
-    return _write("resolve_hit" if hits else "resolve_miss", out, rows)
+        rows.append(("POST", path, resolve_body(handle, rng.choice(requesters))))
+    return _write(endpoint or ("resolve_hit" if hits else "resolve_miss"), out, rows)
 
 
 def check_user_requests(out: Path, *, identities: int, lines: int, seed: int) -> RequestFile:
@@ -127,6 +137,14 @@ def check_user_requests(out: Path, *, identities: int, lines: int, seed: int) ->
             handle = _handle_hex(ABSENT, rng.getrandbits(64))
         rows.append(("GET", f"/check_user/{handle}", b""))
     return _write("check_user", out, rows)
+
+
+def preloaded_presence(i: int) -> bytes:
+    """The unsigned ``/announce`` body that gives preloaded identity ``i`` its presence."""
+    presence = wire.Presence(
+        _handle_hex(PRELOADED, i), f"198.51.100.1:{1024 + i % 60000}", now_ms()
+    )
+    return wire.encode(presence)
 
 
 def announce_requests(out: Path, *, identities: int, lines: int, seed: int) -> RequestFile:

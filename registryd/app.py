@@ -19,10 +19,12 @@ from .abuse.ratelimit import RateLimiter, RateLimitMiddleware, Shared
 from .api.admin import AdminApi
 from .api.body import error_response
 from .api.directory import directory_routes
+from .api.ownership import OwnershipApi
 from .api.peers import PeerApi
 from .api.public import PublicApi
 from .config import Config
 from .errors import ApiError, MethodNotAllowed, NotFound, ServiceUnavailable, StorageError
+from .metrics.http import RequestMetrics
 from .presence import gc_loop
 from .runtime import Runtime
 from .tasks import background
@@ -107,7 +109,7 @@ def create_app(state: Runtime, *, run_gc: bool = True) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         presence = lambda: state.config.presence  # noqa: E731 - read anew after reloads
-        gc = gc_loop(state.storage, presence, state.clock) if run_gc else None
+        gc = gc_loop(state.storage, presence, state.clock, state.metrics) if run_gc else None
         try:
             async with background(gc), state.directory.running(probe=run_gc):
                 yield
@@ -122,8 +124,10 @@ def create_app(state: Runtime, *, run_gc: bool = True) -> Starlette:
     limiter = make_limiter(config, clock)
     keys = ClientKeys(config.trusted_proxies)
     admin = AdminApi(state)
+    public = PublicApi(state, pow)
     routes = (
-        PublicApi(state, pow).routes()
+        public.routes()
+        + OwnershipApi(state, public).routes()
         + PeerApi(state).routes()
         + admin.routes()
         + directory_routes(state, admin)
@@ -132,7 +136,9 @@ def create_app(state: Runtime, *, run_gc: bool = True) -> Starlette:
         routes=routes,
         lifespan=lifespan,
         middleware=[
-            # Outermost, so that every early answer (429s included) settles the unread body.
+            # Outermost, so that every request is measured, the 429s and the drain included.
+            Middleware(RequestMetrics, metrics=state.metrics, routes=routes),
+            # So that every early answer (429s included) settles the unread body.
             Middleware(
                 DrainMiddleware,
                 max_bytes=config.server.max_body_bytes,
@@ -140,7 +146,12 @@ def create_app(state: Runtime, *, run_gc: bool = True) -> Starlette:
             ),
             # Outside routing, so unknown paths and wrong methods are limited too; it also puts
             # the client key in the scope for proof of work, so it is installed even when off.
-            Middleware(RateLimitMiddleware, limiter=limiter, keys=keys),
+            Middleware(
+                RateLimitMiddleware,
+                limiter=limiter,
+                keys=keys,
+                on_refusal=lambda r: state.metrics.rate_limited(r.bucket, r.ban_started),
+            ),
         ],
         exception_handlers={
             ApiError: _error_response,

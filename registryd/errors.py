@@ -7,7 +7,9 @@
     │   └── KeystoreError      the keystore cannot be read or written (mode, passphrase, tamper)
     ├── StorageError           the database cannot be opened or used
     │   ├── StorageLockedError another process owns the LevelDB directory
-    │   └── SchemaVersionError the database was written by an unknown schema version
+    │   ├── SchemaVersionError the database was written by an unknown schema version
+    │   └── TransferError      an export file is not one, truncated, altered or for another
+    │                          index key, or an import target is not empty
     ├── ApiError               becomes the wire error body {"error": {"code", "message"}} (spec 4.6)
     │   ├── InvalidInput       400 INVALID_INPUT (also a ValueError: bad usernames, hex, keys ...)
     │   ├── Unauthorized       401 UNAUTHORIZED
@@ -71,6 +73,12 @@ class StorageLockedError(StorageError):
 
 class SchemaVersionError(StorageError):
     """The database has a schema version this build does not know."""
+
+
+class TransferError(StorageError):
+    """An export file cannot be imported (not one, another version, truncated, altered, made
+    with another index key) or its target store is not empty (:mod:`registryd.storage.transfer`).
+    """
 
 
 class ApiError(RegistrydError):

@@ -1,12 +1,15 @@
-"""Presence TTL and the garbage collector that deletes expired presences (spec 4.10, DESIGN)."""
+"""Presence TTL and the garbage collector that deletes expired presences (spec 4.10, DESIGN)
+and expired delete tombstones (extensions spec §2)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 
 from .config import PresenceConfig
+from .metrics import Metrics
 from .storage import Storage
 
 log = logging.getLogger("registryd.presence")
@@ -23,10 +26,20 @@ def expiry_ms(ts_ms: int, now_ms: int, ttl_seconds: int) -> int:
 
 
 async def collect(storage: Storage, now_ms: int, batch: int = GC_BATCH) -> int:
-    """Delete every presence expired at ``now_ms``, ``batch`` at a time, yielding in between."""
+    """Delete every presence expired at ``now_ms``, ``batch`` at a time, yielding in between;
+    returns how many."""
+    return await _drain(storage.purge_expired, now_ms, batch)
+
+
+async def collect_tombstones(storage: Storage, now_ms: int, batch: int = GC_BATCH) -> int:
+    """Delete every delete tombstone (extensions spec §2) expired at ``now_ms``, likewise."""
+    return await _drain(storage.purge_tombstones, now_ms, batch)
+
+
+async def _drain(purge: Callable[[int, int], Awaitable[int]], now_ms: int, batch: int) -> int:
     total = 0
     while True:
-        purged = await storage.purge_expired(now_ms, batch)
+        purged = await purge(now_ms, batch)
         total += purged
         if purged < batch:
             return total
@@ -34,16 +47,25 @@ async def collect(storage: Storage, now_ms: int, batch: int = GC_BATCH) -> int:
 
 
 async def gc_loop(
-    storage: Storage, config: Callable[[], PresenceConfig], clock: Callable[[], int]
+    storage: Storage,
+    config: Callable[[], PresenceConfig],
+    clock: Callable[[], int],
+    metrics: Metrics,
 ) -> None:
     """Run :func:`collect` at start-up and then every ``gc_interval_seconds`` (read from
-    ``config()`` each time, so a reload applies) until cancelled; nothing for a backend that
-    expires presences itself (``native_expiry``: Redis)."""
+    ``config()`` each time, so a reload applies) until cancelled; each pass is recorded in
+    ``metrics`` (task ``presence``); nothing for a backend that expires presences itself
+    (``native_expiry``: Redis).
+    """
     if storage.native_expiry:
         return
     while True:
         try:
-            purged = await collect(storage, clock())
+            started = time.perf_counter()
+            now = clock()
+            purged = await collect(storage, now)
+            await collect_tombstones(storage, now)
+            metrics.gc("presence", time.perf_counter() - started, purged)
             if purged:
                 log.debug("presence gc removed %d expired entries", purged)
         except Exception:

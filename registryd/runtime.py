@@ -24,6 +24,9 @@ from .errors import ConfigError, KeyUnavailable
 from .keyring import KeyRing, key_warnings
 from .keystore import load_keyring
 from .logs import audit
+from .metrics import Metrics
+from .metrics.state import StateCollector
+from .metrics.storage import instrument
 from .storage import Storage
 from .timespec import now_ms
 
@@ -41,6 +44,7 @@ RESTART_ONLY = (
     "pow",
     "trusted_proxies",
     "logging",
+    "metrics",
 )
 
 
@@ -50,7 +54,8 @@ class Runtime:
     ``clock`` returns Unix time in ms (tests pass a controllable one). ``config_path`` is the
     file :meth:`reload` reads. ``resolver`` maps a host name to its addresses for the node
     directory (default: the event loop's ``getaddrinfo``; tests pass a fake). The caller owns
-    ``storage`` and closes it.
+    ``storage`` and closes it. ``metrics`` (:mod:`registryd.metrics`) is this registry's own;
+    ``storage``'s operations are timed into it from now on.
     """
 
     def __init__(
@@ -69,13 +74,17 @@ class Runtime:
         self.config = config
         self.keyring = keyring
         self._reloading = asyncio.Lock()
+        self.metrics = Metrics()
+        instrument(storage, self.metrics)
         self.directory = Directory(
             storage,
             clock,
             lambda: self.config.directory,
             config.index_key(),
             resolver=resolver,
+            metrics=self.metrics,
         )
+        self.metrics.watch(StateCollector(lambda: self.keyring, clock, self.directory.node_counts))
         self.apply(config, keyring)
 
     def __repr__(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import os
 import signal
@@ -35,6 +36,7 @@ from .storage import open_storage
 from .timespec import now_ms
 from .transport import listener
 from .transport.listener import Gate
+from .transport.metrics import metrics_hypercorn_config, serving_metrics
 from .transport.peers import peer_hypercorn_config, serving_peers
 
 log = logging.getLogger("registryd")
@@ -99,6 +101,25 @@ def _bind_peers(config: Config, sock: socket.socket | None) -> socket.socket:
     return sock
 
 
+def _bind_metrics(config: Config, sock: socket.socket | None) -> socket.socket | None:
+    """The metrics listener's socket: ``metrics.address`` bound now, or ``sock``; None
+    without ``[metrics] address``."""
+    if config.metrics.address is None:
+        return None
+    if sock is None:
+        address = config.metrics.address
+        try:
+            sock = bind_socket(*parse_address(address, "metrics.address"))
+        except OSError as exc:
+            raise ConfigError("metrics.address", f"cannot listen on {address}: {exc}") from None
+    host, port = sock.getsockname()[:2]
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
+    log.info("metrics listener on %s (plain HTTP)", url)
+    if not ipaddress.ip_address(host).is_loopback:
+        log.warning("metrics.address is not a loopback address: firewall it to your scrapers")
+    return sock
+
+
 def _gate(config: Config) -> Gate:
     """A listener's connection cap and per-client shares (``[server] max_connections*``)."""
     return Gate(
@@ -140,6 +161,7 @@ async def serve(
     on_ready: Callable[[str], None] | None = None,
     config_path: str | None = None,
     peer_sock: socket.socket | None = None,
+    metrics_sock: socket.socket | None = None,
 ) -> None:
     """Serve until ``shutdown_trigger`` returns (default: SIGINT or SIGTERM).
 
@@ -149,11 +171,14 @@ async def serve(
     SIGHUP re-reads ``config_path`` and its keystore (:meth:`Runtime.reload`) without
     dropping connections. ``on_ready`` receives the base URL once listening. With
     ``[peers] listen``, the peer listener (:mod:`registryd.transport.peers`) serves too, on
-    ``peer_sock`` if given. Raises :class:`ConfigError` and
+    ``peer_sock`` if given; with ``[metrics] address``, the metrics listener
+    (:mod:`registryd.transport.metrics`), on ``metrics_sock`` if given. Raises
+    :class:`ConfigError` and
     :class:`~registryd.errors.StorageError`.
     """
     hc = hypercorn_config(config)
     peer_hc = peer_hypercorn_config(config, hypercorn_config(config))
+    metrics_plain = metrics_hypercorn_config(hypercorn_config(config))
     keyring = load_keyring(config.envelope)
     for warning in key_warnings(keyring, now_ms(), config.envelope.expiry_warning_days):
         log.warning("%s", warning)
@@ -172,6 +197,7 @@ async def serve(
         url = url_of(config, sock)
         if peer_hc is not None:
             peer_sock = _bind_peers(config, peer_sock)
+        metrics_sock = _bind_metrics(config, metrics_sock)
         state = Runtime(config, storage, keyring, now_ms, config_path=config_path)
         app = create_app(state)
         loop = asyncio.get_running_loop()
@@ -201,7 +227,11 @@ async def serve(
             ", mTLS required" if hc.verify_mode == ssl.CERT_REQUIRED else "",
         )
         peers = (peer_hc, peer_sock, _gate(config)) if peer_hc and peer_sock else None
-        async with serving_peers(app, peers, shutdown_trigger) as shutdown_trigger:
+        scraped = None if metrics_sock is None else (metrics_plain, metrics_sock)
+        async with (
+            serving_metrics(state.metrics.exposition, scraped, shutdown_trigger),
+            serving_peers(app, peers, shutdown_trigger) as shutdown_trigger,
+        ):
             # Starlette's ASGI signature is not structurally Hypercorn's TypedDict one.
             await listener.serve(app, hc, sock, _gate(config), shutdown_trigger)  # type: ignore[arg-type]
         log.info("registryd stopped")

@@ -15,7 +15,7 @@ from .aead import NONCE_LEN
 from .encoding import decode_b64, decode_hex, encode_b64
 from .envelope import KID_LEN, X25519_LEN, Sealed
 from .errors import ApiError, InvalidInput
-from .identity import NonNegative, PublicIdentity
+from .identity import U64_MAX, NonNegative, PublicIdentity
 
 T = TypeVar("T")
 
@@ -156,6 +156,32 @@ class Presence(msgspec.Struct, forbid_unknown_fields=True):
         addr = self.addr.strip()
         if not addr or len(addr.encode("utf-8")) > MAX_ADDR_BYTES or not 0 < self.ts_ms < 2**64:
             raise InvalidInput("presence")
+
+
+class UpdateRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /identity/update`` (extensions spec §2.1): ``handle`` (64 hex), the new identity
+    sealed as for ``/register``, ``ts_ms`` (Unix ms, u64), ``signature_hex`` (128 hex)."""
+
+    handle: str
+    envelope: Envelope
+    ts_ms: NonNegative
+    signature_hex: str
+
+    def __post_init__(self) -> None:
+        if self.ts_ms > U64_MAX:
+            raise ValueError("ts_ms: expected an integer that fits in u64")
+
+
+class DeleteRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /identity/delete`` (extensions spec §2.2)."""
+
+    handle: str
+    ts_ms: NonNegative
+    signature_hex: str
+
+    def __post_init__(self) -> None:
+        if self.ts_ms > U64_MAX:
+            raise ValueError("ts_ms: expected an integer that fits in u64")
 
 
 class NodeInfo(msgspec.Struct, forbid_unknown_fields=True):

@@ -44,6 +44,8 @@ INDEX_KEY_HEX = (
     "5d374138f1840c16a2ce6920d03848edaa713ab64af58e4a3a1d685bc48aa420"  # random, not a pattern
 )
 NO_RATE_LIMIT = "[rate_limit]\nenabled = false\n"
+# The reference's behaviour (extensions spec §1, §2.3): identities unchecked, unsigned announces.
+REFERENCE = "[identity]\nverify_signatures = false\n[presence]\naccept_unsigned = true\n"
 BASE_URL = "http://registry.test"
 Client = tuple[str, int]
 
@@ -57,10 +59,15 @@ def config_text(
     extra: str = "",
     tls: str = "",
     tables: str = NO_RATE_LIMIT,
+    reference: bool = False,
 ) -> str:
     """A valid TOML config using the spec 7.2 keys; ``extra`` is inserted as top-level keys and
-    ``tables`` as TOML tables (by default rate limiting is off: most tests are not about it)."""
+    ``tables`` as TOML tables (by default rate limiting is off: most tests are not about it).
+    ``reference`` adds :data:`REFERENCE` (for tests of the reference's behaviour, whose spec
+    vectors carry junk signatures and announce unsigned)."""
     storage = f'[storage]\nkind = "{kind}"\nindex_key_hex = "{INDEX_KEY_HEX}"\n'
+    if reference:
+        tables += REFERENCE
     if path:
         storage += f'path = "{path}"\n'
     if url:
@@ -80,7 +87,7 @@ def skip_if_native_expiry(storage: Storage) -> None:
         pytest.skip("the backend expires presences natively; purge_expired has nothing to do")
 
 
-def backend_of(config: Config) -> dict[str, str]:
+def backend_of(config: Config) -> dict[str, Any]:
     """``config``'s storage as :func:`config_text` keywords (kind, and path or url)."""
     storage = config.storage
     return {
@@ -90,7 +97,7 @@ def backend_of(config: Config) -> dict[str, str]:
     }
 
 
-def make_config(**kwargs: str) -> Config:
+def make_config(**kwargs: Any) -> Config:
     return config_mod.parse(config_text(**kwargs))
 
 

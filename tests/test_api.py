@@ -1,4 +1,6 @@
-"""Endpoint behaviour (spec 4.5, 4.6) through the in-process app, over every storage backend."""
+"""Endpoint behaviour (spec 4.5, 4.6) through the in-process app, over every storage backend,
+with the reference's behaviour (``[identity] verify_signatures = false``, ``[presence]
+accept_unsigned = true``; tests/test_ownership*.py cover the extensions)."""
 
 from __future__ import annotations
 
@@ -83,7 +85,14 @@ def open_resolution(envelope: dict[str, Any], handle: bytes, requester_private: 
 
 
 def config_for(backend: Config, *, extra: str = "", tail: str = "") -> str:
-    return config_text(**backend_of(backend), extra=extra) + tail
+    return config_text(**backend_of(backend), extra=extra, reference=True) + tail
+
+
+@pytest.fixture
+def backend_config(backend_config: Config) -> Config:
+    """These tests check the reference's behaviour with the spec's vectors (junk signatures,
+    unsigned announces): extensions spec §1 and §2.3 are switched off."""
+    return config_mod.parse(config_for(backend_config))
 
 
 PEERS = f'[peers]\ntoken_hashes = ["{TOKEN_HASH}"]\n'
@@ -106,9 +115,13 @@ async def test_register_spec_body_then_conflict(api: httpx.AsyncClient) -> None:
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {"ok": True}
 
+    # byte-for-byte the same identity: idempotent (extensions spec §1); another one: 409
     again = await api.post("/register", content=SPEC_REGISTER_BODY, headers=headers)
-    assert again.status_code == 409
-    assert again.json() == error("CONFLICT", "conflict")
+    assert again.status_code == 200 and again.json() == {"ok": True}
+    other = register_body(identity("alice", created_at_ms=2).to_json(), user_id("alice"))
+    taken = await api.post("/register", json=other)
+    assert taken.status_code == 409
+    assert taken.json() == error("CONFLICT", "conflict")
 
 
 async def test_resolve_returns_sealed_identity(api: httpx.AsyncClient) -> None:

@@ -101,13 +101,43 @@ async def test_second_registration_is_a_409_conflict(aclient: AsyncRegistryClien
 async def test_announce_stores_presence(
     aclient: AsyncRegistryClient, storage: Storage, clock: Clock
 ) -> None:
-    await aclient.announce("alice", "203.0.113.7:51820", ts_ms=clock.now_ms)
+    keys = IdentityKeys.generate()
+    await aclient.register("alice", keys)
+    await aclient.announce("alice", "203.0.113.7:51820", ts_ms=clock.now_ms, keys=keys)
     found = await storage.get_presence(user_id("alice"))
     assert found is not None
-    assert wire.decode(found[0], wire.Presence) == wire.Presence(
-        user_id("alice").hex(), "203.0.113.7:51820", clock.now_ms
+    presence = wire.Presence(user_id("alice").hex(), "203.0.113.7:51820", clock.now_ms)
+    assert wire.decode(found[0], wire.Presence) == presence
+    assert await aclient.presence("alice") == presence
+    with pytest.raises(ServerError) as err:  # unsigned: refused by default
+        await aclient.announce(user_id("alice"), "wss://alice.example.com", clock.now_ms + 1)
+    assert err.value.status == 401
+    await aclient.announce(user_id("alice"), "wss://a.example", clock.now_ms + 1, keys=keys)
+    assert await aclient.presence(user_id("alice")) == wire.Presence(
+        user_id("alice").hex(), "wss://a.example", clock.now_ms + 1
     )
-    await aclient.announce(user_id("alice"), "wss://alice.example.com")  # ts_ms defaults to now
+    assert await aclient.presence("bob") is None
+
+
+async def test_update_and_delete_are_signed_by_the_registered_keys(
+    aclient: AsyncRegistryClient, clock: Clock
+) -> None:
+    keys, new_keys = IdentityKeys.generate(), IdentityKeys.generate()
+    await aclient.register("alice", keys, created_at_ms=1)
+    now = clock.now_ms
+    await aclient.update("alice", keys, new_keys, created_at_ms=2, ts_ms=now)
+    assert_identity_of(await aclient.resolve("alice"), "alice", new_keys)
+    with pytest.raises(ServerError) as err:  # the superseded keys sign no more
+        await aclient.update("alice", keys, keys, created_at_ms=3, ts_ms=now + 1)
+    assert err.value.status == 401
+    with pytest.raises(ServerError) as err:
+        await aclient.delete("alice", keys, ts_ms=now + 2)
+    assert err.value.status == 401
+    await aclient.announce("alice", "203.0.113.7:1", now, keys=new_keys)
+    await aclient.delete("alice", new_keys, ts_ms=now + 3)
+    assert await aclient.resolve("alice") is None
+    assert await aclient.presence("alice") is None
+    await aclient.register("alice", keys, created_at_ms=4)  # free again
 
 
 async def test_invalid_arguments_fail_before_any_request(aclient: AsyncRegistryClient) -> None:
@@ -130,14 +160,21 @@ async def test_envelope_pubkey_is_the_servers_active_key(aclient: AsyncRegistryC
 def test_blocking_client_against_the_real_app() -> None:
     keys = IdentityKeys.generate()
     with in_process_app() as transport, sync_client(transport) as client:
-        client.register("alice", keys)
+        client.register("alice", keys, created_at_ms=1)  # so the update's (now) is after it
         assert_identity_of(client.resolve("alice"), "alice", keys)
         assert client.resolve("bob") is None
         assert client.check_user("alice") is True
-        client.announce("alice", "203.0.113.7:51820")
+        client.announce("alice", "203.0.113.7:51820", keys=keys)
+        presence = client.presence("alice")
+        assert presence is not None and presence.addr == "203.0.113.7:51820"
         with pytest.raises(ServerError) as err:
-            client.register("alice", keys)
+            client.register("alice", IdentityKeys.generate())
         assert err.value.status == 409
+        new_keys = IdentityKeys.generate()
+        client.update("alice", keys, new_keys)
+        assert_identity_of(client.resolve("alice"), "alice", new_keys)
+        client.delete("alice", new_keys)
+        assert client.resolve("alice") is None and client.presence("alice") is None
 
 
 # -- forged and broken servers ------------------------------------------------------------

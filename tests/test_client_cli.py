@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from nacl.signing import SigningKey
 
 from registryd import cli
 from registryd.cli import client as client_cli
@@ -105,10 +106,12 @@ def test_register_resolve_check_announce(run: Run, tmp_path: Path) -> None:
 
     assert run(*base, "check", "alice")[:2] == (0, '{"exists": true}\n')
     assert run(*base, "check", "bob")[:2] == (0, '{"exists": false}\n')
-    assert run(*base, "announce", "alice", "203.0.113.7:51820", "--ts-ms", "1")[:2] == (
-        0,
-        '{"ok": true}\n',
-    )
+    assert run(*base, "announce", "alice", "203.0.113.7:51820")[:2] == (0, '{"ok": true}\n')
+    code, out, _ = run(*base, "presence", "alice")
+    assert code == 0 and json.loads(out)["addr"] == "203.0.113.7:51820"
+    assert run(*base, "presence", "bob") == (1, "", "not found: bob\n")
+    code, _, err = run(*base, "announce", "bob", "203.0.113.7:1")
+    assert code == 2 and "no keys file for bob" in err
 
     saved = keys_file.read_text()
     assert run(*base, "register", "alice") == (1, "", "error: 409 CONFLICT: conflict\n")
@@ -116,7 +119,23 @@ def test_register_resolve_check_announce(run: Run, tmp_path: Path) -> None:
 
     assert run(*base, "resolve", "bob") == (1, "", "not found: bob\n")
 
-    secrets = [PEPPER_HEX, *json.loads(saved).values()]
+    # update: new keys, signed by the old ones; the keys file is replaced
+    code, out, _ = run(*base, "update", "alice")
+    assert code == 0 and json.loads(out)["updated"] is True
+    updated = keys_file.read_text()
+    assert updated != saved and stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    assert not keys_file.with_name(keys_file.name + ".new").exists()
+    shown = json.loads(run(*base, "resolve", "alice")[1])
+    signing = json.loads(updated)["signing_private_key_hex"]
+    assert bytes(shown["signing_public_key"]) == bytes(
+        SigningKey(bytes.fromhex(signing)).verify_key
+    )
+    # delete, signed by the new keys
+    assert run(*base, "delete", "alice")[:2] == (0, '{"deleted": true}\n')
+    assert run(*base, "check", "alice")[:2] == (0, '{"exists": false}\n')
+
+    private = [v for f in (saved, updated) for k, v in json.loads(f).items() if k.endswith("_hex")]
+    secrets = [PEPPER_HEX, *private]
     for text in run.outputs:
         assert not any(str(secret) in text for secret in secrets)
 

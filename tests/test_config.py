@@ -84,7 +84,13 @@ CASES: list[tuple[str, str, str, str]] = [
         "envelope.keys[0].actve",
         "unknown key",
     ),
-    ("unknown table", toml("", "[metrics]\nenabled = true\n"), "metrics", "unknown key"),
+    ("unknown table", toml("", "[metricz]\nenabled = true\n"), "metricz", "unknown key"),
+    (
+        "unknown key in [metrics]",
+        toml("", "[metrics]\nenabled = true\n"),
+        "metrics.enabled",
+        "unknown key",
+    ),
     ("bool as string", toml('allow_sync = "yes"\n'), "allow_sync", "expected bool, got str"),
     (
         "int as string",

@@ -16,13 +16,17 @@ from typing import Any
 import httpx
 import pytest
 from argon2 import PasswordHasher
+from nacl.public import PrivateKey
+from nacl.signing import SigningKey
 
 from registryd import config as config_mod
 from registryd.config import Config
 from registryd.envelope import seal, shared_key
 from registryd.identity import user_id
 from registryd.storage import Storage, open_storage
-from tests.helpers import app_client, backend_of, config_text
+from registryd.timespec import now_ms
+from tests.helpers import Clock, app_client, backend_of, config_text
+from tests.spec_owner import H, Owner, canonical, sign_hex
 from tests.vectors import (
     ALICE_HANDLE_HEX,
     CLIENT_PRIVATE,
@@ -51,6 +55,7 @@ PREFIX = {
     "NOT_FOUND": "not found",
     "METHOD_NOT_ALLOWED": "method not allowed",
     "PAYLOAD_TOO_LARGE": "payload too large",
+    "CONFLICT": "conflict",
 }
 
 
@@ -129,6 +134,156 @@ def nodes(*urls: object) -> bytes:
 
 def identities(*items: bytes) -> bytes:
     return b'{"identities":[' + b",".join(items) + b"]}"
+
+
+# -- ownership (extensions spec §1, §2). Alice has fixed keys; the fixture registers her and has
+# one update and one presence accepted at NOW - 1 s, for replays and stale timestamps to be
+# stale against. Messages are built from the spec's bytes (tests.spec_owner).
+NOW = now_ms() // 1000 * 1000  # the wall clock's: Redis expires presences by its own clock
+SKEW_MS = 300_000  # [identity] signed_op_skew_seconds default
+ALICE_OWNER = Owner("alice", SigningKey(bytes([0x11] * 32)), PrivateKey(bytes([0x22] * 32)))
+BOB_OWNER = Owner("bob", SigningKey(bytes([0x33] * 32)), PrivateKey(bytes([0x44] * 32)))
+CAROL_OWNER = Owner("carol", SigningKey(bytes([0x66] * 32)), PrivateKey(bytes([0x77] * 32)))
+MALLORY_KEY = SigningKey(bytes([0x55] * 32))
+ALICE_H, BOB_H = ALICE_OWNER.handle, BOB_OWNER.handle
+ACCEPTED_TS = NOW - 1_000
+ACCEPTED_ADDR = "203.0.113.7:51820"
+UPDATE, DELETE, PRESENCE_RESOLVE = "/identity/update", "/identity/delete", "/presence/resolve"
+SIGNATURE = "invalid input: identity signature"
+HINT = "invalid input: username_hint does not match user_id"
+MISMATCH = "invalid input: handle does not match identity"
+STALE = "conflict: stale timestamp"
+SKEWED = "invalid input: ts_ms outside the allowed clock skew"
+SIG_HEX = "invalid input: signature_hex"
+
+
+def envelope_of(plaintext: bytes, handle: bytes) -> dict[str, object]:
+    """A /register-style envelope (spec 7.2 client key) around ``plaintext`` for ``handle``."""
+    key = shared_key(
+        bytes.fromhex(PEPPER_HEX), handle, CLIENT_PRIVATE, bytes.fromhex(SERVER_PUBLIC_HEX)
+    )
+    nonce, ciphertext = seal(key, handle, plaintext, bytes.fromhex(NONCE))
+    return envelope(nonce=nonce.hex(), ciphertext=b64(ciphertext))
+
+
+def _signed_ts(ts: object) -> int:
+    return ts if isinstance(ts, int) and 0 <= ts < 2**64 else NOW
+
+
+def update(
+    identity: dict[str, Any] | None = None,
+    ts: object = NOW,
+    *,
+    owner: Owner = ALICE_OWNER,
+    key: SigningKey | None = None,
+    op: str = "update",
+    signed_handle: bytes | None = None,
+    signature_hex: str | None = None,
+    created: int = 3,
+    **fields: object,
+) -> bytes:
+    """A /identity/update body of ``owner``'s handle, valid unless told otherwise: at NOW, to
+    ``owner``'s identity created at ``created``, signed by ``owner``."""
+    plain = canonical(owner.identity(created) if identity is None else identity)
+    if signature_hex is None:
+        signed = owner.handle if signed_handle is None else signed_handle
+        signer = owner.signing if key is None else key
+        signature_hex = sign_hex(signer, op, signed, _signed_ts(ts), H(plain))
+    body: dict[str, object] = {
+        "handle": owner.handle.hex(),
+        "envelope": envelope_of(plain, owner.handle),
+        "ts_ms": ts,
+        "signature_hex": signature_hex,
+        **fields,
+    }
+    return dump(body)
+
+
+def forged_signature() -> dict[str, Any]:
+    """Alice's next identity with a signature that does not verify over its keys."""
+    return {**ALICE_OWNER.identity(3), "signature": list(bytes(64))}
+
+
+def tampered_update() -> bytes:
+    body = json.loads(update())
+    body["envelope"]["ciphertext"] = "A" + body["envelope"]["ciphertext"][1:]
+    return dump(body)
+
+
+def delete(
+    ts: object = NOW,
+    *,
+    owner: Owner = ALICE_OWNER,
+    key: SigningKey | None = None,
+    op: str = "delete",
+    signature_hex: str | None = None,
+) -> bytes:
+    if signature_hex is None:
+        signer = owner.signing if key is None else key
+        signature_hex = sign_hex(signer, op, owner.handle, _signed_ts(ts), H(b""))
+    return dump({"handle": owner.handle.hex(), "ts_ms": ts, "signature_hex": signature_hex})
+
+
+def signed_announce(
+    ts: int = NOW,
+    addr: str = ACCEPTED_ADDR,
+    *,
+    owner: Owner = ALICE_OWNER,
+    key: SigningKey | None = None,
+    op: str = "presence",
+    signed_addr: str | None = None,
+    signature_hex: str | None = None,
+) -> tuple[bytes, tuple[tuple[bytes, bytes], ...]]:
+    """(body, headers) of an announce signed in ``x-registryd-signature`` (§2.3)."""
+    body = {"user_id": owner.handle.hex(), "addr": addr, "ts_ms": ts}
+    if signature_hex is None:
+        signed = canonical({**body, "addr": addr if signed_addr is None else signed_addr})
+        signer = owner.signing if key is None else key
+        signature_hex = sign_hex(signer, op, owner.handle, ts, H(signed))
+    return dump(body), ((b"x-registryd-signature", signature_hex.encode()),)
+
+
+def presence_case(id: str, status: int, **kwargs: Any) -> Case:
+    body, headers = signed_announce(**kwargs)
+    code, message = {
+        400: ("INVALID_INPUT", SKEWED),
+        401: ("UNAUTHORIZED", "unauthorized"),
+        409: ("CONFLICT", STALE),
+    }[status]
+    return post(id, "/announce", body, headers=headers, status=status, code=code, message=message)
+
+
+def unauthorized(id: str, path: str, body: bytes) -> Case:
+    return post(id, path, body, status=401, code="UNAUTHORIZED", message="unauthorized")
+
+
+def stale(id: str, path: str, body: bytes) -> Case:
+    return post(id, path, body, status=409, code="CONFLICT", message=STALE)
+
+
+def carol(
+    *,
+    signing: bytes | None = None,
+    enc: bytes | None = None,
+    sig: bytes | None = None,
+    hint: str = "carol",
+    signed_hint: str | None = None,
+) -> bytes:
+    """CAROL's identity JSON with real keys and signature, each part replaceable (§1)."""
+    spk = bytes(CAROL_OWNER.signing.verify_key) if signing is None else signing
+    epk = bytes(CAROL_OWNER.encryption.public_key) if enc is None else enc
+    payload_hint = (hint if signed_hint is None else signed_hint).encode()
+    payload = b"".join(len(p).to_bytes(4, "big") + p for p in (payload_hint, spk, epk))
+    signature = CAROL_OWNER.signing.sign(payload).signature if sig is None else sig
+    fields = {
+        "user_id": CAROL.hex(),
+        "username_hint": hint,
+        "signing_public_key": list(spk),
+        "encryption_public_key": list(epk),
+        "signature": list(signature),
+        "created_at_ms": 1,
+    }
+    return canonical(fields)
 
 
 REQUESTER = "invalid input: requester_ephemeral_pubkey_hex"
@@ -500,21 +655,134 @@ CASES = [
         identities(identity_text(hint='"\\ud800"')),
         headers=AUTH,
     ),
+    # -- extensions spec §1: identity signatures on /register ----------------------------
+    post("sig-junk-lengths", "/register", sealed(identity_text()), message=SIGNATURE),
+    post("sig-signing-key-31", "/register", sealed(carol(signing=bytes(31))), message=SIGNATURE),
+    post("sig-signing-key-33", "/register", sealed(carol(signing=bytes(33))), message=SIGNATURE),
+    post("sig-enc-key-31", "/register", sealed(carol(enc=bytes(31))), message=SIGNATURE),
+    post("sig-signature-63", "/register", sealed(carol(sig=bytes(63))), message=SIGNATURE),
+    post("sig-signature-65", "/register", sealed(carol(sig=bytes(65))), message=SIGNATURE),
+    post("sig-enc-key-low-order", "/register", sealed(carol(enc=bytes(32))), message=SIGNATURE),
+    post(
+        "sig-over-another-hint", "/register", sealed(carol(signed_hint="carl")), message=SIGNATURE
+    ),
+    post("sig-hint-not-the-handle", "/register", sealed(carol(hint="mallory")), message=HINT),
+    # -- §2.1 /identity/update -------------------------------------------------------------
+    post("update-sig-63-bytes", UPDATE, update(signature_hex="ab" * 63), message=SIG_HEX),
+    post("update-sig-65-bytes", UPDATE, update(signature_hex="ab" * 65), message=SIG_HEX),
+    post("update-sig-non-hex", UPDATE, update(signature_hex="zz" * 64), message=SIG_HEX),
+    post("update-sig-missing", UPDATE, update().replace(b'"signature_hex"', b'"sig"')),
+    post("update-ts-negative", UPDATE, update(ts=-1)),
+    post("update-ts-float", UPDATE, update(ts=1.5)),
+    post("update-ts-float-integral", UPDATE, update(ts=float(NOW))),
+    post("update-ts-over-u64", UPDATE, update(ts=2**64)),
+    post("update-ts-string", UPDATE, update(ts=str(NOW))),
+    post("update-ts-null", UPDATE, update(ts=None)),
+    post("update-ts-future-beyond-skew", UPDATE, update(ts=NOW + SKEW_MS + 1), message=SKEWED),
+    post("update-ts-past-beyond-skew", UPDATE, update(ts=NOW - SKEW_MS - 1), message=SKEWED),
+    stale("update-ts-replayed", UPDATE, update(ts=ACCEPTED_TS, created=2)),
+    stale("update-ts-stale", UPDATE, update(ts=ACCEPTED_TS - 1)),
+    stale("update-ts-equal-other-body", UPDATE, update(ts=ACCEPTED_TS, created=4)),
+    unauthorized("update-signed-for-another-handle", UPDATE, update(signed_handle=BOB_H)),
+    unauthorized("update-signed-as-delete", UPDATE, update(op="delete")),
+    unauthorized("update-signed-as-presence", UPDATE, update(op="presence")),
+    unauthorized("update-signed-by-another-key", UPDATE, update(key=MALLORY_KEY)),
+    unauthorized(
+        "update-unregistered-handle", UPDATE, update(BOB_OWNER.identity(2), owner=BOB_OWNER)
+    ),
+    post(
+        "update-new-identity-self-inconsistent",
+        UPDATE,
+        update(forged_signature()),
+        message=SIGNATURE,
+    ),
+    post(
+        "update-new-identity-hint-mismatch",
+        UPDATE,
+        update(ALICE_OWNER.identity(3, hint="mallory")),
+        message=HINT,
+    ),
+    post(
+        "update-new-identity-of-another-user",
+        UPDATE,
+        update(BOB_OWNER.identity(3)),
+        message=MISMATCH,
+    ),
+    post("update-created-at-not-greater", UPDATE, update(created=2)),
+    post("update-created-at-older", UPDATE, update(created=1)),
+    post(
+        "update-sealed-to-unknown-key",
+        UPDATE,
+        update().replace(KID_HEX.encode(), b"0706050403020100"),
+        message=DECRYPT,
+    ),
+    post("update-envelope-tampered", UPDATE, tampered_update(), message=DECRYPT),
+    post(
+        "update-handle-non-hex",
+        UPDATE,
+        update().replace(ALICE.encode(), b"zz" * 32, 1),
+        message=HANDLE,
+    ),
+    post("update-unknown-field", UPDATE, update(nonce=1)),
+    # -- §2.2 /identity/delete -------------------------------------------------------------
+    post("delete-sig-32-bytes", DELETE, delete(signature_hex="00" * 32), message=SIG_HEX),
+    post("delete-ts-exponent", DELETE, delete().replace(str(NOW).encode(), b"1.7e12")),
+    post("delete-ts-beyond-skew", DELETE, delete(ts=NOW + SKEW_MS + 1), message=SKEWED),
+    stale("delete-ts-stale", DELETE, delete(ts=ACCEPTED_TS)),
+    unauthorized("delete-signed-as-update", DELETE, delete(op="update")),
+    unauthorized("delete-signed-by-another-key", DELETE, delete(key=MALLORY_KEY)),
+    unauthorized("delete-unregistered-handle", DELETE, delete(owner=BOB_OWNER)),
+    # -- §2.3 signed /announce -------------------------------------------------------------
+    unauthorized("announce-unsigned", "/announce", announce(ALICE, ts=NOW)),
+    presence_case("announce-sig-63-bytes", 401, signature_hex="ab" * 63),
+    presence_case("announce-sig-non-hex", 401, signature_hex="xy" * 64),
+    presence_case("announce-signed-over-another-body", 401, signed_addr="198.51.100.1:1"),
+    presence_case("announce-signed-as-update", 401, op="update"),
+    presence_case("announce-signed-by-another-key", 401, key=MALLORY_KEY),
+    presence_case("announce-unregistered-handle", 401, owner=BOB_OWNER),
+    presence_case("announce-replayed", 409, ts=ACCEPTED_TS),
+    presence_case("announce-stale", 409, ts=ACCEPTED_TS - 1, addr="198.51.100.2:2"),
+    presence_case("announce-signed-beyond-skew", 400, ts=NOW - SKEW_MS - 1),
+    # -- §2.4 /presence/resolve ------------------------------------------------------------
+    post(
+        "presence-resolve-requester-zero",
+        PRESENCE_RESOLVE,
+        resolve(ALICE, ZERO_KEY),
+        message=REQUESTER,
+    ),
+    post("presence-resolve-handle-short", PRESENCE_RESOLVE, resolve(ALICE[:62]), message=HANDLE),
+    post("presence-resolve-unknown-field", PRESENCE_RESOLVE, resolve()[:-1] + b', "x": 1}'),
 ]
 
 
 @pytest.fixture
-async def client(backend_config: Config) -> AsyncIterator[httpx.AsyncClient]:
-    """The app over each backend with a peer token and ``allow_sync``; alice is registered."""
+async def app(backend_config: Config) -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
+    """The app over each backend with a peer token and ``allow_sync``; alice is registered and
+    has one update and one presence accepted (at ``ACCEPTED_TS``)."""
     text = config_text(**backend_of(backend_config), extra="allow_sync = true")
     config = config_mod.parse(text + f'[peers]\ntoken_hashes = ["{TOKEN_HASH}"]\n')
     storage: Storage = open_storage(config)
     try:
-        assert await storage.register(bytes.fromhex(ALICE), b'{"registered":"alice"}')
-        async with app_client(config, storage=storage, raise_app_exceptions=False) as c:
-            yield c
+        assert await storage.register(ALICE_H, canonical(ALICE_OWNER.identity(1)))
+        async with app_client(
+            config, storage=storage, clock=Clock(NOW), raise_app_exceptions=False
+        ) as c:
+            json_type = ((b"content-type", b"application/json"),)
+            done = await c.post(
+                UPDATE, content=update(ts=ACCEPTED_TS, created=2), headers=json_type
+            )
+            assert done.status_code == 200, done.text
+            body, headers = signed_announce(ts=ACCEPTED_TS)
+            done = await c.post("/announce", content=body, headers=headers + json_type)
+            assert done.status_code == 200, done.text
+            yield c, storage
     finally:
         await storage.close()
+
+
+@pytest.fixture
+def client(app: tuple[httpx.AsyncClient, Storage]) -> httpx.AsyncClient:
+    return app[0]
 
 
 async def _chunks(body: bytes) -> AsyncIterator[bytes]:
@@ -578,8 +846,11 @@ async def test_malformed_request(client: httpx.AsyncClient, case: Case) -> None:
     assert problems(case, response) == []
 
 
-async def test_no_response_in_the_table_leaks_a_traceback_or_5xx(client: httpx.AsyncClient) -> None:
+async def test_no_response_in_the_table_leaks_a_traceback_or_5xx(
+    app: tuple[httpx.AsyncClient, Storage],
+) -> None:
     """The whole table against one app: one list of every offender, for an overview."""
+    client, storage = app
     offenders = {}
     for case in CASES:
         response = await send(client, case)
@@ -590,3 +861,9 @@ async def test_no_response_in_the_table_leaks_a_traceback_or_5xx(client: httpx.A
     # Nothing in the table registered anything or stored a node.
     assert (await client.get(f"/check_user/{CAROL.hex()}")).json() == {"exists": False}
     assert (await client.get("/nodes")).json() == {"nodes": []}
+    # ... and lost nothing: alice is the accepted update's, her presence the accepted one's.
+    assert await storage.get_identity(ALICE_H) == canonical(ALICE_OWNER.identity(2))
+    assert (await client.get(f"/check_user/{BOB}")).json() == {"exists": False}
+    found = await storage.get_presence(ALICE_H)
+    assert found is not None
+    assert found[0] == canonical({"user_id": ALICE, "addr": ACCEPTED_ADDR, "ts_ms": ACCEPTED_TS})

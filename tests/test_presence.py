@@ -12,10 +12,17 @@ from registryd import presence
 from registryd.config import Config
 from registryd.identity import user_id
 from registryd.storage import Storage
-from tests.helpers import Clock, make_app, skip_if_native_expiry
+from tests.helpers import Clock, backend_of, make_app, make_config, skip_if_native_expiry
 from tests.vectors import ALICE_HANDLE_HEX
 
 TTL_MS = 300_000  # helpers' configs use the default [presence] ttl_seconds = 300
+
+
+@pytest.fixture
+def backend_config(backend_config: Config) -> Config:
+    """The reference's unsigned announces (``[presence] accept_unsigned``); signed ones are in
+    tests/test_ownership*.py."""
+    return make_config(**backend_of(backend_config), reference=True)
 
 
 @pytest.mark.parametrize(

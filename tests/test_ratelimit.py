@@ -134,14 +134,16 @@ def test_ban_lasts_ban_seconds_exactly(clock: Clock) -> None:
     assert allowed(limiter, 2) == 2
     ban_end = clock.now_ms + 300_000
     assert limiter.check(PEER, None) == Refusal(
-        retry_after_s=300, limit=2, remaining=0, reset_s=300
+        retry_after_s=300, limit=2, remaining=0, reset_s=300, bucket="global", ban_started=True
     )
     clock.advance(100.5)
     assert limiter.check(PEER, None) == Refusal(
-        retry_after_s=200, limit=2, remaining=0, reset_s=200
+        retry_after_s=200, limit=2, remaining=0, reset_s=200, bucket="banned"
     )
     clock.now_ms = ban_end - 1
-    assert limiter.check(PEER, None) == Refusal(retry_after_s=1, limit=2, remaining=0, reset_s=1)
+    assert limiter.check(PEER, None) == Refusal(
+        retry_after_s=1, limit=2, remaining=0, reset_s=1, bucket="banned"
+    )
     clock.now_ms = ban_end
     assert allowed(limiter, 5) == 2
 

@@ -57,7 +57,9 @@ async def test_tls_e2e_with_client_library(certs: DevCerts, tmp_path: Path) -> N
                 assert bytes(identity.encryption_public_key) == k.encryption_public_key
                 assert identity.verify_signature()
                 assert await client.check_user(name) is True
-                await client.announce(name, "203.0.113.7:51820")
+                await client.announce(name, "203.0.113.7:51820", keys=k)
+                presence = await client.presence(name)
+                assert presence is not None and presence.addr == "203.0.113.7:51820"
             assert await client.resolve("carol") is None
             assert await client.check_user("carol") is False
             with pytest.raises(ServerError) as conflict:
@@ -145,17 +147,31 @@ def test_restart_persistence_and_nothing_in_clear_at_rest(
     certs: DevCerts, daemon_config: Path, tmp_path: Path
 ) -> None:
     keys = {name: IdentityKeys.generate() for name in CANARIES}
+    old_keys = dict(keys)
+    gone = CANARIES[-1]  # registered, announced, updated, then deleted
     with daemon(daemon_config) as d, RegistryClient(d.url, PEPPER, cafile=str(certs.ca)) as c:
         for name, k in keys.items():
-            c.register(name, k)
-            c.announce(name, "canary-addr-198.51.100.77:4242")
+            c.register(name, k, created_at_ms=1)
+            c.announce(name, "canary-addr-198.51.100.77:4242", keys=k)
+            keys[name] = IdentityKeys.generate()
+            c.update(name, k, keys[name])  # extensions spec §2.1
+            c.announce(name, "canary-addr-203.0.113.99:4343", keys=keys[name])
+        c.delete(gone, keys[gone])
     # a fresh process on the same directory serves what the first acknowledged
     with daemon(daemon_config) as d, RegistryClient(d.url, PEPPER, cafile=str(certs.ca)) as c:
         for name, k in keys.items():
             identity = c.resolve(name)
+            if name == gone:
+                assert identity is None and c.presence(name) is None
+                continue
             assert identity is not None and identity.handle == user_id(name)
             assert bytes(identity.signing_public_key) == k.signing_public_key
-    needles: list[bytes] = [b"canary-addr-198.51.100.77"]
+            presence = c.presence(name)
+            assert presence is not None and presence.addr == "canary-addr-203.0.113.99:4343"
+    needles: list[bytes] = [b"canary-addr-198.51.100.77", b"canary-addr-203.0.113.99"]
+    for k in [*keys.values(), *old_keys.values()]:  # public keys, as bytes and as JSON arrays
+        for public in (k.signing_public_key, k.encryption_public_key):
+            needles += [public, public.hex().encode(), ",".join(map(str, public)).encode()]
     for name in CANARIES:
         handle = user_id(name)
         needles += [
@@ -254,7 +270,7 @@ def test_logs_hold_no_secrets_and_no_handles(certs: DevCerts, daemon_config: Pat
             c.register(name, keys)
             assert c.resolve(name) is not None
             c.check_user(name)
-            c.announce(name, "192.0.2.1:1")
+            c.announce(name, "192.0.2.1:1", keys=keys)
             with pytest.raises(ServerError):
                 c.register(name, keys)
             httpx.post(

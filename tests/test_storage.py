@@ -1,7 +1,9 @@
 """The storage contract (DESIGN "Storage layout") over every backend, plus LevelDB specifics.
 
 Which test checks which promise of ``registryd/storage/base.py`` (P9 and P10, the node
-directory's, are in ``test_storage_directory.py``); tests taking the ``storage`` fixture run
+directory's, are in ``test_storage_directory.py``; P15-P19, ownership's, in
+``test_storage_ownership.py``; P20 and P21, export and import, in
+``test_storage_transfer.py``); tests taking the ``storage`` fixture run
 over every backend (memory, LevelDB, Redis, a 3-master Redis Cluster; Redis's own promises are in
 ``test_storage_redis.py``), ``test_leveldb_*`` and ``test_memory_*`` over one:
 
@@ -50,7 +52,8 @@ from registryd.secret import Secret
 from registryd.storage import Storage
 from registryd.storage.base import SCHEMA_VERSION
 from registryd.storage.binding import leveldb_module
-from registryd.storage.leveldb import IDENT, PRES, SCHEMA_KEY, LevelDBStorage
+from registryd.storage.leveldb import LevelDBStorage
+from registryd.storage.leveldb_keys import IDENT, PRES, SCHEMA_KEY
 from registryd.storage.memory import MemoryStorage
 from registryd.timespec import now_ms
 from tests.conftest import config_for_backend

@@ -25,8 +25,8 @@ from registryd.config import Config
 from registryd.errors import StorageError
 from registryd.secret import Secret
 from registryd.storage import Storage
-from registryd.storage.base import DirectoryNode, Spend
 from registryd.storage.leveldb import LevelDBStorage
+from registryd.storage.records import DirectoryNode, Spend
 from tests.conftest import config_for_backend
 from tests.helpers import INDEX_KEY_HEX
 

@@ -8,6 +8,7 @@ warnings of start-up and ``check-config``.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import signal
 import time
@@ -20,9 +21,19 @@ from registryd import presence
 from registryd.certs import DevCerts
 from registryd.cli import main
 from registryd.errors import SchemaVersionError, StorageError
+from registryd.metrics import Metrics
 from registryd.storage import open_storage
-from registryd.storage.base import SCHEMA_VERSION, Spend
-from registryd.storage.redis import SCHEMA_KEY, RedisStorage, identity_key, presence_key
+from registryd.storage.base import SCHEMA_VERSION
+from registryd.storage.memory import MemoryStorage
+from registryd.storage.records import SLOT_OPS, Spend, Swapped
+from registryd.storage.redis import (
+    PRESENCES,
+    SCHEMA_KEY,
+    RedisStorage,
+    identity_key,
+    presence_key,
+)
+from registryd.storage.transfer import import_file
 from registryd.timespec import now_ms
 from tests.helpers import app_client, config_text, make_config, write_config
 from tests.redis_support import RedisCluster, RedisServer, free_port, redis_server
@@ -125,7 +136,7 @@ async def test_presences_expire_natively_and_the_gc_has_nothing_to_do(redis: Red
         await asyncio.sleep(0.6)
         assert await store.get_presence(uid("alice")) is None
         assert await store.purge_expired(now_ms(), 100) == 0
-        gc = presence.gc_loop(store, lambda: make_config().presence, now_ms)
+        gc = presence.gc_loop(store, lambda: make_config().presence, now_ms, Metrics())
         await asyncio.wait_for(gc, 1)  # returns at once: no loop to run
     finally:
         await store.close()
@@ -310,3 +321,43 @@ async def test_wait_replicas_acknowledges_only_replicated_writes(
                 assert time.monotonic() - start < 1.0
             finally:
                 await store.close()
+
+
+async def test_an_export_imports_into_redis_and_reads_back_the_same(redis: RedisServer) -> None:
+    from tests.test_storage_transfer import LIVE, NODES, NOW, exported, fill, records_of
+
+    source = MemoryStorage(INDEX_KEY)
+    await fill(source)
+    data = await exported(source)
+    target = RedisStorage(INDEX_KEY, redis.url)
+    try:
+        assert await target.is_empty()
+        summary = await import_file(target, io.BytesIO(data), "export", NOW)
+        assert summary.records == 12
+        assert sorted(await records_of(target)) == sorted(await records_of(source))
+        assert await target.get_presence(uid("alice")) == (b'{"addr":"a"}', LIVE)
+        assert await target.nodes() == NODES
+        assert await target.directory_host_of_key(bytes([2]) * 32) == "n2.example"
+        with redis.client() as client:  # imported presences expire natively, and are counted
+            assert 0 < client.pttl(presence_key(target.blind(uid("alice")))) <= LIVE - now_ms()
+            assert client.zcard(PRESENCES) == 1
+    finally:
+        await target.close()
+
+
+async def test_ops_values_expire_natively_unless_written_without_expiry(
+    redis: RedisServer,
+) -> None:
+    store = RedisStorage(INDEX_KEY, redis.url)
+    try:
+        gone, kept = uid("gone"), uid("kept")
+        for handle, expiry in ((gone, now_ms() + 300), (kept, 0)):
+            owned = await store.owned(handle)
+            changes = {SLOT_OPS: (b"t", expiry)}
+            assert await store.swap_owned(owned, changes, 10) is Swapped.DONE
+        await asyncio.sleep(0.5)
+        assert (await store.owned(gone)).ops is None
+        assert (await store.owned(kept)).ops == b"t"
+        assert await store.purge_tombstones(now_ms(), 10) == 0
+    finally:
+        await store.close()

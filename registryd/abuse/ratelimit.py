@@ -92,12 +92,16 @@ class Refusal:
     ``retry_after_s``: until the ban ends, or (no ban) until the refusing bucket holds a token.
     ``limit``: the bucket capacity (``burst``). ``remaining``: tokens left, always 0.
     ``reset_s``: until the refusing bucket has a token again or the ban ends.
+    ``bucket``: the bucket that refused (``global`` or one of :data:`ENDPOINTS`), or
+    ``banned`` for a client already banned; ``ban_started``: this refusal started a ban.
     """
 
     retry_after_s: int
     limit: int
     remaining: int
     reset_s: int
+    bucket: str = "global"
+    ban_started: bool = False
 
 
 class RateLimiter:
@@ -139,7 +143,7 @@ class RateLimiter:
         if record is None:
             record = self._insert(key, now)
         elif record[_BANNED_UNTIL] > now:
-            return self._refusal(record[_BANNED_UNTIL] - now)
+            return self._refusal(record[_BANNED_UNTIL] - now, "banned")
         bucket = "global"
         wait_ms = self._spend(record, _GLOBAL, now)
         if not wait_ms and endpoint is not None:
@@ -152,8 +156,8 @@ class RateLimiter:
             audit(
                 "ban", client=self.pseudonym(key), bucket=bucket, ban_seconds=self._ban_ms // 1000
             )
-            return self._refusal(self._ban_ms)
-        return self._refusal(wait_ms)
+            return self._refusal(self._ban_ms, bucket, ban_started=True)
+        return self._refusal(wait_ms, bucket)
 
     def pseudonym(self, key: str) -> str:
         """16 hex characters standing for client ``key`` in this process's audit lines."""
@@ -172,9 +176,9 @@ class RateLimiter:
         record[slot] = tat + _TOKEN
         return 0.0
 
-    def _refusal(self, wait_ms: float) -> Refusal:
+    def _refusal(self, wait_ms: float, bucket: str, *, ban_started: bool = False) -> Refusal:
         wait_s = math.ceil(wait_ms / 1000)
-        return Refusal(retry_after_s=wait_s, limit=self._burst, remaining=0, reset_s=wait_s)
+        return Refusal(wait_s, self._burst, 0, wait_s, bucket, ban_started)
 
     def _live(self, record: array[float], now: int) -> bool:
         """Whether ``record`` carries information: a ban, or a bucket that is not full."""
@@ -216,6 +220,9 @@ _ROUTES = {
     ("POST", "/api/registry/register"): "register",
     ("POST", "/api/registry/heartbeat"): "register",
     ("POST", "/resolve"): "resolve",
+    ("POST", "/identity/update"): "register",  # extensions spec §2
+    ("POST", "/identity/delete"): "register",
+    ("POST", "/presence/resolve"): "resolve",
     ("GET", "/pow/challenge"): "pow_challenge",
     ("HEAD", "/pow/challenge"): "pow_challenge",
 }
@@ -243,16 +250,23 @@ class RateLimitMiddleware:
     ``retry-after``, ``ratelimit-limit``, ``ratelimit-remaining``, ``ratelimit-reset`` (seconds),
     without reading the body or calling ``app``. ``limiter`` is a :class:`RateLimiter`, or the
     shared store's (:class:`registryd.abuse.stores.SharedRateLimiter`, a :class:`Shared`);
-    ``limiter=None`` (``[rate_limit] enabled = false``) only keys.
+    ``limiter=None`` (``[rate_limit] enabled = false``) only keys. Each refusal is also handed
+    to ``on_refusal`` (the metrics).
     Other scopes (lifespan, websocket) pass through untouched.
     """
 
     def __init__(
-        self, app: ASGIApp, *, limiter: RateLimiter | Shared | None, keys: ClientKeys
+        self,
+        app: ASGIApp,
+        *,
+        limiter: RateLimiter | Shared | None,
+        keys: ClientKeys,
+        on_refusal: Callable[[Refusal], None] | None = None,
     ) -> None:
         self.app = app
         self.limiter = limiter
         self.keys = keys
+        self.on_refusal = on_refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -265,6 +279,8 @@ class RateLimitMiddleware:
                 else:  # the shared store (Redis): one round trip
                     refusal = await limiter.check(key, endpoint)
                 if refusal is not None:
+                    if self.on_refusal is not None:
+                        self.on_refusal(refusal)
                     await _send_429(send, refusal)
                     return
         await self.app(scope, receive, send)

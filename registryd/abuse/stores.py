@@ -159,12 +159,14 @@ class SharedRateLimiter:
             self._down_until = 0.0
         if reply[0] == 0:
             return None
-        if reply[0] == 2:
+        bucket = "banned"
+        if reply[0] != 1:
             bucket = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
+        if reply[0] == 2:
             client = self._fallback.pseudonym(key)
             audit("ban", client=client, bucket=bucket, ban_seconds=self._ban_ms // 1000)
         wait_s = math.ceil(int(reply[1]) / 1000)
-        return Refusal(retry_after_s=wait_s, limit=self._burst, remaining=0, reset_s=wait_s)
+        return Refusal(wait_s, self._burst, 0, wait_s, bucket, ban_started=reply[0] == 2)
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -4,7 +4,8 @@ A peer is a caller on the peer listener (its TLS layer accepted a certificate fr
 peer-only CA) or one with a bearer token matching ``[peers] token_hashes``; anyone else gets
 401. ``/sync`` answers 401 unless ``allow_sync`` too.
 
-    POST /sync    {"identities": [PublicIdentity, ...]} -> {"merged": n}; invalid ones skipped
+    POST /sync    {"identities": [PublicIdentity, ...]} -> {"merged": n}; invalid ones (and,
+                  with [identity] verify_signatures, badly signed ones) skipped
     GET  /nodes   {"nodes": [{"base_url"}, ...]}
     POST /nodes   {"nodes": [{"base_url"}, ...]} -> {"merged": n}; all valid, or nothing stored
 """
@@ -17,6 +18,7 @@ from starlette.routing import Route
 
 from .. import wire
 from ..errors import InvalidInput, Unauthorized
+from ..ownership import check_identity
 from ..runtime import Runtime
 from .auth import TokenVerifier, bearer_token, on_peer_listener
 from .body import json_response, read_json
@@ -56,6 +58,8 @@ class PeerApi:
         for identity in req.identities:
             try:
                 identity.validate()
+                if state.config.identity.verify_signatures:
+                    check_identity(identity)  # extensions spec §1
             except InvalidInput:
                 continue  # the reference skips invalid identities silently
             records.append((identity.handle, identity.to_json()))

@@ -1,9 +1,9 @@
 """The public endpoints (spec 4.5): the reference's methods, paths, bodies and status codes.
 
-POST /register            {"handle", "envelope"} -> {"ok": true}; 409 if taken
+POST /register            {"handle", "envelope"} -> {"ok": true}; 409 if taken by another
+                          identity, 200 again for the same one (extensions spec §1)
 POST /resolve             {"handle", "requester_ephemeral_pubkey_hex"} -> {"handle", "envelope"}
 GET  /check_user/{handle} {"exists": bool}
-POST /announce            {"user_id", "addr", "ts_ms"} -> {"ok": true}
 GET  /envelope_pubkey     the active key; /envelope_pubkeys: every key
 GET  /health              {"status": "ok", "active_kid"}, or 503 {"status": "degraded"}
 GET  /pow/challenge       with [pow] enabled (spec 4.7)
@@ -23,10 +23,10 @@ from ..abuse.pow import ProofOfWork
 from ..abuse.ratelimit import client_key
 from ..encoding import decode_hex
 from ..envelope import padded
-from ..errors import Conflict, InvalidInput, KeyUnavailable, NotFound, StorageError
+from ..errors import Conflict, InvalidInput, KeyUnavailable, NotFound, PowRequired, StorageError
 from ..hashcash import HEADER as POW_HEADER
 from ..identity import PublicIdentity, parse_handle
-from ..presence import expiry_ms
+from ..ownership import check_identity
 from ..runtime import Runtime
 from .body import OK, json_response, read_json
 
@@ -45,7 +45,6 @@ class PublicApi:
             Route("/register", self.register, methods=["POST"]),
             Route("/resolve", self.resolve, methods=["POST"]),
             Route("/check_user/{handle}", self.check_user, methods=["GET"]),
-            Route("/announce", self.announce, methods=["POST"]),
             Route("/envelope_pubkey", self.envelope_pubkey, methods=["GET"]),
             Route("/envelope_pubkeys", self.envelope_pubkeys, methods=["GET"]),
             Route("/health", self.health, methods=["GET"]),
@@ -73,12 +72,21 @@ class PublicApi:
     async def require_pow(self, request: Request) -> None:
         """Spec 4.7: with ``[pow] enabled``, a fresh proof in ``x-enigma-pow`` (400 otherwise)."""
         if self.pow is not None:
-            await self.pow.averify(request.headers.get(POW_HEADER), client_key(request))
+            proofs = self.state.metrics.pow_proofs
+            try:
+                await self.pow.averify(request.headers.get(POW_HEADER), client_key(request))
+            except PowRequired:
+                proofs.labels("refused").inc()
+                raise
+            proofs.labels("accepted").inc()
 
-    @staticmethod
-    def _challenge(pow: ProofOfWork) -> Callable[[Request], Awaitable[Response]]:
+    def _challenge(self, pow: ProofOfWork) -> Callable[[Request], Awaitable[Response]]:
+        issued = self.state.metrics.pow_issued
+
         async def pow_challenge(request: Request) -> Response:
-            return json_response(await pow.aissue(client_key(request)))
+            challenge = await pow.aissue(client_key(request))
+            issued.inc()
+            return json_response(challenge)
 
         return pow_challenge
 
@@ -91,11 +99,23 @@ class PublicApi:
         if identity.handle != handle:
             raise InvalidInput("handle does not match identity")
         identity.validate()
-        if not await state.storage.register(handle, identity.to_json()):
-            raise Conflict()
+        if state.config.identity.verify_signatures:
+            check_identity(identity)
+        stored = identity.to_json()
+        if not await state.storage.register(handle, stored):
+            if await state.storage.get_identity(handle) != stored:  # equal: idempotent
+                raise Conflict()
         return json_response(OK)
 
     async def resolve(self, request: Request) -> Response:
+        return await self.sealed_lookup(request, self.state.storage.get_identity)
+
+    async def sealed_lookup(
+        self, request: Request, lookup: Callable[[bytes], Awaitable[bytes | None]]
+    ) -> Response:
+        """Answer a resolve-shaped request (spec 4.2, 4.5; extensions spec §2.4): proof of
+        work, then ``lookup(handle)`` sealed to the requester, a miss constant-shape when
+        ``[privacy] constant_shape_resolve``."""
         state = self.state
         await self.require_pow(request)
         req = await read_json(request, wire.ResolveRequest, state.config.server)
@@ -106,16 +126,16 @@ class PublicApi:
             seal_to_requester = state.keyring.resolution_sealer(handle, requester, state.clock())
         except InvalidInput:
             raise InvalidInput(field) from None
-        identity = await state.storage.get_identity(handle)
+        found = await lookup(handle)
         privacy = state.config.privacy
         if not privacy.constant_shape_resolve:
-            sealed = None if identity is None else seal_to_requester(identity)
+            sealed = None if found is None else seal_to_requester(found)
         else:  # a miss looks like a hit: same length bucket, same DH and AEAD work
             pad = privacy.resolve_pad_bytes
             if pad != self._pad:  # at start-up, and after a reload that changed it
                 self._pad, self._miss = pad, bytearray(os.urandom(pad))
             # bytes(...) copies, as padded() does: both paths allocate and fill one bucket
-            plaintext = bytes(self._miss) if identity is None else padded(identity, pad)
+            plaintext = bytes(self._miss) if found is None else padded(found, pad)
             sealed = seal_to_requester(plaintext)
         envelope = None if sealed is None else wire.Envelope.build(*sealed)
         return json_response(wire.ResolveResponse(req.handle, envelope))
@@ -127,17 +147,6 @@ class PublicApi:
         handle = parse_handle(request.path_params["handle"])
         exists = await self.state.storage.exists(handle)
         return json_response(b'{"exists":true}' if exists else b'{"exists":false}')
-
-    async def announce(self, request: Request) -> Response:
-        state = self.state
-        presence = await read_json(request, wire.Presence, state.config.server)
-        handle = decode_hex(presence.user_id, 32, "user_id")
-        presence.validate()
-        now = state.clock()
-        presence.user_id = handle.hex()
-        expires = expiry_ms(presence.ts_ms, now, state.config.presence.ttl_seconds)
-        await state.storage.announce(handle, wire.encode(presence), expires)
-        return json_response(OK)
 
     async def envelope_pubkey(self, request: Request) -> Response:
         now = self.state.clock()

@@ -8,6 +8,7 @@ client.py         client register|resolve|check|announce; client_config.py: its 
 directory.py      directory list|remove (the node directory, through the admin API)
 node.py           node init|run|status (the node agent)
 health.py         health --url URL: a running daemon's /health, for Docker and monitors
+storage.py        storage export|import: sealed records to a file and back
 
 Modules are loaded when a command needs them: importing ``registryd.cli.client_config`` (the
 client's settings, for library users) loads no other command.

@@ -3,7 +3,10 @@
     registryd client register NAME          create or reuse NAME's keys, register them
     registryd client resolve NAME           print NAME's identity (user_id checked)
     registryd client check NAME             print {"exists": true|false}
-    registryd client announce NAME ADDR     announce presence at ADDR
+    registryd client announce NAME ADDR     announce presence at ADDR, signed with NAME's keys
+    registryd client presence NAME          print NAME's presence
+    registryd client update NAME            replace NAME's keys by new ones (signed by the old)
+    registryd client delete NAME            delete NAME's identity and presence (signed)
 
 Settings: flags first, then the environment, then the client config (a ``[client]`` table, see
 :class:`registryd.cli.client_config.ClientConfig`). Exit codes: 0 success, 1 failure (server,
@@ -143,7 +146,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     a = actions.add_parser(
         "announce",
         help="announce NAME's presence at ADDR",
-        description='Announce that NAME is reachable at ADDR. Prints {"ok": true}.',
+        description="Announce that NAME is reachable at ADDR, signed with NAME's keys file "
+        '(extensions spec §2.3). Prints {"ok": true}.',
     )
     a.add_argument("name", metavar="NAME", help=name_help)
     a.add_argument(
@@ -155,6 +159,28 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="N",
         help="time of the announcement in Unix milliseconds (default: now)",
     )
+    a = actions.add_parser(
+        "presence",
+        help="print NAME's presence",
+        description="Print NAME's unexpired presence as JSON (extensions spec §2.4). Exits 1 "
+        'with "not found" if there is none.',
+    )
+    a.add_argument("name", metavar="NAME", help=name_help)
+    a = actions.add_parser(
+        "update",
+        help="replace NAME's keys by new ones",
+        description="Generate new keys for NAME and replace its identity with them, signed by "
+        "the keys in its keys file (extensions spec §2.1); the keys file is replaced once the "
+        'registry has accepted. Prints {"updated": true, "handle": ..., "keys_file": ...}.',
+    )
+    a.add_argument("name", metavar="NAME", help=name_help)
+    a = actions.add_parser(
+        "delete",
+        help="delete NAME's identity and presence",
+        description="Delete NAME, signed by the keys in its keys file (extensions spec §2.2); "
+        'the keys file is kept. Prints {"deleted": true}.',
+    )
+    a.add_argument("name", metavar="NAME", help=name_help)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -268,9 +294,53 @@ def _check(client: RegistryClient, keys_dir: Path, args: argparse.Namespace) -> 
     return 0
 
 
+def _keys_file(keys_dir: Path, name: str) -> Path:
+    return keys_dir / f"{user_id(name).hex()}.json"
+
+
+def _owner_keys(keys_dir: Path, name: str) -> IdentityKeys:
+    path = _keys_file(keys_dir, name)
+    if not path.exists():
+        raise UsageError(f"no keys file for {name} in {keys_dir}: register it from here first")
+    return IdentityKeys.load(path)
+
+
 def _announce(client: RegistryClient, keys_dir: Path, args: argparse.Namespace) -> int:
-    client.announce(args.name, args.addr, args.ts_ms)
+    keys = _owner_keys(keys_dir, args.name)
+    client.announce(args.name, args.addr, args.ts_ms, keys=keys)
     _print({"ok": True})
+    return 0
+
+
+def _presence(client: RegistryClient, keys_dir: Path, args: argparse.Namespace) -> int:
+    presence = client.presence(args.name)
+    if presence is None:
+        print(f"not found: {args.name}", file=sys.stderr)
+        return 1
+    _print({"user_id": presence.user_id, "addr": presence.addr, "ts_ms": presence.ts_ms})
+    return 0
+
+
+def _update(client: RegistryClient, keys_dir: Path, args: argparse.Namespace) -> int:
+    keys = _owner_keys(keys_dir, args.name)
+    path = _keys_file(keys_dir, args.name)
+    pending = path.with_name(path.name + ".new")  # durable before the registry switches keys
+    pending.unlink(missing_ok=True)
+    new_keys = IdentityKeys.generate()
+    new_keys.save(pending)
+    try:
+        client.update(args.name, keys, new_keys)
+    except BaseException:
+        pending.unlink(missing_ok=True)
+        raise
+    os.replace(pending, path)
+    _print({"updated": True, "handle": user_id(args.name).hex(), "keys_file": str(path)})
+    return 0
+
+
+def _delete(client: RegistryClient, keys_dir: Path, args: argparse.Namespace) -> int:
+    client.delete(args.name, _owner_keys(keys_dir, args.name))
+    _print({"deleted": True})
     return 0
 
 
@@ -279,4 +349,7 @@ ACTIONS: dict[str, Callable[[RegistryClient, Path, argparse.Namespace], int]] = 
     "resolve": _resolve,
     "check": _check,
     "announce": _announce,
+    "presence": _presence,
+    "update": _update,
+    "delete": _delete,
 }

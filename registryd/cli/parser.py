@@ -12,6 +12,7 @@
     registryd directory list|remove HOST    the node directory, through the admin API
     registryd node init|run|status          the node agent (extensions spec section 4)
     registryd health --url URL [--cafile CA] is a running daemon healthy? (exit 0 / 1)
+    registryd storage export|import ...     sealed records to a file and back (backup, migration)
 
 Exit codes (:mod:`registryd.cli.common`): 0 success, 1 failure (config, storage, server
 errors), 2 usage errors; ``node status`` also 3 (not registered).
@@ -22,7 +23,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
-from . import client, daemon, directory, health, keys, node
+from . import client, daemon, directory, health, keys, node, storage
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parsers(sub)
     node.add_parsers(sub)
     health.add_parser(sub)
+    storage.add_parsers(sub)
     return parser
 
 

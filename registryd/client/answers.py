@@ -106,6 +106,26 @@ def open_identity(
     return identity
 
 
+def open_presence(
+    pepper: bytes, handle: bytes, private: bytes, envelope: wire.Envelope
+) -> wire.Presence | None:
+    """The Presence sealed in a ``/presence/resolve`` answer (extensions spec §2.4), or None
+    for a constant-shape miss; :class:`ProtocolError` as :func:`open_identity`."""
+    with protocol("/presence/resolve envelope"):
+        sealed = envelope.sealed()
+        key = shared_key(pepper, handle, private, sealed.sender_public)
+        plaintext = open_sealed(key, handle, sealed.nonce, sealed.ciphertext)
+    try:
+        presence = wire.decode(plaintext, wire.Presence)
+    except InvalidInput:
+        return None
+    with protocol("/presence/resolve envelope"):
+        presence.validate()
+        if decode_hex(presence.user_id, 32, "user_id") != handle:
+            raise ProtocolError("the server answered with the presence of another handle")
+    return presence
+
+
 def printable(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text[:MAX_ERROR_TEXT])
 

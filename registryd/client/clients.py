@@ -29,7 +29,8 @@ from .. import __version__
 from ..envelope import PEPPER_LEN
 from ..errors import ProtocolError, ServerError, TransportError
 from ..hashcash import solve as solve_pow
-from ..identity import PublicIdentity
+from ..identity import PublicIdentity, user_id
+from ..wire import Presence
 from .answers import ServerKey, server_error
 from .flows import Call, Flow, Flows, Work, handle_of, resume
 from .identity_keys import IdentityKeys
@@ -214,13 +215,49 @@ class RegistryClient(_Client):
         return self._run(self._check_user(handle_of(username_or_handle)))
 
     def announce(
-        self, username_or_handle: str | bytes, addr: str, ts_ms: int | None = None
+        self,
+        username_or_handle: str | bytes,
+        addr: str,
+        ts_ms: int | None = None,
+        *,
+        keys: IdentityKeys | None = None,
     ) -> None:
         """Announce presence at ``addr`` (≤ 256 bytes) at ``ts_ms`` (Unix ms, default now).
 
-        ``POST /announce`` (spec 3, 4.5); :class:`InvalidInput` for an empty or long ``addr``.
+        ``POST /announce`` (spec 3, 4.5), signed with ``keys`` in ``x-registryd-signature``
+        (extensions spec §2.3; without ``keys`` unsigned, which registryd accepts only with
+        ``[presence] accept_unsigned``). :class:`InvalidInput` for an empty or long ``addr``;
+        :class:`ServerError` 401 (not registered, or not these keys), 409 (``ts_ms`` not after
+        the last presence's), 503 (presence store full).
         """
-        self._run(self._announce(handle_of(username_or_handle), addr, ts_ms))
+        self._run(self._announce(handle_of(username_or_handle), addr, ts_ms, keys))
+
+    def update(
+        self,
+        username: str,
+        keys: IdentityKeys,
+        new_keys: IdentityKeys,
+        *,
+        created_at_ms: int | None = None,
+        ts_ms: int | None = None,
+    ) -> None:
+        """Replace ``username``'s identity by ``new_keys``' (``POST /identity/update``,
+        extensions spec §2.1), signed with the registered ``keys``; the new identity's
+        ``created_at_ms`` (default now) must be after the stored one's, ``ts_ms`` (Unix ms,
+        default now) after the last signed identity operation's. :class:`ServerError` 400,
+        401 (not registered, or not these keys), 409 (stale ``ts_ms``)."""
+        identity = new_keys.identity(username, created_at_ms=created_at_ms)
+        self._run(self._update(keys, identity, self._ts(ts_ms)))
+
+    def delete(self, username: str, keys: IdentityKeys, *, ts_ms: int | None = None) -> None:
+        """Delete ``username``'s identity and presence (``POST /identity/delete``, extensions
+        spec §2.2), signed with the registered ``keys``; errors as :meth:`update`."""
+        self._run(self._delete(keys, user_id(username), self._ts(ts_ms)))
+
+    def presence(self, username_or_handle: str | bytes) -> Presence | None:
+        """The user's unexpired presence (``POST /presence/resolve``, extensions spec §2.4),
+        or None; proof of work and errors as :meth:`resolve`."""
+        return self._run(self._presence(handle_of(username_or_handle)))
 
     def close(self) -> None:
         self._http.close()
@@ -305,10 +342,36 @@ class AsyncRegistryClient(_Client):
         return await self._run(self._check_user(handle_of(username_or_handle)))
 
     async def announce(
-        self, username_or_handle: str | bytes, addr: str, ts_ms: int | None = None
+        self,
+        username_or_handle: str | bytes,
+        addr: str,
+        ts_ms: int | None = None,
+        *,
+        keys: IdentityKeys | None = None,
     ) -> None:
         """See :meth:`RegistryClient.announce`."""
-        await self._run(self._announce(handle_of(username_or_handle), addr, ts_ms))
+        await self._run(self._announce(handle_of(username_or_handle), addr, ts_ms, keys))
+
+    async def update(
+        self,
+        username: str,
+        keys: IdentityKeys,
+        new_keys: IdentityKeys,
+        *,
+        created_at_ms: int | None = None,
+        ts_ms: int | None = None,
+    ) -> None:
+        """See :meth:`RegistryClient.update`."""
+        identity = new_keys.identity(username, created_at_ms=created_at_ms)
+        await self._run(self._update(keys, identity, self._ts(ts_ms)))
+
+    async def delete(self, username: str, keys: IdentityKeys, *, ts_ms: int | None = None) -> None:
+        """See :meth:`RegistryClient.delete`."""
+        await self._run(self._delete(keys, user_id(username), self._ts(ts_ms)))
+
+    async def presence(self, username_or_handle: str | bytes) -> Presence | None:
+        """See :meth:`RegistryClient.presence`."""
+        return await self._run(self._presence(handle_of(username_or_handle)))
 
     async def aclose(self) -> None:
         await self._http.aclose()

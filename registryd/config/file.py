@@ -26,7 +26,9 @@ from .tables import (
     AdminConfig,
     DirectoryConfig,
     EnvelopeConfig,
+    IdentityConfig,
     LoggingConfig,
+    MetricsConfig,
     NonNegative,
     PeersConfig,
     PowConfig,
@@ -54,6 +56,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     tls: TlsConfig | None = None
     storage: StorageConfig = StorageConfig()
     presence: PresenceConfig = PresenceConfig()
+    identity: IdentityConfig = IdentityConfig()
     pow: PowConfig = PowConfig()
     server: ServerConfig = ServerConfig()
     privacy: PrivacyConfig = PrivacyConfig()
@@ -61,6 +64,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     admin: AdminConfig = AdminConfig()
     directory: DirectoryConfig = DirectoryConfig()
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -154,6 +158,21 @@ def _validate_peers(cfg: Config) -> None:
         raise ConfigError("peers.client_ca_pem_path", "required with peers.listen (a peer-only CA)")
     if port and (host, port) == cfg.host_port:
         raise ConfigError("peers.listen", "must differ from address")
+
+
+def _validate_metrics(cfg: Config) -> None:
+    """``metrics.address``: an ``IP:port`` of its own, never the public (or peer) listener's."""
+    if cfg.metrics.address is None:
+        return
+    port = parse_address(cfg.metrics.address, "metrics.address")[1]
+    taken = [("address", cfg.address)]
+    if cfg.peers.listen is not None:
+        taken.append(("peers.listen", cfg.peers.listen))
+    for key, address in taken:
+        if port and port == parse_address(address, key)[1]:  # any host: the safer reading
+            raise ConfigError(
+                "metrics.address", f"must not be {key}'s port: metrics have a listener of their own"
+            )
 
 
 def _validate_paths(cfg: Config) -> None:
@@ -274,6 +293,7 @@ def _validate(cfg: Config) -> None:
             "privacy.resolve_pad_bytes", "expected a power of two from 256 to 1048576"
         )
     _validate_peers(cfg)
+    _validate_metrics(cfg)
     _validate_paths(cfg)
     uri = cfg.rate_limit.storage_uri
     if uri != "memory://" and (problem := redis_url_problem(uri)) is not None:

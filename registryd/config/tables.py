@@ -112,10 +112,24 @@ class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 
 class PresenceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``[presence]``: announcements live ``ttl_seconds`` (at most a year); GC runs every
-    ``gc_interval_seconds`` (at most a day)."""
+    ``gc_interval_seconds`` (at most a day). ``accept_unsigned`` keeps the reference's unsigned
+    ``POST /announce`` (extensions spec §2.3; signed ones are still checked); at most
+    ``max_entries`` presences are stored (a new handle's announce then gets 503)."""
 
     ttl_seconds: Annotated[int, msgspec.Meta(gt=0, le=365 * DAY)] = 300 * SECONDS
     gc_interval_seconds: Annotated[int, msgspec.Meta(gt=0, le=DAY)] = 60 * SECONDS
+    accept_unsigned: bool = False
+    max_entries: Positive = 1_000_000
+
+
+class IdentityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[identity]`` (extensions spec §1, §2): ``verify_signatures`` checks every identity
+    registered, synced or updated (key and signature lengths, Ed25519 over ``signed_payload``,
+    ``username_hint`` hashing to ``user_id``); a signed operation's ``ts_ms`` must be within
+    ``signed_op_skew_seconds`` of the server's clock (at most a day)."""
+
+    verify_signatures: bool = True
+    signed_op_skew_seconds: Annotated[int, msgspec.Meta(gt=0, le=DAY)] = 300 * SECONDS
 
 
 class PowConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -207,6 +221,16 @@ class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 
     format: Literal["plain", "json"] = "plain"
     level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[metrics]`` (registryd only): ``address`` (``IP:port``) opens a plain-HTTP listener
+    serving Prometheus metrics at ``GET /metrics`` (README "Metrics"); absent, none is opened.
+    It must differ from ``address`` and ``peers.listen``: metrics are never served on the
+    public port. Changing it needs a restart.
+    """
+
+    address: str | None = None
 
 
 # -- node directory (extensions spec §3) -------------------------------------------------------

@@ -25,7 +25,7 @@ import blake3
 from ..errors import ApiError, ServiceUnavailable
 from ..secret import Secret
 from ..storage import Storage
-from ..storage.base import Spend
+from ..storage.records import Spend
 
 DOMAIN = b"registryd:directory:nonce:v1"
 KEY_CONTEXT = "registryd directory nonce key v1"

@@ -9,12 +9,13 @@ and again when ``uptime_window`` changes (the ratios depend on it).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 import msgspec
 
 from . import records
-from .records import NodeRecord
+from .records import OFFLINE, ONLINE, UNKNOWN, NodeRecord
 
 SortKey = tuple[int, str, str]
 
@@ -45,6 +46,12 @@ class Listing:
     def remove(self, host: str) -> None:
         if self._views is not None and self._views.pop(host, None) is not None:
             self._body = None
+
+    def counts(self) -> dict[str, int]:
+        """Entries by status (``online``, ``unknown``, ``offline``), from the sort keys' ranks;
+        all 0 before the first load."""
+        ranks = Counter(key[0] for key, _ in (self._views or {}).values())
+        return {status: ranks[rank] for rank, status in enumerate((ONLINE, UNKNOWN, OFFLINE))}
 
     def __len__(self) -> int:
         return 0 if self._views is None else len(self._views)

@@ -27,8 +27,9 @@ import anyio.to_thread
 import httpx
 
 from ..config import DirectoryConfig
+from ..metrics import Metrics
 from ..storage import Storage
-from ..storage.base import DirectoryNode
+from ..storage.records import DirectoryNode
 from . import records
 from .records import OFFLINE, ONLINE
 from .ssrf import AddressPolicy, PinnedTransport
@@ -68,6 +69,7 @@ class Probed(Protocol):
     storage: Storage
     clock: Callable[[], int]
     resolver: Resolver
+    metrics: Metrics
 
     @property
     def config(self) -> DirectoryConfig: ...
@@ -91,6 +93,13 @@ class RoundStats:
     @property
     def duration_s(self) -> float:
         return self.ended - self.started
+
+
+def _measured(outcome: Outcome) -> tuple[str, float | None]:
+    """A probe's metrics outcome (``up``, ``down``, ``refused``) and latency in seconds."""
+    if outcome.ok:
+        return "up", None if outcome.latency_ms is None else outcome.latency_ms / 1000
+    return ("refused" if outcome.refused else "down"), None
 
 
 class Prober:
@@ -124,7 +133,9 @@ class Prober:
         config = directory.config
         if self._ssl is None:  # loading CA certificates takes ~20 ms: not on the event loop
             self._ssl = await anyio.to_thread.run_sync(httpx.create_ssl_context)
-        await directory.storage.purge_spent_nonces(directory.clock())
+        purging = time.perf_counter()
+        purged = await directory.storage.purge_spent_nonces(directory.clock())
+        directory.metrics.gc("spent_nonces", time.perf_counter() - purging, purged)
         nodes = deque(await directory.storage.list_directory_nodes())
         policy = AddressPolicy(config.probe_allow_cidrs)
         timeout_s = config.probe_timeout_ms / 1000
@@ -137,6 +148,7 @@ class Prober:
                 node = nodes.popleft()
                 url = records.decode(node.record).api_base_url
                 outcome = await self.probe(url, policy, timeout_s)
+                directory.metrics.probed(*_measured(outcome))
                 if outcome.refused:
                     refused.add(node.host)
                     if node.host not in self._refused:

@@ -18,9 +18,10 @@ from ..canonical import canonical_json
 from ..config import DirectoryConfig
 from ..encoding import encode_b64
 from ..errors import Forbidden, InvalidInput, ServiceUnavailable, Unauthorized
+from ..metrics import Metrics
 from ..secret import Secret
 from ..storage import Storage
-from ..storage.base import DirectoryNode
+from ..storage.records import DirectoryNode
 from ..tasks import background
 from . import records
 from .challenges import Challenges
@@ -54,6 +55,7 @@ class Directory:
 
     ``resolver`` maps a host to its addresses (default: the event loop's ``getaddrinfo``);
     ``ssl_context`` verifies HTTPS probes (default: httpx's, i.e. certifi's roots).
+    Probes and spent-nonce purges are recorded in ``metrics`` (default: a registry of its own).
     """
 
     def __init__(
@@ -65,8 +67,10 @@ class Directory:
         *,
         resolver: Resolver = resolve,
         ssl_context: object | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.storage = storage
+        self.metrics = Metrics() if metrics is None else metrics
         self.clock = clock
         self._config = config
         self.resolver = resolver
@@ -104,6 +108,10 @@ class Directory:
                 yield
         finally:
             self.geoip.close()
+
+    def node_counts(self) -> dict[str, int]:
+        """Nodes by status (``online``, ``unknown``, ``offline``), from the in-memory listing."""
+        return self._listing.counts()
 
     async def reload(self, config: DirectoryConfig) -> None:
         """After a config reload: re-open the GeoIP database (spec §3.6)."""

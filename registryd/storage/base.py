@@ -8,10 +8,11 @@ index_key || user_id)``; a *sealed* value is ``nonce (24 B) || ciphertext || tag
 = record kind || blind, so reading one needs the index key *and* the handle. Times are Unix
 milliseconds.
 
-A backend subclasses :class:`Storage` and writes the hooks (``_insert`` ... ``_list_dnodes``)
-and the abstract methods. The promises, P1-P14, each kept by every backend and checked by
-the contract suite (``tests/test_storage.py``, ``tests/test_storage_directory.py``, run over
-every backend; its docstring says which test checks which promise):
+A backend subclasses :class:`Storage` and writes the hooks (``_insert`` ... ``_list_dnodes``,
+``_export_records``, ``_import_records``) and the abstract methods. The promises, P1-P21, each
+kept by every backend and checked by the contract suite (``tests/test_storage.py``,
+``tests/test_storage_directory.py``, ``tests/test_storage_transfer.py``, run over every
+backend; the first one's docstring says which test checks which promise):
 
 P1   ``_insert``: stores a record iff its blind index holds none; never overwrites.
 P2   check-and-insert is atomic: of concurrent ``_insert`` / ``_insert_many`` calls for one
@@ -36,15 +37,49 @@ P14  errors: :class:`~registryd.errors.StorageError` only (opening may raise its
      subclasses :class:`~registryd.errors.StorageLockedError` and
      :class:`~registryd.errors.SchemaVersionError`); a record that fails authentication (wrong
      index key, tampering) is a StorageError, never returned.
+
+Ownership (extensions spec §2): a handle's records live in three *slots* under its blind index,
+``SLOT_IDENTITY`` (what ``_insert`` writes), ``SLOT_PRESENCE`` (what ``_put_presence`` writes)
+and ``SLOT_OPS`` (the sealed per-handle operation state: last accepted ``ts_ms`` per family and
+the marks of the last accepted requests, kept by :mod:`registryd.ownership`). Signed operations
+read the three and write them back with one compare-and-swap:
+
+P15  ``_get_ops``: the sealed ops value as last swapped, with its expiry; expired ones until
+     purged.
+P16  ``_swap``: all-or-nothing. Every slot named holds exactly its ``expected`` sealed bytes
+     (None: empty) or nothing is written and STALE is returned; otherwise every ``new`` is
+     written (None deletes; ``new == expected`` writes nothing), presence and ops expiry index
+     entries replaced with the value, in one atomic, durable write (P11). Atomic against every
+     other write hook: of concurrent swaps guarding one slot's value at most one succeeds.
+P17  bounded presences: a ``_swap`` creating a presence where there was none returns FULL and
+     writes nothing when ``max_presences`` presences (expired or not, until purged) are held;
+     replacing an existing presence is never refused.
+P18  ``purge_tombstones``: ops values whose expiry (non-zero) <= now are deleted, at most
+     ``limit``, oldest first, in O(expired); an index entry left by a since-swapped value
+     neither deletes nor counts. An ops value written with expiry 0 never expires.
+P19  at rest, ops values are sealed like identities (AAD = ``ops:`` || blind); only the blind
+     index and the expiry are in the clear (as for presences); a deleted identity or presence
+     leaves no plaintext (P12).
+
+Export and import (``registryd storage export|import``):
+
+P20  ``_export_records(now_ms)``: yields every record exactly once, as a :class:`Record`
+     holding the bytes as stored (sealed values stay sealed): identities, presences and spent
+     nonces whose expiry > ``now_ms``, the node list in insertion order, directory nodes;
+     streaming (memory does not grow with the store), from one consistent view (a snapshot
+     where the backend has one; else writers are stopped, as ``storage export`` requires).
+P21  ``_import_records``: stores a batch of records as given in one atomic, durable write,
+     with the indexes each kind needs (presence and spent-nonce expiry, directory key,
+     node order); an empty store that imports what P20 yielded answers every read as the
+     exported one did. Only called on a store that was empty when the import began.
 """
 
 from __future__ import annotations
 
-import enum
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
 
 import blake3
 
@@ -52,40 +87,29 @@ from .. import aead
 from ..aead import NONCE_LEN
 from ..errors import StorageError
 from ..secret import Secret
+from .records import (
+    SLOT_IDENTITY,
+    SLOT_OPS,
+    SLOT_PRESENCE,
+    SLOTS,
+    DirectoryNode,
+    Owned,
+    Record,
+    Spend,
+    Swap,
+    Swapped,
+)
 
 BLIND_DOMAIN = b"registry:blind:v1"
 RECORD_CONTEXT = "registryd record v1"
+EXPORT_CONTEXT = "registryd export v1"
 SCHEMA_VERSION = b"1"
 DECOY_LEN = 640  # about the size of a sealed identity with 32-byte keys
 IDENTITY = b"identity:"
 PRESENCE = b"presence:"
 CONTACT = b"node-contact:"
-
-
-# -- node directory (extensions spec §3) ------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DirectoryNode:
-    """A node directory entry: its ``host`` (the unique key), its 32-byte Ed25519 ``pubkey``,
-    the public ``record`` (opaque bytes, JSON from :mod:`registryd.directory`) and the
-    ``contact`` email (UTF-8; ``b""`` when listed without contacts)."""
-
-    host: str
-    pubkey: bytes
-    record: bytes
-    contact: bytes = b""
-
-
-class Spend(enum.Enum):
-    """What :meth:`Storage.spend_nonce` did: spent it now, found it spent, or found no room."""
-
-    SPENT = "spent"
-    REPLAYED = "replayed"
-    FULL = "full"
-
-
-# -- end of node directory --------------------------------------------------------------------
+OPS = b"ops:"
+_KIND = {SLOT_IDENTITY: IDENTITY, SLOT_PRESENCE: PRESENCE, SLOT_OPS: OPS}
 
 
 class Storage(ABC):
@@ -98,9 +122,12 @@ class Storage(ABC):
 
     kind = "abstract"
     native_expiry = False
-    """True when the backend deletes expired presences itself (Redis): the GC loop then has
-    nothing to do and :meth:`purge_expired` returns 0 (P6, P7 read "until the backend expires
-    it")."""
+    """True when the backend deletes expired presences and tombstones itself (Redis): the GC
+    loop then has nothing to do and :meth:`purge_expired` / :meth:`purge_tombstones` return 0
+    (P6, P7, P15, P18 read "until the backend expires it")."""
+    export_view = True
+    """False when :meth:`export_records` reads the live store (Redis: no snapshot), so only a
+    store whose writers are stopped, as ``storage export`` requires, exports one view (P20)."""
 
     def __init__(self, index_key: Secret) -> None:
         self._index_key = index_key
@@ -108,6 +135,19 @@ class Storage(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+    def index_key_id(self) -> bytes:
+        """32 bytes naming the index key without revealing it: ``BLAKE3-keyed(index_key,
+        b"registryd index key id v1")``. Export files carry it, so an import into a store with
+        another key (whose records would not open) is refused."""
+        return blake3.blake3(b"registryd index key id v1", key=self._index_key.reveal()).digest()
+
+    def export_mac_key(self) -> Secret:
+        """The 32-byte key of an export file's checksum: ``BLAKE3-derive_key("registryd export
+        v1", index_key)``; only a holder of the index key can make a file that verifies."""
+        return Secret(
+            blake3.blake3(self._index_key.reveal(), derive_key_context=EXPORT_CONTEXT).digest()
+        )
 
     def blind(self, user_id: bytes) -> bytes:
         """The 32-byte blind index of ``user_id``."""
@@ -164,7 +204,10 @@ class Storage(ABC):
     # -- presence ---------------------------------------------------------------------------
 
     async def announce(self, user_id: bytes, presence: bytes, expires_at_ms: int) -> None:
-        """Upsert the presence of ``user_id``; it expires at ``expires_at_ms`` (Unix ms)."""
+        """Upsert the presence of ``user_id``; it expires at ``expires_at_ms`` (Unix ms).
+
+        A bare upsert, unbounded and unguarded (P5): the API stores presences with
+        :meth:`swap_owned`, which checks the owner's records and ``max_entries`` (P16, P17)."""
         blind = self.blind(user_id)
         sealed = self._seal(PRESENCE, user_id, blind, presence)
         await self._put_presence(blind, sealed, expires_at_ms)
@@ -177,6 +220,61 @@ class Storage(ABC):
             return None
         sealed, expires_at_ms = found
         return self._open(PRESENCE, user_id, blind, sealed), expires_at_ms
+
+    # -- ownership (extensions spec §2) -------------------------------------------------------
+
+    async def owned(self, user_id: bytes) -> Owned:
+        """The identity, ops and presence of ``user_id``, opened, with the sealed bytes read."""
+        blind = self.blind(user_id)
+        identity = await self._get(blind)
+        ops = await self._get_ops(blind)
+        presence = await self._get_presence(blind)
+        sealed = {
+            SLOT_IDENTITY: identity,
+            SLOT_OPS: None if ops is None else ops[0],
+            SLOT_PRESENCE: None if presence is None else presence[0],
+        }
+        opened = {
+            slot: None if value is None else self._open(_KIND[slot], user_id, blind, value)
+            for slot, value in sealed.items()
+        }
+        return Owned(
+            user_id,
+            opened[SLOT_IDENTITY],
+            opened[SLOT_OPS],
+            opened[SLOT_PRESENCE],
+            0 if presence is None else presence[1],
+            sealed,
+        )
+
+    async def swap_owned(
+        self,
+        owned: Owned,
+        changes: Mapping[bytes, tuple[bytes | None, int]],
+        max_presences: int,
+    ) -> Swapped:
+        """Write ``changes`` (slot -> (plaintext or None to delete, expiry Unix ms)) if none of
+        the three records changed since ``owned`` was read; slots not changed are checked only.
+        Returns :attr:`Swapped.STALE` (re-read and try again) or :attr:`Swapped.FULL` (a new
+        presence and ``max_presences`` held) without writing anything (P16, P17)."""
+        blind = self.blind(owned.user_id)
+        swaps = []
+        for slot in SLOTS:
+            expected = owned.sealed[slot]
+            if slot not in changes:
+                swaps.append(Swap(slot, expected, expected))
+                continue
+            plaintext, expires_at_ms = changes[slot]
+            new = None
+            if plaintext is not None:
+                new = self._seal(_KIND[slot], owned.user_id, blind, plaintext)
+            swaps.append(Swap(slot, expected, new, expires_at_ms))
+        return await self._swap(blind, swaps, max_presences)
+
+    @abstractmethod
+    async def purge_tombstones(self, now_ms: int, limit: int) -> int:
+        """Delete up to ``limit`` ops values whose non-zero expiry <= ``now_ms``, oldest first,
+        in O(expired); returns how many (P18)."""
 
     @abstractmethod
     async def purge_expired(self, now_ms: int, limit: int) -> int:
@@ -274,6 +372,35 @@ class Storage(ABC):
         embedded backend always can."""
         return None
 
+    # -- export and import (registryd.storage.transfer) ----------------------------------------
+
+    def export_records(self, now_ms: int) -> AsyncGenerator[Record, None]:
+        """Every stored record, sealed as stored, presences and spent nonces expired at
+        ``now_ms`` (Unix ms) left out (P20). Close it (``contextlib.aclosing``) if not
+        exhausted."""
+        return self._export_records(now_ms)
+
+    async def import_records(self, records: Sequence[Record]) -> None:
+        """Store ``records`` (from :meth:`export_records`, checked by the caller) in one
+        atomic, durable write (P21). Call only on a store :meth:`is_empty` found empty."""
+        if records:
+            await self._import_records(records)
+
+    async def is_empty(self) -> bool:
+        """Whether the store holds no record at all (expired ones count until purged)."""
+        async with aclosing(self._export_records(-1)) as records:
+            async for _ in records:
+                return False
+        return True
+
+    @abstractmethod
+    def _export_records(self, now_ms: int) -> AsyncGenerator[Record, None]:
+        """Yield every record once, as stored; skip expiries <= ``now_ms`` (P20)."""
+
+    @abstractmethod
+    async def _import_records(self, records: Sequence[Record]) -> None:
+        """Store ``records`` as given, with their indexes, in one atomic durable write (P21)."""
+
     @abstractmethod
     async def close(self) -> None:
         """Commit what is queued and release the backend; idempotent (P13)."""
@@ -311,3 +438,23 @@ class Storage(ABC):
     async def _get_presence(self, blind: bytes) -> tuple[bytes, int] | None:
         """(sealed, expires_at_ms) as last put under ``blind``, expired or not (until it is
         purged), or None (P6)."""
+
+    @abstractmethod
+    async def _get_ops(self, blind: bytes) -> tuple[bytes, int] | None:
+        """(sealed, expires_at_ms) of the ops value under ``blind`` as last swapped, expired or
+        not until purged (0: never expires), or None (P15)."""
+
+    @abstractmethod
+    async def _swap(self, blind: bytes, swaps: Sequence[Swap], max_presences: int) -> Swapped:
+        """Compare-and-swap the slots of ``blind`` named in ``swaps`` (each slot at most once).
+
+        If any slot's stored sealed bytes differ from its ``expected`` (None: the slot must be
+        empty), write nothing and return STALE. If a swap fills an empty presence slot while
+        ``max_presences`` presences are stored, write nothing and return FULL. Otherwise, for
+        each swap whose ``new`` differs from ``expected``: delete the slot (``new`` None) or
+        store ``new``; a presence or ops slot's expiry index entry goes with its value (the old
+        entry removed, a new one added for presences and for ops with a non-zero expiry); and
+        return DONE. All of it is one atomic, durable write (P11, P16, P17): a Redis backend
+        runs it as one Lua script over the slot keys (GET and compare each, then SET/DEL and
+        ZADD/ZREM the expiry sorted sets, checking ZCARD of the presence set for FULL).
+        """

@@ -1,27 +1,13 @@
 """LevelDB backend (plyvel-next or plyvel: :mod:`registryd.storage.binding`). One process owns
 the directory; writes are synced before returning.
 
-Key layout (every key after its one-byte prefix is binary):
-
-    b"\\x00schema_version"        → SCHEMA_VERSION
-    b"i" + blind                  → sealed identity
-    b"p" + blind                  → expiry_be64 + sealed presence
-    b"x" + expiry_be64 + blind    → b""   (expiry index: GC walks it in order, O(expired))
-    b"n" + seq_be64               → node base URL (UTF-8; public data)
-
-Node directory (extensions spec §3; public data except the sealed contact email):
-
-    b"Dn" + host (UTF-8)          → pubkey (32) + record_len_be32 + record + sealed contact
-    b"Dk" + pubkey (32)           → host (UTF-8)   (one host per key)
-    b"Ds" + nonce_id (16)         → expiry_be64    (challenge spent set)
-    b"De" + expiry_be64 + nonce_id → b""           (spent-set expiry index, purged in order)
+Its key layout is in :mod:`registryd.storage.leveldb_keys`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import struct
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +15,46 @@ import anyio.to_thread
 
 from ..errors import SchemaVersionError, StorageError, StorageLockedError
 from ..secret import Secret
-from .base import SCHEMA_VERSION, Spend, Storage
+from .base import SCHEMA_VERSION, Storage
 from .binding import leveldb_module
+from .leveldb_keys import (
+    BE64,
+    DKEY,
+    DNODE,
+    DSPENT,
+    DSPENT_EXPIRY,
+    EXPIRY,
+    IDENT,
+    NODE,
+    OPS,
+    PRES,
+    SCHEMA_KEY,
+    TOMB,
+    record_of,
+)
+from .records import (
+    DNODE_RECORD,
+    IDENTITY_RECORD,
+    NODE_RECORD,
+    NONCE_RECORD,
+    OPS_RECORD,
+    PRESENCE_RECORD,
+    SLOT_IDENTITY,
+    SLOT_OPS,
+    Record,
+    Spend,
+    Swap,
+    Swapped,
+    pack_dnode,
+    unpack_dnode,
+)
 
 plyvel = leveldb_module()  # ConfigError on storage.kind when the leveldb extra is missing
 
-SCHEMA_KEY = b"\x00schema_version"
-IDENT, PRES, EXPIRY, NODE = b"i", b"p", b"x", b"n"
-BE64 = struct.Struct(">Q")
-BE32 = struct.Struct(">I")
-DNODE, DKEY, DSPENT, DSPENT_EXPIRY = b"Dn", b"Dk", b"Ds", b"De"
+_SLOT_KEY = {SLOT_IDENTITY: IDENT, SLOT_OPS: OPS}  # else PRES
 _GONE = b""  # a staged delete of a node directory key (their values are never empty)
 Write = Callable[[Any, dict[bytes, bytes]], Any]  # (write batch, staged puts) -> result
+EXPORT_CHUNK = 2_000  # records read per thread hop while exporting
 
 
 class LevelDBStorage(Storage):
@@ -78,6 +92,7 @@ class LevelDBStorage(Storage):
         self._node_list = [url.decode() for _, url in self._db.iterator(prefix=NODE)]
         self._node_set = set(self._node_list)
         self._spent_count = sum(1 for _ in self._db.iterator(prefix=DSPENT, include_value=False))
+        self._presence_count = sum(1 for _ in self._db.iterator(prefix=PRES, include_value=False))
 
     def __repr__(self) -> str:
         return f"LevelDBStorage(path={str(self.path)!r})"
@@ -118,7 +133,7 @@ class LevelDBStorage(Storage):
             added = 0
             for blind, sealed in records:
                 key = IDENT + blind
-                if key not in staged and self._db.get(key) is None:
+                if self._staged(staged, key) is None:
                     batch.put(key, sealed)
                     staged[key] = sealed
                     added += 1
@@ -169,9 +184,11 @@ class LevelDBStorage(Storage):
     async def _put_presence(self, blind: bytes, sealed: bytes, expires_at_ms: int) -> None:
         def write(batch: Any, staged: dict[bytes, bytes]) -> None:
             key = PRES + blind
-            old = staged[key] if key in staged else self._db.get(key)
+            old = self._staged(staged, key)
             if old is not None:
                 batch.delete(EXPIRY + old[:8] + blind)
+            else:
+                self._presence_count += 1
             value = BE64.pack(expires_at_ms) + sealed
             batch.put(key, value)
             batch.put(EXPIRY + BE64.pack(expires_at_ms) + blind, b"")
@@ -200,7 +217,78 @@ class LevelDBStorage(Storage):
                     current = self._db.get(PRES + blind)
                     if current is not None and current[:8] == key[1:9]:
                         batch.delete(PRES + blind)
+                        self._presence_count -= 1
             return len(keys)
+
+        async with self._write_lock:
+            purged: int = await self._in_thread(purge)
+        return purged
+
+    # -- ownership (extensions spec §2) -------------------------------------------------------
+
+    async def _get_ops(self, blind: bytes) -> tuple[bytes, int] | None:
+        value = self._db.get(OPS + blind)
+        return None if value is None else (value[8:], BE64.unpack(value[:8])[0])
+
+    async def _swap(self, blind: bytes, swaps: Sequence[Swap], max_presences: int) -> Swapped:
+        def write(batch: Any, staged: dict[bytes, bytes]) -> Swapped:
+            found = {}
+            for s in swaps:
+                prefix = _SLOT_KEY.get(s.slot, PRES)
+                value = self._staged(staged, prefix + blind)
+                sealed = value if value is None or prefix == IDENT else value[8:]
+                if sealed != s.expected:
+                    return Swapped.STALE
+                found[s.slot] = value
+            changed = [s for s in swaps if s.new != s.expected]
+            new_presence = any(s.slot not in _SLOT_KEY and s.expected is None for s in changed)
+            if new_presence and self._presence_count >= max_presences:
+                return Swapped.FULL
+            for s in changed:
+                self._write_slot(batch, staged, blind, s, found[s.slot])
+            return Swapped.DONE
+
+        swapped: Swapped = await self._commit(write)
+        return swapped
+
+    def _write_slot(
+        self, batch: Any, staged: dict[bytes, bytes], blind: bytes, s: Swap, old: bytes | None
+    ) -> None:
+        prefix = _SLOT_KEY.get(s.slot, PRES)
+        key = prefix + blind
+        index = {PRES: EXPIRY, OPS: TOMB}.get(prefix)
+        if index is not None and old is not None and (prefix == PRES or old[:8] != bytes(8)):
+            batch.delete(index + old[:8] + blind)
+        if prefix == PRES:
+            self._presence_count += (s.new is not None) - (old is not None)
+        if s.new is None:
+            batch.delete(key)
+            staged[key] = _GONE
+            return
+        expiry = BE64.pack(s.expires_at_ms)
+        value = s.new if index is None else expiry + s.new
+        batch.put(key, value)
+        staged[key] = value
+        if index is not None and (prefix == PRES or s.expires_at_ms):
+            batch.put(index + expiry + blind, b"")
+
+    async def purge_tombstones(self, now_ms: int, limit: int) -> int:
+        def purge() -> int:
+            stop = TOMB + BE64.pack(now_ms + 1)
+            keys: list[bytes] = []
+            for key in self._db.iterator(start=TOMB + bytes(8), stop=stop, include_value=False):
+                if len(keys) >= limit:
+                    break
+                keys.append(key)
+            purged = 0
+            with self._db.write_batch(transaction=True, sync=True) as batch:
+                for key in keys:
+                    batch.delete(key)
+                    current = self._db.get(OPS + key[9:])
+                    if current is not None and current[:8] == key[1:9]:
+                        batch.delete(OPS + key[9:])
+                        purged += 1
+            return purged
 
         async with self._write_lock:
             purged: int = await self._in_thread(purge)
@@ -249,7 +337,7 @@ class LevelDBStorage(Storage):
 
     async def _put_dnode(self, host: str, pubkey: bytes, record: bytes, sealed: bytes) -> None:
         name = host.encode()
-        value = pubkey + BE32.pack(len(record)) + record + sealed
+        value = pack_dnode(pubkey, record, sealed)
 
         def write(batch: Any, staged: dict[bytes, bytes]) -> None:
             self._unlink(batch, staged, name)
@@ -260,14 +348,9 @@ class LevelDBStorage(Storage):
 
         await self._commit(write)
 
-    @staticmethod
-    def _split_dnode(value: bytes) -> tuple[bytes, bytes, bytes]:
-        end = 36 + BE32.unpack(value[32:36])[0]
-        return value[:32], value[36:end], value[end:]
-
     async def _get_dnode(self, host: str) -> tuple[bytes, bytes, bytes] | None:
         value = self._db.get(DNODE + host.encode())
-        return None if value is None else self._split_dnode(value)
+        return None if value is None else unpack_dnode(value)
 
     async def directory_host_of_key(self, pubkey: bytes) -> str | None:
         value = self._db.get(DKEY + pubkey)
@@ -276,7 +359,7 @@ class LevelDBStorage(Storage):
     async def _list_dnodes(self) -> list[tuple[str, bytes, bytes, bytes]]:
         def scan() -> list[tuple[str, bytes, bytes, bytes]]:
             return [
-                (key[len(DNODE) :].decode(), *self._split_dnode(value))
+                (key[len(DNODE) :].decode(), *unpack_dnode(value))
                 for key, value in self._db.iterator(prefix=DNODE)
             ]
 
@@ -334,6 +417,65 @@ class LevelDBStorage(Storage):
         return purged
 
     # -- end of node directory ----------------------------------------------------------------
+
+    # -- export and import (P20, P21) --------------------------------------------------------
+
+    async def _export_records(self, now_ms: int) -> AsyncGenerator[Record, None]:
+        snapshot = self._db.snapshot()  # one consistent view, read in key order
+        entries = snapshot.iterator()
+
+        def take() -> list[Record]:
+            records: list[Record] = []
+            for key, value in entries:
+                record = record_of(key, value, now_ms)
+                if record is not None:
+                    records.append(record)
+                    if len(records) >= EXPORT_CHUNK:
+                        break
+            return records
+
+        try:
+            while chunk := await self._in_thread(take):
+                for record in chunk:
+                    yield record
+        finally:
+            entries.close()
+            snapshot.close()
+
+    async def _import_records(self, records: Sequence[Record]) -> None:
+        urls = [key.decode() for kind, key, _, _ in records if kind == NODE_RECORD]
+        urls = [url for url in dict.fromkeys(urls) if url not in self._node_set]
+
+        def write(batch: Any, staged: dict[bytes, bytes]) -> int:
+            for seq, url in enumerate(urls, start=len(self._node_list)):  # after the known ones
+                batch.put(NODE + BE64.pack(seq), url.encode())
+            spent = 0
+            for kind, key, value, expiry in records:
+                if kind == IDENTITY_RECORD:
+                    batch.put(IDENT + key, value)
+                elif kind == PRESENCE_RECORD and expiry is not None:
+                    batch.put(PRES + key, BE64.pack(expiry) + value)
+                    batch.put(EXPIRY + BE64.pack(expiry) + key, b"")
+                elif kind == DNODE_RECORD:
+                    batch.put(DNODE + key, value)
+                    batch.put(DKEY + value[:32], key)
+                elif kind == NONCE_RECORD and expiry is not None:
+                    if self._staged(staged, DSPENT + key) is None:
+                        spent += 1
+                    batch.put(DSPENT + key, BE64.pack(expiry))
+                    batch.put(DSPENT_EXPIRY + BE64.pack(expiry) + key, b"")
+                    staged[DSPENT + key] = BE64.pack(expiry)
+                elif kind == OPS_RECORD:
+                    batch.put(OPS + key, BE64.pack(expiry or 0) + value)
+                    if expiry:
+                        batch.put(TOMB + BE64.pack(expiry) + key, b"")
+            return spent
+
+        self._spent_count += await self._commit(write)
+        # the store was empty (P21), so every presence imported is a new one (P17's count)
+        self._presence_count += sum(1 for r in records if r.kind == PRESENCE_RECORD)
+        self._node_list.extend(urls)
+        self._node_set.update(urls)
 
     async def close(self) -> None:
         if self._committer is not None:

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from ..secret import Secret
-from .base import Spend, Storage
+from .base import Storage
+from .records import (
+    DNODE_RECORD,
+    IDENTITY_RECORD,
+    NODE_RECORD,
+    NONCE_RECORD,
+    OPS_RECORD,
+    PRESENCE_RECORD,
+    SLOT_IDENTITY,
+    SLOT_PRESENCE,
+    Record,
+    Spend,
+    Swap,
+    Swapped,
+    pack_dnode,
+    unpack_dnode,
+)
 
 
 class MemoryStorage(Storage):
@@ -19,6 +35,8 @@ class MemoryStorage(Storage):
         self._identities: dict[bytes, bytes] = {}
         self._presences: dict[bytes, tuple[int, bytes]] = {}
         self._expiry: list[tuple[int, bytes]] = []  # heap; stale entries skipped on pop
+        self._ops: dict[bytes, tuple[int, bytes]] = {}  # blind -> (expiry or 0, sealed ops)
+        self._tombstones: list[tuple[int, bytes]] = []  # heap of ops expiries, stale skipped
         self._nodes: dict[str, None] = {}
         # node directory: host -> (pubkey, record, sealed contact); pubkey -> host; spent set
         self._dnodes: dict[str, tuple[bytes, bytes, bytes]] = {}
@@ -58,6 +76,55 @@ class MemoryStorage(Storage):
             current = self._presences.get(blind)
             if current is not None and current[0] == expires_at_ms:
                 del self._presences[blind]
+                purged += 1
+        return purged
+
+    # -- ownership (extensions spec §2) -------------------------------------------------------
+
+    async def _get_ops(self, blind: bytes) -> tuple[bytes, int] | None:
+        found = self._ops.get(blind)
+        return None if found is None else (found[1], found[0])
+
+    def _current(self, slot: bytes, blind: bytes) -> bytes | None:
+        if slot == SLOT_IDENTITY:
+            return self._identities.get(blind)
+        found = (self._presences if slot == SLOT_PRESENCE else self._ops).get(blind)
+        return None if found is None else found[1]
+
+    async def _swap(self, blind: bytes, swaps: Sequence[Swap], max_presences: int) -> Swapped:
+        if any(self._current(s.slot, blind) != s.expected for s in swaps):
+            return Swapped.STALE
+        changed = [s for s in swaps if s.new != s.expected]
+        if any(s.slot == SLOT_PRESENCE and s.expected is None for s in changed):
+            if len(self._presences) >= max_presences:
+                return Swapped.FULL
+        for s in changed:
+            if s.slot == SLOT_IDENTITY:
+                if s.new is None:
+                    del self._identities[blind]
+                else:
+                    self._identities[blind] = s.new
+                continue
+            table, heap = (
+                (self._presences, self._expiry)
+                if s.slot == SLOT_PRESENCE
+                else (self._ops, self._tombstones)
+            )
+            if s.new is None:
+                del table[blind]
+                continue
+            table[blind] = (s.expires_at_ms, s.new)
+            if s.slot == SLOT_PRESENCE or s.expires_at_ms:
+                heapq.heappush(heap, (s.expires_at_ms, blind))
+        return Swapped.DONE
+
+    async def purge_tombstones(self, now_ms: int, limit: int) -> int:
+        purged = 0
+        while self._tombstones and self._tombstones[0][0] <= now_ms and purged < limit:
+            expires_at_ms, blind = heapq.heappop(self._tombstones)
+            current = self._ops.get(blind)
+            if current is not None and current[0] == expires_at_ms:
+                del self._ops[blind]
                 purged += 1
         return purged
 
@@ -125,6 +192,49 @@ class MemoryStorage(Storage):
         return purged
 
     # -- end of node directory ----------------------------------------------------------------
+
+    async def _export_records(self, now_ms: int) -> AsyncGenerator[Record, None]:
+        # one view, taken before the first yield: references only, no bytes are copied
+        identities, presences = list(self._identities.items()), list(self._presences.items())
+        nodes, dnodes, spent = (
+            list(self._nodes),
+            list(self._dnodes.items()),
+            list(self._spent.items()),
+        )
+        ops = list(self._ops.items())
+        for blind, sealed in identities:
+            yield Record(IDENTITY_RECORD, blind, sealed)
+        for blind, (expiry, sealed) in presences:
+            if expiry > now_ms:
+                yield Record(PRESENCE_RECORD, blind, sealed, expiry)
+        for url in nodes:
+            yield Record(NODE_RECORD, url.encode(), b"")
+        for host, entry in dnodes:
+            yield Record(DNODE_RECORD, host.encode(), pack_dnode(*entry))
+        for nonce_id, expiry in spent:
+            if expiry > now_ms:
+                yield Record(NONCE_RECORD, nonce_id, b"", expiry)
+        for blind, (expiry, sealed) in ops:
+            if not expiry or expiry > now_ms:
+                yield Record(OPS_RECORD, blind, sealed, expiry or None)
+
+    async def _import_records(self, records: Sequence[Record]) -> None:
+        for kind, key, value, expiry in records:
+            if kind == IDENTITY_RECORD:
+                self._identities[key] = value
+            elif kind == PRESENCE_RECORD and expiry is not None:
+                await self._put_presence(key, value, expiry)
+            elif kind == NODE_RECORD:
+                self._nodes[key.decode()] = None
+            elif kind == DNODE_RECORD:
+                await self._put_dnode(key.decode(), *unpack_dnode(value))
+            elif kind == NONCE_RECORD and expiry is not None and key not in self._spent:
+                self._spent[key] = expiry
+                heapq.heappush(self._spent_expiry, (expiry, key))
+            elif kind == OPS_RECORD:
+                self._ops[key] = (expiry or 0, value)
+                if expiry:
+                    heapq.heappush(self._tombstones, (expiry, key))
 
     async def close(self) -> None:
         return None

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -34,7 +34,22 @@ import redis
 from ..errors import StorageError
 from ..secret import Secret
 from . import redis_scripts as lua
-from .base import SCHEMA_VERSION, Spend, Storage
+from .base import SCHEMA_VERSION, Storage
+from .records import (
+    DNODE_RECORD,
+    IDENTITY_RECORD,
+    NODE_RECORD,
+    NONCE_RECORD,
+    OPS_RECORD,
+    PRESENCE_RECORD,
+    SLOT_IDENTITY,
+    SLOT_OPS,
+    SLOT_PRESENCE,
+    Record,
+    Spend,
+    Swap,
+    Swapped,
+)
 from .redis_conn import async_client, check_schema, durability_warnings, is_cluster, sync_client
 
 T = TypeVar("T")
@@ -45,6 +60,10 @@ SCHEMA_KEY = PREFIX + b"schema_version"
 NODE_LIST, NODE_SET = PREFIX + b"{nodes}:list", PREFIX + b"{nodes}:set"
 DNODES, DKEYS = PREFIX + b"{directory}:nodes", PREFIX + b"{directory}:keys"
 SPENT = PREFIX + b"{spent}:nonces"
+PRESENCES = PREFIX + b"{presences}:index"
+_SLOT_INDEX = {SLOT_IDENTITY: 1, SLOT_PRESENCE: 2, SLOT_OPS: 3}
+_SWAPPED = (Swapped.DONE, Swapped.STALE, Swapped.FULL)
+EXPORT_BATCH = 500
 BE64 = struct.Struct(">Q")
 BE32 = struct.Struct(">I")
 _SPEND = (Spend.SPENT, Spend.REPLAYED, Spend.FULL)
@@ -56,6 +75,21 @@ def identity_key(blind: bytes) -> bytes:
 
 def presence_key(blind: bytes) -> bytes:
     return PREFIX + b"{" + blind.hex().encode() + b"}:p"
+
+
+def ops_key(blind: bytes) -> bytes:
+    return PREFIX + b"{" + blind.hex().encode() + b"}:o"
+
+
+def _handle_key(key: bytes) -> tuple[bytes, bytes] | None:
+    """(blind, slot letter) of a handle's key, or None for any other key."""
+    head = len(PREFIX) + 1
+    if len(key) != head + 64 + 3 or key[head - 1 : head] != b"{" or key[head + 64 :][:2] != b"}:":
+        return None
+    try:
+        return bytes.fromhex(key[head : head + 64].decode()), key[-1:]
+    except ValueError:
+        return None
 
 
 class RedisStorage(Storage):
@@ -70,6 +104,7 @@ class RedisStorage(Storage):
 
     kind = "redis"
     native_expiry = True
+    export_view = False
 
     def __init__(
         self,
@@ -95,6 +130,8 @@ class RedisStorage(Storage):
         self._put_dnode_lua = self._r.register_script(lua.PUT_DNODE)
         self._delete_dnode_lua = self._r.register_script(lua.DELETE_DNODE)
         self._spend_lua = self._r.register_script(lua.SPEND)
+        self._put_presence_lua = self._r.register_script(lua.PUT_PRESENCE)
+        self._swap_lua = self._r.register_script(lua.SWAP)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -169,7 +206,15 @@ class RedisStorage(Storage):
     async def _put_presence(self, blind: bytes, sealed: bytes, expires_at_ms: int) -> None:
         key = presence_key(blind)
         value = BE64.pack(expires_at_ms) + sealed
-        await self._write(lambda r: r.set(key, value, pxat=max(expires_at_ms, 1)))
+        expiry = max(expires_at_ms, 1)
+        if not self._cluster:
+            args = [value, expiry]
+            await self._write(
+                lambda r: self._eval(r, self._put_presence_lua, [key, PRESENCES], args)
+            )
+            return
+        await self._write(lambda r: r.set(key, value, pxat=expiry))  # the index is elsewhere
+        await self._call(self._r.zadd(PRESENCES, {key: expiry}))
 
     async def _get_presence(self, blind: bytes) -> tuple[bytes, int] | None:
         value: bytes | None = await self._call(self._r.get(presence_key(blind)))
@@ -179,6 +224,55 @@ class RedisStorage(Storage):
 
     async def purge_expired(self, now_ms: int, limit: int) -> int:
         """Nothing to do: Redis deletes each presence at its expiry (``PXAT``)."""
+        return 0
+
+    # -- ownership (extensions spec §2) -------------------------------------------------------
+
+    async def _get_ops(self, blind: bytes) -> tuple[bytes, int] | None:
+        value: bytes | None = await self._call(self._r.get(ops_key(blind)))
+        return None if value is None else (value[8:], BE64.unpack(value[:8])[0])
+
+    async def _swap(self, blind: bytes, swaps: Sequence[Swap], max_presences: int) -> Swapped:
+        """One script on the handle's slot (P16); the presence bound (P17) inside it, or, in
+        a cluster (the index is on another slot), checked and kept just around it."""
+        keys = [identity_key(blind), presence_key(blind), ops_key(blind)]
+        args: list[Any] = [len(swaps)]
+        for swap in swaps:
+            args += [
+                _SLOT_INDEX[swap.slot],
+                "0" if swap.expected is None else "1",
+                swap.expected or b"",
+                "0" if swap.new is None else "1",
+                swap.new or b"",
+                swap.expires_at_ms,
+                BE64.pack(swap.expires_at_ms),
+            ]
+        args.append(max_presences)
+        creates = any(
+            s.slot == SLOT_PRESENCE and s.expected is None and s.new is not None for s in swaps
+        )
+        if self._cluster and creates and await self._presence_count() >= max_presences:
+            return Swapped.FULL
+        script_keys = keys if self._cluster else [*keys, PRESENCES]
+        done = _SWAPPED[
+            int(await self._write(lambda r: self._eval(r, self._swap_lua, script_keys, args)))
+        ]
+        if self._cluster and done is Swapped.DONE:
+            for swap in (s for s in swaps if s.slot == SLOT_PRESENCE and s.new != s.expected):
+                if swap.new is None:
+                    await self._call(self._r.zrem(PRESENCES, keys[1]))
+                else:
+                    await self._call(self._r.zadd(PRESENCES, {keys[1]: swap.expires_at_ms}))
+        return done
+
+    async def _presence_count(self) -> int:
+        """Presences held now (the index, entries past their expiry dropped first)."""
+        t = await self._call(self._r.time())
+        await self._call(self._r.zremrangebyscore(PRESENCES, "-inf", t[0] * 1000 + t[1] // 1000))
+        return int(await self._call(self._r.zcard(PRESENCES)))
+
+    async def purge_tombstones(self, now_ms: int, limit: int) -> int:
+        """Nothing to do: Redis deletes each ops value at its expiry (``PXAT``)."""
         return 0
 
     # -- nodes ------------------------------------------------------------------------------
@@ -244,6 +338,79 @@ class RedisStorage(Storage):
         return int(await self._write(lambda r: r.zremrangebyscore(SPENT, "-inf", now_ms)))
 
     # -- end of node directory ----------------------------------------------------------------
+
+    # -- export and import (P20, P21) ---------------------------------------------------------
+
+    async def _export_records(self, now_ms: int) -> AsyncGenerator[Record, None]:
+        """Every record, scanning the keyspace in batches (Redis has no snapshot: writers are
+        stopped during an export, as ``storage export`` requires)."""
+        batch: list[bytes] = []
+        async for key in self._r.scan_iter(match=PREFIX + b"{*}:?", count=EXPORT_BATCH):
+            if _handle_key(key) is not None:
+                batch.append(key)
+            if len(batch) >= EXPORT_BATCH:
+                for record in await self._handle_records(batch, now_ms):
+                    yield record
+                batch = []
+        for record in await self._handle_records(batch, now_ms):
+            yield record
+        for url in await self.nodes():
+            yield Record(NODE_RECORD, url.encode(), b"")
+        entries: dict[bytes, bytes] = await self._call(self._r.hgetall(DNODES))
+        for host, value in entries.items():
+            yield Record(DNODE_RECORD, host, value)
+        spent = await self._call(self._r.zrange(SPENT, 0, -1, withscores=True))
+        for nonce_id, expiry in spent:
+            if int(expiry) > now_ms:
+                yield Record(NONCE_RECORD, nonce_id, b"", int(expiry))
+
+    async def _handle_records(self, keys: list[bytes], now_ms: int) -> list[Record]:
+        if not keys:
+            return []
+        values = (
+            await self._call(self._r.mget(keys))
+            if not self._cluster
+            else [await self._call(self._r.get(key)) for key in keys]
+        )
+        records = []
+        for key, value in zip(keys, values, strict=True):
+            found = _handle_key(key)
+            if value is None or found is None:
+                continue  # expired since the scan
+            blind, slot = found
+            if slot == SLOT_IDENTITY:
+                records.append(Record(IDENTITY_RECORD, blind, value))
+                continue
+            expiry, sealed = BE64.unpack(value[:8])[0], value[8:]
+            if slot == SLOT_PRESENCE and expiry > now_ms:
+                records.append(Record(PRESENCE_RECORD, blind, sealed, expiry))
+            elif slot == SLOT_OPS and (not expiry or expiry > now_ms):
+                records.append(Record(OPS_RECORD, blind, sealed, expiry or None))
+        return records
+
+    async def _import_records(self, records: Sequence[Record]) -> None:
+        """One MULTI/EXEC transaction (in a cluster, a pipeline: atomic per slot only)."""
+        pipe = self._r.pipeline(transaction=not self._cluster)
+        for kind, key, value, expiry in records:
+            if kind == IDENTITY_RECORD:
+                pipe.set(identity_key(key), value)
+            elif kind == PRESENCE_RECORD and expiry is not None:
+                pipe.set(presence_key(key), BE64.pack(expiry) + value, pxat=expiry)
+                pipe.zadd(PRESENCES, {presence_key(key): expiry})
+            elif kind == NODE_RECORD:
+                pipe.rpush(NODE_LIST, key)
+                pipe.sadd(NODE_SET, key)
+            elif kind == DNODE_RECORD:
+                pipe.hset(DNODES, key, value)
+                pipe.hset(DKEYS, value[:32], key)
+            elif kind == NONCE_RECORD and expiry is not None:
+                pipe.zadd(SPENT, {key: expiry})
+            elif kind == OPS_RECORD:
+                stored = BE64.pack(expiry or 0) + value
+                pipe.set(ops_key(key), stored, pxat=expiry) if expiry else pipe.set(
+                    ops_key(key), stored
+                )
+        await self._call(pipe.execute())
 
     async def close(self) -> None:
         """Close the pool; every write was acknowledged before its method returned (P13)."""

@@ -7,6 +7,7 @@ protocols.py    Hypercorn's HTTP/1.1 and HTTP/2 protocols, answering malformed r
                 the wire error body
 drain.py        ASGI middleware: an early answer settles the body it did not read
 peers.py        the peer listener: a second TLS listener for peers, with a peer-only CA
+metrics.py      the metrics listener: plain HTTP, GET /metrics only (``[metrics] address``)
 """
 
 PEER_LISTENER = "registryd.peer_listener"
