@@ -263,3 +263,33 @@ async def test_workers_stop_when_their_supervisor_is_killed(
             await asyncio.sleep(0.1)
     finally:
         d.stop()
+
+
+def test_a_leveldb_registry_moves_to_redis_and_serves_on_two_daemons(
+    tmp_path: Path, tls_redis: RedisServer, certs: DevCerts
+) -> None:
+    """The README's migration: export the stopped LevelDB daemon's store, import it into Redis
+    with the CLI, and both daemons on Redis serve the same registry."""
+    from registryd.client import RegistryClient
+    from tests.helpers import daemon
+    from tests.test_storage_cli import leveldb_config, registryd
+
+    source = leveldb_config(tmp_path, "leveldb", certs)
+    keys = IdentityKeys.generate()
+    with daemon(source) as d, RegistryClient(d.url, PEPPER, cafile=str(certs.ca)) as c:
+        c.register("alice", keys)
+        c.announce("alice", "198.51.100.7:4000", keys=keys)
+        alice, seen = c.resolve("alice"), c.presence("alice")
+    backup = tmp_path / "backup.rex"
+    assert registryd("export", "--config", str(source), "--out", str(backup)).returncode == 0
+    target = write(tmp_path / "redis.toml", tls_redis, certs)
+    done = registryd("import", "--config", str(target), "--in", str(backup))
+    assert done.returncode == 0, done.stderr
+    assert "imported 3 records" in done.stdout
+    with daemons(tmp_path, tls_redis, certs) as pair:
+        for d in pair:
+            with RegistryClient(d.url, PEPPER, cafile=str(certs.ca)) as c:
+                assert alice is not None and c.resolve("alice") == alice
+                assert seen is not None and c.presence("alice") == seen
+    again = registryd("import", "--config", str(target), "--in", str(backup))
+    assert again.returncode == 1 and "not empty" in again.stderr
