@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import signal
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,8 @@ def write(path: Path, redis: RedisServer, certs: DevCerts, tables: str = NO_LIMI
     text = config_text(kind="redis", url=url, mode="tls", tls=tls_table(certs), tables=tables)
     line = f'url = "{url}"\n'
     text = text.replace(line, f'{line}ca_file = "{certs.ca}"\ntimeout_ms = 500\n')
+    if "[server]" not in tables:  # a quick stop: no test here keeps a request in flight
+        text = text.replace("[envelope]", "[server]\nshutdown_grace_seconds = 3\n[envelope]", 1)
     return write_config(path, text.replace("{redis}", url))
 
 
@@ -58,8 +61,15 @@ def daemons(
             assert started[-1].url, started[-1].log
         yield started
     finally:
+        slow = []
         for d in started:
-            d.stop()
+            try:
+                d.stop()
+            except subprocess.TimeoutExpired:  # killed, so no process or pipe outlives the test
+                d.proc.kill()
+                d.wait()
+                slow.append(d.log)
+        assert slow == [], "a daemon did not stop within 30 s of SIGTERM"
 
 
 def client(d: Daemon, certs: DevCerts) -> AsyncRegistryClient:
