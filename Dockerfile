@@ -7,7 +7,7 @@ FROM python:3.12-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY registryd ./registryd
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[leveldb]"
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[leveldb,redis]"
 
 FROM python:3.12-slim
 RUN useradd --system --uid 10001 --home-dir /var/lib/registryd --shell /usr/sbin/nologin registryd \
@@ -15,7 +15,7 @@ RUN useradd --system --uid 10001 --home-dir /var/lib/registryd --shell /usr/sbin
     && chown registryd:registryd /var/lib/registryd \
     && chmod 0700 /var/lib/registryd
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels "registryd[leveldb]" \
+RUN pip install --no-cache-dir --no-index --find-links /wheels "registryd[leveldb,redis]" \
     && rm -rf /wheels
 USER registryd
 WORKDIR /var/lib/registryd

@@ -4,13 +4,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint pytest clean
+.PHONY: install run test lint pytest clean test-deps
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,leveldb]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,leveldb,redis]"
 	touch $(STAMP)
 
 certs/server.pem: | $(STAMP)
@@ -29,7 +29,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check registryd tests bench
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP)
+# The tests start real redis-server processes (Debian's package): installed when missing.
+test-deps:
+	command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || \
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+pytest: $(STAMP) test-deps
 	$(PY) -m pytest
 
 test: lint pytest
@@ -40,8 +45,9 @@ clean:
 # Load benchmarks (bench/, issue 5). wrk and hey come from Debian's packages, installed when
 # missing. `make bench BENCH_ARGS="--scaling"` adds the 1M-identity and GC scenarios.
 BENCH_ARGS ?=
-BENCH_TOOLS = command -v wrk >/dev/null 2>&1 && command -v hey >/dev/null 2>&1 || \
-	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk hey; }
+BENCH_TOOLS = command -v wrk >/dev/null 2>&1 && command -v hey >/dev/null 2>&1 && \
+	command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk hey redis-server; }
 
 .PHONY: bench bench-smoke
 

@@ -5,6 +5,8 @@ Scenarios (each module's docstring says exactly what it measures):
 - :mod:`bench.matrix`: resolve hits and misses, check_user, register, announce on every
   (storage, mode), each beside the floor; peak rps, p50/p99, p99 at half the peak rate.
 - :mod:`bench.ratelimits`: resolve with generous rate limits on vs off.
+- :mod:`bench.workers`: resolve on Redis against LevelDB (side by side), and on Redis with
+  ``[server] workers = 2`` vs 1.
 - :mod:`bench.memory_rss`: resident bytes per identity in the memory store (N identities, at
   least 10,000; also 1,000,000 with ``--scaling``).
 - with ``--scaling``, :mod:`bench.scaling`: resolve with 1,000,000 vs 1,000 identities in
@@ -36,7 +38,7 @@ from pathlib import Path
 from registryd import __version__
 from registryd.certs import write_dev_certs
 
-from . import chart, ratelimits, report, scaling
+from . import chart, ratelimits, report, scaling, workers
 from .checks import Check
 from .matrix import Measured, Workspace, run_matrix
 from .settings import Settings
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-rate-limits", action="store_true", help="skip the rate-limit scenario")
     p.add_argument("--no-memory", action="store_true", help="skip the memory-per-identity run")
+    p.add_argument("--no-workers", action="store_true", help="skip workers = 2 vs 1 on Redis")
     p.add_argument("--scaling", action="store_true", help="also 1M-identity and GC scenarios")
     p.add_argument("--scaling-identities", type=int, default=d.scaling_identities)
     p.add_argument("--gc-presences", type=int, default=d.gc_presences)
@@ -122,6 +125,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         busy_retry_budget=args.busy_retry_budget,
         rate_limits=not args.no_rate_limits,
         memory_scenario=not args.no_memory,
+        workers_scenario=not args.no_workers and "redis" in args.storage,
         scaling=args.scaling,
         scaling_identities=args.scaling_identities,
         gc_presences=args.gc_presences,
@@ -195,6 +199,11 @@ def run_checks(ws: Workspace) -> list[Check]:
     if settings.rate_limits:
         log("rate limits on vs off (resolve, memory/http)")
         checks.append(ratelimits.rate_limits_cost(ws))
+    if settings.workers_scenario:
+        log("redis vs leveldb (resolve, http, one worker each)")
+        checks.append(workers.redis_vs_leveldb(ws))
+        log("workers = 2 vs 1 (resolve, redis/http)")
+        checks.append(workers.workers_scaling(ws))
     # Below ~10,000 identities the store's growth is lost in page-sized RSS noise.
     sizes = [max(settings.identities, MIN_MEMORY_IDENTITIES)] if settings.memory_scenario else []
     if settings.scaling and settings.scaling_identities not in sizes:

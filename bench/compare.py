@@ -57,10 +57,11 @@ def ratio_check(
     description: str,
     labels: tuple[str, str],
     runs: tuple[list[LoadResult], list[LoadResult]],
-    minimum: float,
+    minimum: float | None,
 ) -> Check:
-    """A :class:`Check` that mean rps of ``runs[1]`` / ``runs[0]`` is at least ``minimum``;
-    ``labels`` name the two sides in the details (``rps_<label>``, ``runs_<label>``)."""
+    """A :class:`Check` that mean rps of ``runs[1]`` / ``runs[0]`` is at least ``minimum``
+    (None: a figure without a target); ``labels`` name the two sides in the details
+    (``rps_<label>``, ``runs_<label>``)."""
     base, other = runs
     ratio = mean_rps(other) / mean_rps(base)
     errors = sum(run.errors for run in base + other)
@@ -73,7 +74,7 @@ def ratio_check(
         description=description,
         value=ratio,
         unit="x",
-        target=f">= {minimum}",
-        passed=at_least(ratio, minimum) and errors == 0,
+        target="-" if minimum is None else f">= {minimum}",
+        passed=None if minimum is None else at_least(ratio, minimum) and errors == 0,
         details=details,
     )

@@ -65,16 +65,20 @@ class Secrets:
 
 @dataclass(frozen=True)
 class Setup:
-    """One server configuration: ``storage`` is ``memory`` or ``leveldb``, ``mode`` is ``http``
-    or ``tls``; ``rate_limits`` turns on generous limits that never trigger."""
+    """One server configuration: ``storage`` is ``memory``, ``leveldb`` or ``redis`` (at
+    ``redis_url``), ``mode`` is ``http`` or ``tls``; ``rate_limits`` turns on generous limits
+    that never trigger; ``workers`` is ``[server] workers``."""
 
     storage: str
     mode: str
     rate_limits: bool = False
+    redis_url: str = ""
+    workers: int = 1
 
     @property
     def label(self) -> str:
         suffix = "+ratelimit" if self.rate_limits else ""
+        suffix += f"+{self.workers}workers" if self.workers > 1 else ""
         return f"{self.storage}/{self.mode}{suffix}"
 
 
@@ -104,9 +108,10 @@ def config_text(
         f'address = "127.0.0.1:0"\nmode = "{setup.mode}"\nallow_sync = true\n'
         f"[server]\nmax_body_bytes = {MAX_BODY_BYTES}\n"
         # every load generator connects from 127.0.0.1: no per-client share below the cap
-        f"max_connections_per_client = {MAX_CONNECTIONS}\n"
+        f"max_connections_per_client = {MAX_CONNECTIONS}\nworkers = {setup.workers}\n"
         f'[storage]\nkind = "{setup.storage}"\npath = "{data_dir}"\n'
-        f'index_key_hex = "{secrets.index_key.hex()}"\n'
+        + (f'url = "{setup.redis_url}"\n' if setup.storage == "redis" else "")
+        + f'index_key_hex = "{secrets.index_key.hex()}"\n'
         f"{tls}"
         f"{_rate_limit_table(setup.rate_limits)}"
         "[pow]\nenabled = false\n"

@@ -1,6 +1,7 @@
 """The endpoint matrix: every endpoint on every (storage, mode), next to its framework floor.
 
-For each mode (``http``, ``tls``) and storage (``memory``, ``leveldb``) this writes one config,
+For each mode (``http``, ``tls``) and storage (``memory``, ``leveldb``, ``redis``: a local
+redis-server with ``appendfsync always``, one daemon worker) this writes one config,
 preloads N identities, then
 
 1. serves the floor (``bench/floor.py``) from that config and measures ``GET /json`` and
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from registryd.certs import DevCerts
@@ -30,6 +31,7 @@ from . import loadgen, procs, workload
 from .configs import Secrets, Setup, write_config
 from .loadgen import LoadResult, Retries
 from .preload import preload_leveldb, preload_presences, preload_sync
+from .redis_server import redis_server
 from .settings import Settings
 from .workload import RegisterPool, RequestFile
 
@@ -176,7 +178,12 @@ def measure(
 
 
 def run_setup(ws: Workspace, setup: Setup) -> Iterator[Measured]:
-    """Floor and daemon measurements for one (storage, mode), as they complete."""
+    """Floor and daemon measurements for one (storage, mode), as they complete (Redis: on a
+    redis-server of its own, started for the setup)."""
+    if setup.storage == "redis" and not setup.redis_url:
+        with redis_server(ws.root / f"redis-{setup.mode}") as url:
+            yield from run_setup(ws, replace(setup, redis_url=url))
+        return
     settings = ws.settings
     name = setup.label.replace("/", "-")
     data_dir = ws.root / f"db-{name}"
@@ -190,7 +197,7 @@ def run_setup(ws: Workspace, setup: Setup) -> Iterator[Measured]:
             yield Measured(endpoint, setup.storage, setup.mode, peak, half)
     ws.register_pool.rewind()  # a fresh store: the same handles register again
     with procs.server(procs.daemon_argv(config), ws.root / f"daemon-{name}.log") as url:
-        if setup.storage == "memory":
+        if setup.storage in ("memory", "redis"):
             cafile = ws.certs.ca if setup.mode == "tls" else None
             took = preload_sync(url, ws.secrets, settings.identities, settings.seed, cafile)
             ws.log(

@@ -16,6 +16,7 @@ SCALING_1M_VS_1K = 0.9
 GC_MAX_STALL_MS = 20.0
 MEMORY_BYTES_PER_IDENTITY = GIB / MILLION  # 1 GiB per 1,000,000 identities
 RATE_LIMITS_MIN_RATIO = 0.85  # limits may cost at most 15 % of resolve throughput
+REDIS_VS_LEVELDB_RESOLVE = 0.8  # issue 13: Redis resolve, one worker, vs LevelDB resolve
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Settings:
     """What to run and for how long. Durations are in seconds."""
 
     identities: int = 10_000
-    storages: tuple[str, ...] = ("memory", "leveldb")
+    storages: tuple[str, ...] = ("memory", "leveldb", "redis")
     modes: tuple[str, ...] = ("http", "tls")
     endpoints: tuple[str, ...] = (
         "resolve_hit",
@@ -45,6 +46,7 @@ class Settings:
     busy_retry_budget: int = 12
     rate_limits: bool = True
     memory_scenario: bool = True
+    workers_scenario: bool = True
     scaling: bool = False
     scaling_identities: int = MILLION
     scaling_small: int = 1_000

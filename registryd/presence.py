@@ -54,7 +54,11 @@ async def gc_loop(
 ) -> None:
     """Run :func:`collect` at start-up and then every ``gc_interval_seconds`` (read from
     ``config()`` each time, so a reload applies) until cancelled; each pass is recorded in
-    ``metrics`` (task ``presence``)."""
+    ``metrics`` (task ``presence``); nothing for a backend that expires presences itself
+    (``native_expiry``: Redis).
+    """
+    if storage.native_expiry:
+        return
     while True:
         try:
             started = time.perf_counter()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 
 from registryd import config as config_mod
@@ -53,6 +54,7 @@ def config_text(
     *,
     kind: str = "memory",
     path: str = "",
+    url: str = "",
     mode: str = "http",
     extra: str = "",
     tls: str = "",
@@ -68,6 +70,8 @@ def config_text(
         tables += REFERENCE
     if path:
         storage += f'path = "{path}"\n'
+    if url:
+        storage += f'url = "{url}"\n'
     return (
         f'address = "127.0.0.1:0"\nmode = "{mode}"\n{extra}\n'
         f"{storage}{tls}{tables}"
@@ -75,6 +79,22 @@ def config_text(
         f'[[envelope.keys]]\nkid_hex = "{KID_HEX}"\n'
         f'x25519_private_key_hex = "{SERVER_PRIVATE_HEX}"\nactive = true\n'
     )
+
+
+def skip_if_native_expiry(storage: Storage) -> None:
+    """Skip a test of presence purging (P7) on a backend that expires presences itself."""
+    if storage.native_expiry:
+        pytest.skip("the backend expires presences natively; purge_expired has nothing to do")
+
+
+def backend_of(config: Config) -> dict[str, Any]:
+    """``config``'s storage as :func:`config_text` keywords (kind, and path or url)."""
+    storage = config.storage
+    return {
+        "kind": storage.kind,
+        "path": storage.path if storage.kind == "leveldb" else "",
+        "url": storage.url if storage.kind == "redis" else "",
+    }
 
 
 def make_config(**kwargs: Any) -> Config:

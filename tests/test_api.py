@@ -20,7 +20,7 @@ from registryd.config import Config
 from registryd.envelope import open_sealed, seal, shared_key, x25519_keypair, x25519_public
 from registryd.identity import PublicIdentity, user_id
 from registryd.wire import Envelope
-from tests.helpers import Clock, app_client, config_text, error
+from tests.helpers import Clock, app_client, backend_of, config_text, error
 from tests.vectors import (
     ALICE_HANDLE_HEX,
     CLIENT_PRIVATE,
@@ -85,9 +85,7 @@ def open_resolution(envelope: dict[str, Any], handle: bytes, requester_private: 
 
 
 def config_for(backend: Config, *, extra: str = "", tail: str = "") -> str:
-    kind = backend.storage.kind
-    path = backend.storage.path if kind == "leveldb" else ""
-    return config_text(kind=kind, path=path, extra=extra, reference=True) + tail
+    return config_text(**backend_of(backend), extra=extra, reference=True) + tail
 
 
 @pytest.fixture

@@ -4,12 +4,14 @@ ConfigError naming its key path, and secrets never show in reprs, summaries or e
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from registryd import config
 from registryd.cli.daemon import summary as summarize
+from registryd.config import RateLimitConfig, ServerConfig, StorageConfig
 from registryd.errors import ConfigError
 from registryd.keystore import load_keyring
 from tests.config_support import (
@@ -348,15 +350,91 @@ CASES: list[tuple[str, str, str, str]] = [
     ),
     (
         "storage unknown kind",
-        toml(storage='[storage]\nkind = "redis"\n'),
+        toml(storage='[storage]\nkind = "postgres"\n'),
         "storage.kind",
-        'expected "leveldb" or "memory"',
+        'expected "leveldb", "memory" or "redis"',
     ),
     (
         "storage kind case matters",
         toml(storage='[storage]\nkind = "LevelDB"\n'),
         "storage.kind",
-        'expected "leveldb" or "memory"',
+        'expected "leveldb", "memory" or "redis"',
+    ),
+    (
+        "workers on memory storage",
+        toml("", "[server]\nworkers = 2\n"),
+        "server.workers",
+        'need shared storage: [storage] kind = "redis"',
+    ),
+    (
+        "workers with in-process limits",
+        toml(
+            "",
+            "[server]\nworkers = 2\n",
+            storage='[storage]\nkind = "redis"\nurl = "redis://h:1"\n',
+        ),
+        "server.workers",
+        'storage_uri = "redis://..." (not "memory://")',
+    ),
+    (
+        "workers zero",
+        toml("", "[server]\nworkers = 0\n"),
+        "server.workers",
+        "",
+    ),
+    (
+        "redis without url",
+        toml(storage='[storage]\nkind = "redis"\n'),
+        "storage.url",
+        "expected a URL starting redis://",
+    ),
+    (
+        "redis url with another scheme",
+        toml(storage='[storage]\nkind = "redis"\nurl = "http://127.0.0.1:6379"\n'),
+        "storage.url",
+        "expected a URL starting redis://",
+    ),
+    (
+        "redis url without host",
+        toml(storage='[storage]\nkind = "redis"\nurl = "redis://:6379/0"\n'),
+        "storage.url",
+        "needs a host",
+    ),
+    (
+        "redis url with a bad port",
+        toml(storage='[storage]\nkind = "redis"\nurl = "redis://127.0.0.1:99999/0"\n'),
+        "storage.url",
+        "bad port",
+    ),
+    (
+        "redis unix url without a path",
+        toml(storage='[storage]\nkind = "redis"\nurl = "unix://"\n'),
+        "storage.url",
+        "needs the socket's path",
+    ),
+    (
+        "redis ca_file without TLS",
+        toml(storage='[storage]\nkind = "redis"\nurl = "redis://h:1"\nca_file = "/x"\n'),
+        "storage.ca_file",
+        "only with a rediss:// url",
+    ),
+    (
+        "redis ca_file missing",
+        toml(storage='[storage]\nkind = "redis"\nurl = "rediss://h:1"\nca_file = "/no/ca.pem"\n'),
+        "storage.ca_file",
+        "file not found",
+    ),
+    (
+        "redis wait_replicas on a cluster",
+        toml(storage='[storage]\nkind = "redis"\nurl = "redis+cluster://h:1"\nwait_replicas = 1\n'),
+        "storage.wait_replicas",
+        "not with a Redis Cluster",
+    ),
+    (
+        "redis timeout zero",
+        toml(storage='[storage]\nkind = "redis"\nurl = "redis://h:1"\ntimeout_ms = 0\n'),
+        "storage.timeout_ms",
+        "",
     ),
     (
         "leveldb with empty path",
@@ -401,10 +479,10 @@ CASES: list[tuple[str, str, str, str]] = [
         "expected an Argon2id hash",
     ),
     (
-        "rate limit storage other than memory",
-        toml("", '[rate_limit]\nstorage_uri = "redis://localhost:6379"\n'),
+        "rate limit storage neither memory nor redis",
+        toml("", '[rate_limit]\nstorage_uri = "memcached://localhost:11211"\n'),
         "rate_limit.storage_uri",
-        'only "memory://" is supported',
+        '"memory://", or a Redis URL: expected a URL starting redis://',
     ),
     (
         "pow difficulty out of range when enabled",
@@ -673,3 +751,32 @@ def test_address_port_must_be_ascii_digits() -> None:
 def test_a_key_past_its_not_after_is_a_runtime_matter_not_a_config_error() -> None:
     cfg = parse(toml(envelope=ENVELOPE + f"not_after_epoch_ms = {NOW_MS - 1}\n"))
     assert load_keyring(cfg.envelope).keys[0].state(NOW_MS) == "expired"
+
+
+@pytest.mark.parametrize(
+    ("table", "keys"),
+    [
+        (
+            "storage",
+            ("kind", "path", "index_key_hex", "url", "ca_file", "timeout_ms", "wait_replicas"),
+        ),
+        ("server", ("workers",)),
+        ("rate_limit", ("storage_uri",)),
+    ],
+)
+def test_the_scale_out_keys_are_documented(table: str, keys: tuple[str, ...]) -> None:
+    """The example config and the README's config section name every key of these tables
+    (issue 13's keys among them), commented out or set."""
+    root = Path(__file__).resolve().parent.parent
+    example = (root / "config" / "registry.example.toml").read_text()
+    readme = (root / "README.md").read_text()
+    fields = {
+        "storage": StorageConfig,
+        "server": ServerConfig,
+        "rate_limit": RateLimitConfig,
+    }[table].__struct_fields__
+    assert set(keys) <= set(fields)
+    for key in keys:
+        pattern = re.compile(rf"^#? ?{key} = ", re.M)
+        assert pattern.search(example), f"{table}.{key} not in the example config"
+        assert pattern.search(readme) or f"`{key}`" in readme, f"{table}.{key} not in README"

@@ -168,3 +168,34 @@ def test_systemd_analyze_verify_finds_nothing(tmp_path: Path) -> None:
         [analyze, "verify", "--man=no", str(broken)], capture_output=True, text=True, timeout=120
     )
     assert "Unknown key 'ProtectHomee'" in check.stderr  # the check above could fail
+
+
+# -- docker compose (issue 13) ---------------------------------------------------------------
+
+
+def test_the_compose_file_runs_registryd_on_a_durable_redis_with_health_checks() -> None:
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"redis", "registryd"}
+    redis, registryd = services["redis"], services["registryd"]
+    command = redis["command"]
+    for option, value in (("--appendonly", "yes"), ("--appendfsync", "always")):
+        assert command[command.index(option) + 1] == value  # what the README asks of Redis
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert any(v.endswith(":/data") for v in redis["volumes"])  # the AOF outlives the container
+    assert registryd["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    assert registryd["build"] == "."
+    test = registryd["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "registryd", "health"]
+    assert build_parser().parse_args(test[2:]).timeout == 5.0  # the CLI accepts it
+    assert registryd["environment"]["REGISTRYD_CONFIG"] == "/etc/registryd/registry.toml"
+    mounts = {v.split(":")[1] for v in registryd["volumes"]}
+    assert {"/etc/registryd/registry.toml", "/etc/registryd/tls", "/var/lib/registryd"} <= mounts
+    assert set(compose["volumes"]) == {"redis-data", "registryd-data"}
+    # the workers the header asks for are refused unless storage and limits are in Redis
+    header = (ROOT / "docker-compose.yml").read_text()
+    for line in ('kind = "redis"', 'storage_uri = "redis://redis:6379/0"', "workers = 2"):
+        assert line in header
+    assert "redis" in re.findall(r'"registryd\[([\w,]+)\]"', dockerfile())[0].split(",")

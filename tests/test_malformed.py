@@ -24,7 +24,8 @@ from registryd.config import Config
 from registryd.envelope import seal, shared_key
 from registryd.identity import user_id
 from registryd.storage import Storage, open_storage
-from tests.helpers import Clock, app_client, config_text
+from registryd.timespec import now_ms
+from tests.helpers import Clock, app_client, backend_of, config_text
 from tests.spec_owner import H, Owner, canonical, sign_hex
 from tests.vectors import (
     ALICE_HANDLE_HEX,
@@ -138,7 +139,7 @@ def identities(*items: bytes) -> bytes:
 # -- ownership (extensions spec §1, §2). Alice has fixed keys; the fixture registers her and has
 # one update and one presence accepted at NOW - 1 s, for replays and stale timestamps to be
 # stale against. Messages are built from the spec's bytes (tests.spec_owner).
-NOW = 1_700_000_000_000
+NOW = now_ms() // 1000 * 1000  # the wall clock's: Redis expires presences by its own clock
 SKEW_MS = 300_000  # [identity] signed_op_skew_seconds default
 ALICE_OWNER = Owner("alice", SigningKey(bytes([0x11] * 32)), PrivateKey(bytes([0x22] * 32)))
 BOB_OWNER = Owner("bob", SigningKey(bytes([0x33] * 32)), PrivateKey(bytes([0x44] * 32)))
@@ -758,12 +759,7 @@ CASES = [
 async def app(backend_config: Config) -> AsyncIterator[tuple[httpx.AsyncClient, Storage]]:
     """The app over each backend with a peer token and ``allow_sync``; alice is registered and
     has one update and one presence accepted (at ``ACCEPTED_TS``)."""
-    kind = backend_config.storage.kind
-    text = config_text(
-        kind=kind,
-        path=backend_config.storage.path if kind == "leveldb" else "",
-        extra="allow_sync = true",
-    )
+    text = config_text(**backend_of(backend_config), extra="allow_sync = true")
     config = config_mod.parse(text + f'[peers]\ntoken_hashes = ["{TOKEN_HASH}"]\n')
     storage: Storage = open_storage(config)
     try:

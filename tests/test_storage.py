@@ -4,7 +4,8 @@ Which test checks which promise of ``registryd/storage/base.py`` (P9 and P10, th
 directory's, are in ``test_storage_directory.py``; P15-P19, ownership's, in
 ``test_storage_ownership.py``; P20 and P21, export and import, in
 ``test_storage_transfer.py``); tests taking the ``storage`` fixture run
-over every backend, ``test_leveldb_*`` and ``test_memory_*`` over one:
+over every backend (memory, LevelDB, Redis, a 3-master Redis Cluster; Redis's own promises are in
+``test_storage_redis.py``), ``test_leveldb_*`` and ``test_memory_*`` over one:
 
 ====  ======================================================================================
 P1    test_register_twice_keeps_the_original, test_register_get_exists
@@ -44,6 +45,7 @@ from typing import Any
 import pytest
 
 from registryd import wire
+from registryd.config import Config
 from registryd.errors import SchemaVersionError, StorageError, StorageLockedError
 from registryd.identity import PublicIdentity, user_id
 from registryd.secret import Secret
@@ -53,14 +55,18 @@ from registryd.storage.binding import leveldb_module
 from registryd.storage.leveldb import LevelDBStorage
 from registryd.storage.leveldb_keys import IDENT, PRES, SCHEMA_KEY
 from registryd.storage.memory import MemoryStorage
-from tests.helpers import INDEX_KEY_HEX
+from registryd.timespec import now_ms
+from tests.conftest import config_for_backend
+from tests.helpers import INDEX_KEY_HEX, skip_if_native_expiry
 from tests.vectors import PEPPER_HEX
 
 plyvel = leveldb_module()  # plyvel-next on Python 3.12+, plyvel on 3.11 (the leveldb extra)
 
 INDEX_KEY = Secret(bytes.fromhex(INDEX_KEY_HEX))
 OTHER_KEY = Secret(bytes(range(100, 132)))
-NOW = 1_700_000_000_000
+# An hour ahead of the wall clock: Redis expires presences natively (PXAT, by its own clock), so
+# an expiry "after NOW" must be in the real future for every backend to hold it.
+NOW = now_ms() + 3_600_000
 
 
 def uid(name: str) -> bytes:
@@ -76,6 +82,12 @@ def identity_json(name: str) -> bytes:
         created_at_ms=1,
         username_hint=name,
     ).to_json()
+
+
+@pytest.fixture(params=["memory", "leveldb", "redis", "redis-cluster"])
+def backend_config(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
+    """The contract runs on a 3-master Redis Cluster too."""
+    return config_for_backend(str(request.param), request, tmp_path)
 
 
 # -- identities -----------------------------------------------------------------------------
@@ -141,6 +153,7 @@ async def test_announce_upsert_last_write_wins(storage: Storage) -> None:
     await storage.announce(alice, b"early", NOW + 1_000)
     await storage.announce(alice, b"later", NOW + 5_000)
     assert await storage.get_presence(alice) == (b"later", NOW + 5_000)
+    skip_if_native_expiry(storage)
 
     # The first announcement's expiry has passed; its index entry must not purge the new one.
     assert await storage.purge_expired(NOW + 2_000, 100) == 0
@@ -155,6 +168,7 @@ async def test_announce_upsert_to_an_earlier_expiry(storage: Storage) -> None:
     await storage.announce(alice, b"long", NOW + 9_000)
     await storage.announce(alice, b"short", NOW + 1_000)
     assert await storage.get_presence(alice) == (b"short", NOW + 1_000)
+    skip_if_native_expiry(storage)
     assert await storage.purge_expired(NOW + 2_000, 100) == 1
     assert await storage.get_presence(alice) is None
     # The superseded later expiry neither resurrects nor counts as a purge.
@@ -162,6 +176,7 @@ async def test_announce_upsert_to_an_earlier_expiry(storage: Storage) -> None:
 
 
 async def test_purge_deletes_exactly_the_expired(storage: Storage) -> None:
+    skip_if_native_expiry(storage)
     expiries = {"a": NOW - 5_000, "b": NOW - 1, "c": NOW, "d": NOW + 1, "e": NOW + 5_000}
     for name, expiry in expiries.items():
         await storage.announce(uid(name), name.encode(), expiry)
@@ -174,6 +189,7 @@ async def test_purge_deletes_exactly_the_expired(storage: Storage) -> None:
 
 
 async def test_purge_respects_limit(storage: Storage) -> None:
+    skip_if_native_expiry(storage)
     for i in range(5):
         await storage.announce(uid(f"user{i}"), b"p", NOW - 100 + i)
     await storage.announce(uid("fresh"), b"p", NOW + 100)
@@ -184,6 +200,7 @@ async def test_purge_respects_limit(storage: Storage) -> None:
 
 
 async def test_purge_oldest_first(storage: Storage) -> None:
+    skip_if_native_expiry(storage)
     for i in range(4):
         await storage.announce(uid(f"user{i}"), b"p", NOW - 1_000 * (i + 1))
     assert await storage.purge_expired(NOW, 2) == 2
@@ -192,12 +209,14 @@ async def test_purge_oldest_first(storage: Storage) -> None:
 
 
 async def test_purge_limit_zero_deletes_nothing(storage: Storage) -> None:
+    skip_if_native_expiry(storage)
     await storage.announce(uid("alice"), b"p", NOW - 1)
     assert await storage.purge_expired(NOW, 0) == 0
     assert await storage.get_presence(uid("alice")) == (b"p", NOW - 1)
 
 
 async def test_purge_with_nothing_expired_deletes_nothing(storage: Storage) -> None:
+    skip_if_native_expiry(storage)
     assert await storage.purge_expired(NOW, 100) == 0  # empty store
     for i in range(200):
         await storage.announce(uid(f"user{i}"), b"p", NOW + 1 + i)
@@ -222,6 +241,7 @@ class _CountingDB:
 
 
 async def test_purge_is_o_expired(storage: Storage) -> None:
+    skip_if_native_expiry(storage)
     for i in range(300):
         await storage.announce(uid(f"fresh{i}"), b"p", NOW + 1 + i)
     await storage.announce(uid("old"), b"p", NOW - 1)

@@ -21,11 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from registryd.config import Config
 from registryd.errors import StorageError
 from registryd.secret import Secret
 from registryd.storage import Storage
 from registryd.storage.leveldb import LevelDBStorage
 from registryd.storage.records import DirectoryNode, Spend
+from tests.conftest import config_for_backend
 from tests.helpers import INDEX_KEY_HEX
 
 INDEX_KEY = Secret(bytes.fromhex(INDEX_KEY_HEX))
@@ -133,6 +135,12 @@ async def test_spent_set_is_bounded_and_purged_by_expiry(storage: Storage) -> No
     assert [await storage.nonce_spent(i) for i in ids] == [False, False, True, True]
     assert await storage.purge_spent_nonces(NOW + 2_500) == 0
     assert await storage.purge_spent_nonces(NOW + 10_000) == 2
+
+
+@pytest.fixture(params=["memory", "leveldb", "redis", "redis-cluster"])
+def backend_config(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
+    """The contract runs on a 3-master Redis Cluster too."""
+    return config_for_backend(str(request.param), request, tmp_path)
 
 
 # -- LevelDB only ---------------------------------------------------------------------------

@@ -99,7 +99,14 @@ from ..errors import PowRequired
 from ..hashcash import Challenge, leading_zero_bits_ok
 from ..secret import Secret
 
-__all__ = ["MAX_DIFFICULTY", "ProofOfWork"]
+__all__ = [
+    "HALF_LIFE_MS",
+    "IDLE_MS",
+    "MAX_DIFFICULTY",
+    "RATE_PER_COUNT",
+    "ProofOfWork",
+    "parse_proof",
+]
 
 log = logging.getLogger("registryd")
 
@@ -112,7 +119,7 @@ MAC_LEN = 8
 MAX_EXPIRY_S = 0xFFFF_FFFF
 _MAC_DOMAIN = b"registryd pow challenge v1"
 _CHALLENGE_HEX = re.compile(r"[0-9a-f]{32}")
-_RATE_PER_COUNT = math.log(2) / (HALF_LIFE_MS / 1000)  # decayed count -> requests per second
+RATE_PER_COUNT = math.log(2) / (HALF_LIFE_MS / 1000)  # decayed count -> requests per second
 _WAYS = 8  # slots a client may take in the rate table
 _IDLE_LOG2 = -IDLE_MS / HALF_LIFE_MS  # log2 of the count below which a client is forgotten
 
@@ -123,7 +130,7 @@ class _Proof(NamedTuple):
     solution: str
 
 
-def _parse(header: str | None) -> _Proof | None:
+def parse_proof(header: str | None) -> _Proof | None:
     if header is None or not header.isascii():
         return None
     text, colon, solution = header.partition(":")
@@ -184,7 +191,7 @@ class _RateMeter:
             self._fingerprints[slot] = fingerprint
             count = 1.0
         levels[slot] = math.log2(count) + age
-        return count * _RATE_PER_COUNT
+        return count * RATE_PER_COUNT
 
 
 class ProofOfWork:
@@ -241,7 +248,18 @@ class ProofOfWork:
         """A fresh challenge for ``client_key`` (the ``GET /pow/challenge`` answer); stores
         nothing, apart from counting the request when adaptive."""
         now = self._now()
-        difficulty = self._difficulty(client_key, now)
+        return self._challenge(self._difficulty(client_key, now), now, client_key)
+
+    async def aissue(self, client_key: str) -> Challenge:
+        """:meth:`issue`, for callers that may hold a shared one (its issue needs a round trip:
+        :class:`registryd.abuse.stores.SharedProofOfWork`)."""
+        return self.issue(client_key)
+
+    async def averify(self, header: str | None, client_key: str) -> None:
+        """:meth:`verify`, likewise."""
+        self.verify(header, client_key)
+
+    def _challenge(self, difficulty: int, now: int, client_key: str) -> Challenge:
         expiry_s = min((now + self.config.ttl_seconds * 1000) // 1000, MAX_EXPIRY_S)
         head = expiry_s.to_bytes(4, "big") + bytes((difficulty,)) + secrets.token_bytes(3)
         return {
@@ -255,7 +273,7 @@ class ProofOfWork:
         :class:`PowRequired`. Each challenge is accepted once, by the client it was issued to,
         until its ``expires_ms``; a refused proof does not spend it."""
         now = self._now()
-        proof = _parse(header)
+        proof = parse_proof(header)
         if proof is None or not self._fresh(proof.raw, client_key, now):
             self._count(client_key, now)
             raise PowRequired()
@@ -274,11 +292,15 @@ class ProofOfWork:
         data = _MAC_DOMAIN + head + client_key.encode("utf-8", "surrogatepass")
         return blake3.blake3(data, key=self._key.reveal()).digest()[:MAC_LEN]
 
-    def _fresh(self, raw: bytes, client_key: str, now: int) -> bool:
-        """Issued by this process to ``client_key``, unexpired and not spent."""
+    def _authentic(self, raw: bytes, client_key: str, now: int) -> bool:
+        """Issued with this key to ``client_key``, and unexpired."""
         if not hmac.compare_digest(raw[8:], self._mac(raw[:8], client_key)):
             return False
-        if now > int.from_bytes(raw[:4], "big") * 1000:
+        return now <= int.from_bytes(raw[:4], "big") * 1000
+
+    def _fresh(self, raw: bytes, client_key: str, now: int) -> bool:
+        """Issued by this process to ``client_key``, unexpired and not spent."""
+        if not self._authentic(raw, client_key, now):
             return False
         self._prune(now)
         return int.from_bytes(raw, "big") not in self._spent
@@ -308,10 +330,13 @@ class ProofOfWork:
         return 0.0 if self._rates is None else self._rates.hit(client_key, now)
 
     def _difficulty(self, client_key: str, now: int) -> int:
+        return self._difficulty_at(self._count(client_key, now) if self._rates else 0.0)
+
+    def _difficulty_at(self, rate: float) -> int:
+        """The difficulty for a client at ``rate`` requests/s (0: not adaptive)."""
         base = self.config.difficulty
-        rate = self._count(client_key, now)
         free = self.config.adaptive_free_rps
-        if self._rates is None or rate < 2 * free:
+        if rate < 2 * free:
             return base
         extra = math.floor(math.log2(rate / free))
         return min(base + extra, max(base, MAX_DIFFICULTY))

@@ -46,6 +46,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import blake3
 from starlette.requests import Request
@@ -56,6 +57,15 @@ from ..config import RateLimitConfig
 from ..errors import RateLimited
 from ..logs import audit
 from .clientip import ClientKeys
+
+
+class Shared(Protocol):
+    """A limiter checked with a round trip: :class:`registryd.abuse.stores.SharedRateLimiter`."""
+
+    async def check(self, key: str, endpoint: str | None) -> Refusal | None: ...
+
+    async def close(self) -> None: ...
+
 
 CLIENT_KEY = "registryd.client"
 """The scope key under which :class:`RateLimitMiddleware` stores the client's key (a ``str``)."""
@@ -238,8 +248,10 @@ class RateLimitMiddleware:
     request is then charged (:func:`endpoint_of`); a refusal is answered here with 429 and the
     spec 4.6 body (:func:`refusal_body`: ``"message":"rate limited: retry after N s"``), headers
     ``retry-after``, ``ratelimit-limit``, ``ratelimit-remaining``, ``ratelimit-reset`` (seconds),
-    without reading the body or calling ``app``. ``limiter=None`` (``[rate_limit] enabled =
-    false``) only keys. Each refusal is also handed to ``on_refusal`` (the metrics).
+    without reading the body or calling ``app``. ``limiter`` is a :class:`RateLimiter`, or the
+    shared store's (:class:`registryd.abuse.stores.SharedRateLimiter`, a :class:`Shared`);
+    ``limiter=None`` (``[rate_limit] enabled = false``) only keys. Each refusal is also handed
+    to ``on_refusal`` (the metrics).
     Other scopes (lifespan, websocket) pass through untouched.
     """
 
@@ -247,7 +259,7 @@ class RateLimitMiddleware:
         self,
         app: ASGIApp,
         *,
-        limiter: RateLimiter | None,
+        limiter: RateLimiter | Shared | None,
         keys: ClientKeys,
         on_refusal: Callable[[Refusal], None] | None = None,
     ) -> None:
@@ -259,8 +271,13 @@ class RateLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             key = scope[CLIENT_KEY] = self.keys(scope)
-            if self.limiter is not None:
-                refusal = self.limiter.check(key, endpoint_of(scope["method"], scope["path"]))
+            limiter = self.limiter
+            if limiter is not None:
+                endpoint = endpoint_of(scope["method"], scope["path"])
+                if isinstance(limiter, RateLimiter):
+                    refusal = limiter.check(key, endpoint)
+                else:  # the shared store (Redis): one round trip
+                    refusal = await limiter.check(key, endpoint)
                 if refusal is not None:
                     if self.on_refusal is not None:
                         self.on_refusal(refusal)

@@ -23,7 +23,7 @@ from ..abuse.pow import ProofOfWork
 from ..abuse.ratelimit import client_key
 from ..encoding import decode_hex
 from ..envelope import padded
-from ..errors import Conflict, InvalidInput, KeyUnavailable, NotFound, PowRequired
+from ..errors import Conflict, InvalidInput, KeyUnavailable, NotFound, PowRequired, StorageError
 from ..hashcash import HEADER as POW_HEADER
 from ..identity import PublicIdentity, parse_handle
 from ..ownership import check_identity
@@ -54,21 +54,27 @@ class PublicApi:
         return routes
 
     async def health(self, request: Request) -> Response:
-        """200 ``{"status": "ok", "active_kid"}``, or 503 ``{"status": "degraded"}`` when no
-        envelope key is valid (resolves and ``/envelope_pubkey`` then answer 503 too)."""
+        """200 ``{"status": "ok", "active_kid"}``, or 503 ``{"status": "degraded", "reason"}``
+        when no envelope key is valid (resolves and ``/envelope_pubkey`` then answer 503 too) or
+        the storage cannot answer (Redis unreachable: every storage call answers 503 too)."""
         try:
             key = self.state.keyring.active(self.state.clock())
         except KeyUnavailable:
             reason = "no valid active envelope key"
             return json_response({"status": "degraded", "reason": reason}, 503)
+        try:
+            await self.state.storage.ping()
+        except StorageError:
+            reason = "storage unavailable"
+            return json_response({"status": "degraded", "reason": reason}, 503)
         return json_response({"status": "ok", "active_kid": key.kid.hex()})
 
-    def require_pow(self, request: Request) -> None:
+    async def require_pow(self, request: Request) -> None:
         """Spec 4.7: with ``[pow] enabled``, a fresh proof in ``x-enigma-pow`` (400 otherwise)."""
         if self.pow is not None:
             proofs = self.state.metrics.pow_proofs
             try:
-                self.pow.verify(request.headers.get(POW_HEADER), client_key(request))
+                await self.pow.averify(request.headers.get(POW_HEADER), client_key(request))
             except PowRequired:
                 proofs.labels("refused").inc()
                 raise
@@ -78,7 +84,7 @@ class PublicApi:
         issued = self.state.metrics.pow_issued
 
         async def pow_challenge(request: Request) -> Response:
-            challenge = pow.issue(client_key(request))
+            challenge = await pow.aissue(client_key(request))
             issued.inc()
             return json_response(challenge)
 
@@ -111,7 +117,7 @@ class PublicApi:
         work, then ``lookup(handle)`` sealed to the requester, a miss constant-shape when
         ``[privacy] constant_shape_resolve``."""
         state = self.state
-        self.require_pow(request)
+        await self.require_pow(request)
         req = await read_json(request, wire.ResolveRequest, state.config.server)
         handle = parse_handle(req.handle)
         field = "requester_ephemeral_pubkey_hex"
@@ -137,7 +143,7 @@ class PublicApi:
     async def check_user(self, request: Request) -> Response:
         if not self.state.config.privacy.check_user_enabled:
             raise NotFound()
-        self.require_pow(request)
+        await self.require_pow(request)
         handle = parse_handle(request.path_params["handle"])
         exists = await self.state.storage.exists(handle)
         return json_response(b'{"exists":true}' if exists else b'{"exists":false}')

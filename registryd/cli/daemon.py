@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from .. import config, logs, scaffold
+from ..config.file import redact_url
 from ..errors import ConfigError, KeyUnavailable, MissingDependency, StorageError, UsageError
 from ..keyring import KeyRing, describe_key, key_warnings
 from ..keystore import load_keyring
@@ -34,15 +35,42 @@ def _serve(cfg: config.Config, args: argparse.Namespace) -> None:
     removed on exit (:mod:`registryd.pidfile`)."""
     from ..server import serve
 
-    if args.pid_file is None:
-        asyncio.run(serve(cfg, config_path=args.config))
+    if args.worker_fds:  # one of [server] workers, on the sockets its supervisor bound
+        from ..workers import report_ready, worker_sockets
+
+        sock, peer_sock = worker_sockets(args.worker_fds)
+        asyncio.run(
+            serve(
+                cfg, sock=sock, peer_sock=peer_sock, config_path=args.config, on_ready=report_ready
+            )
+        )
         return
-    pid_file = PidFile(args.pid_file)
-    pid_file.claim()
+    pid_file = None if args.pid_file is None else PidFile(args.pid_file)
+    if pid_file is not None:
+        pid_file.claim()
+    on_ready = (lambda _: None) if pid_file is None else (lambda _: pid_file.write())
     try:
-        asyncio.run(serve(cfg, config_path=args.config, on_ready=lambda _: pid_file.write()))
+        if cfg.server.workers > 1:
+            from ..workers import supervise
+
+            supervise(cfg, _worker_args(args), on_ready)
+        else:
+            asyncio.run(serve(cfg, config_path=args.config, on_ready=on_ready))
     finally:
-        pid_file.remove()
+        if pid_file is not None:
+            pid_file.remove()
+
+
+def _worker_args(args: argparse.Namespace) -> list[str]:
+    """The ``serve`` arguments a worker gets from its supervisor's (no pid file)."""
+    out = ["--config", args.config]
+    if args.log_level:
+        out += ["--log-level", args.log_level]
+    if args.log_format:
+        out += ["--log-format", args.log_format]
+    for name in args.debug_logger:
+        out += ["--debug-logger", name]
+    return out
 
 
 # The daemon reports through its log; OSError is e.g. an address in use.
@@ -117,6 +145,8 @@ def summary(cfg: config.Config, keyring: KeyRing | None = None) -> dict[str, Any
     ]
     if cfg.storage.index_key_hex is None:
         out["storage"]["index_key_hex"] = "<derived from pepper>"
+    out["storage"]["url"] = redact_url(cfg.storage.url)  # a Redis password
+    out["rate_limit"]["storage_uri"] = redact_url(cfg.rate_limit.storage_uri)
     return out
 
 
@@ -133,12 +163,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         from ..storage.binding import leveldb_module
 
         leveldb_module()  # the daemon would stop here: the leveldb extra is not installed
+    warnings = []
+    if cfg.storage.kind == "redis":
+        from ..storage.redis_conn import server_warnings
+
+        s = cfg.storage
+        warnings = server_warnings(s.url, s.ca_file, s.timeout_ms / 1000)
     keyring = load_keyring(cfg.envelope)
     print(json.dumps(summary(cfg, keyring), indent=2))
     if problem := active_key_problem(cfg, keyring, now):
         print(f"config error: {problem}", file=sys.stderr)  # the daemon would start degraded
         return 1
-    for warning in key_warnings(keyring, now, cfg.envelope.expiry_warning_days):
+    warnings += key_warnings(keyring, now, cfg.envelope.expiry_warning_days)
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.path}: OK", file=sys.stderr)
     return 0
@@ -214,6 +251,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help='write the daemon\'s PID here once listening (for kill -HUP "$(cat PATH)"); '
         "removed on exit; refuses to start if it names a running registryd",
     )
+    p.add_argument("--worker-fds", help=argparse.SUPPRESS)  # [server] workers: the supervisor's
     p.set_defaults(func=command(cmd_serve, labels=SERVE_LABELS, report=_log_error))
 
     p = sub.add_parser(

@@ -10,6 +10,7 @@ import ipaddress
 import logging
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import blake3
 import msgspec
@@ -188,6 +189,66 @@ def _validate_paths(cfg: Config) -> None:
         )
 
 
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL, or None (``redis://``, ``rediss://``, ``unix://``,
+    ``redis+cluster://``, ``rediss+cluster://``; a host, or a socket path, is required)."""
+    parts = urlsplit(url)
+    schemes = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+    if parts.scheme not in schemes:
+        return f"expected a URL starting {', '.join(s + '://' for s in schemes)}"
+    if parts.scheme == "unix":
+        return None if parts.path else "unix:// needs the socket's path"
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return "bad port"
+    return None if parts.hostname else "needs a host"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``<redacted>`` (for printing)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:<redacted>@{host}").geturl()
+
+
+def _validate_redis(cfg: Config) -> None:
+    storage = cfg.storage
+    if storage.kind != "redis":
+        return
+    if (problem := redis_url_problem(storage.url)) is not None:
+        raise ConfigError("storage.url", f'{problem} (kind = "redis")')
+    if storage.wait_replicas and "+cluster://" in storage.url:
+        raise ConfigError("storage.wait_replicas", "not with a Redis Cluster url")
+    if storage.ca_file is not None:
+        if not storage.url.startswith("rediss"):
+            raise ConfigError("storage.ca_file", "only with a rediss:// url")
+        if not Path(storage.ca_file).is_file():
+            raise ConfigError("storage.ca_file", f"file not found: {storage.ca_file}")
+
+
+def _validate_workers(cfg: Config) -> None:
+    """N workers must share every piece of state: storage, limits and proof of work."""
+    if cfg.server.workers == 1:
+        return
+    if cfg.storage.kind != "redis":
+        raise ConfigError(
+            "server.workers",
+            f'{cfg.server.workers} workers need shared storage: [storage] kind = "redis" '
+            f'(not "{cfg.storage.kind}")',
+        )
+    shared = cfg.rate_limit.storage_uri != "memory://"
+    if (cfg.rate_limit.enabled or cfg.pow.enabled) and not shared:
+        raise ConfigError(
+            "server.workers",
+            f"{cfg.server.workers} workers need shared limits and proof of work: "
+            '[rate_limit] storage_uri = "redis://..." (not "memory://")',
+        )
+
+
 def _validate(cfg: Config) -> None:
     parse_address(cfg.address)
     for i, proxy in enumerate(cfg.trusted_proxies):
@@ -214,8 +275,9 @@ def _validate(cfg: Config) -> None:
         )
     if cfg.storage.kind == "sled":
         raise ConfigError("storage.kind", 'sled is not supported; use "leveldb"')
-    if cfg.storage.kind not in ("leveldb", "memory"):
-        raise ConfigError("storage.kind", 'expected "leveldb" or "memory"')
+    if cfg.storage.kind not in ("leveldb", "memory", "redis"):
+        raise ConfigError("storage.kind", 'expected "leveldb", "memory" or "redis"')
+    _validate_redis(cfg)
     if cfg.storage.kind == "leveldb" and not cfg.storage.path.strip():
         raise ConfigError("storage.path", "must not be empty for leveldb")
     if cfg.pow.enabled:
@@ -233,8 +295,10 @@ def _validate(cfg: Config) -> None:
     _validate_peers(cfg)
     _validate_metrics(cfg)
     _validate_paths(cfg)
-    if cfg.rate_limit.storage_uri != "memory://":
-        raise ConfigError("rate_limit.storage_uri", 'only "memory://" is supported in this version')
+    uri = cfg.rate_limit.storage_uri
+    if uri != "memory://" and (problem := redis_url_problem(uri)) is not None:
+        raise ConfigError("rate_limit.storage_uri", f'"memory://", or a Redis URL: {problem}')
+    _validate_workers(cfg)
     for table, hashes in (("peers", cfg.peers.token_hashes), ("admin", cfg.admin.token_hashes)):
         for i, digest in enumerate(hashes):
             if not is_argon2id(digest):

@@ -40,8 +40,9 @@ class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
 
     A client is its TCP peer address (IPv6: its /64), or, behind a ``trusted_proxies`` peer, the
     right-most untrusted ``X-Forwarded-For`` hop. ``max_clients`` bounds the clients tracked at
-    once (about 250 bytes each, at most 350). ``storage_uri`` names the limiter store; only ``memory://``
-    exists in this version.
+    once (about 250 bytes each, at most 350). ``storage_uri`` names the limiter store:
+    ``memory://`` (this process) or a Redis URL (shared by every process and host using it;
+    :mod:`registryd.abuse.stores`).
     """
 
     enabled: bool = True
@@ -88,7 +89,13 @@ class TlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
 
 
 class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``[storage]``: ``kind`` is ``"leveldb"`` (directory ``path``) or ``"memory"``.
+    """``[storage]``: ``kind`` is ``"leveldb"`` (directory ``path``), ``"memory"`` or ``"redis"``.
+
+    Redis: ``url`` is ``redis://host:port/db``, ``rediss://...`` (TLS, CA from ``ca_file`` or the
+    system's), ``unix:///path.sock`` or ``redis+cluster://host:port``; every call must answer
+    within ``timeout_ms`` (milliseconds) or the request gets 503. ``wait_replicas`` > 0 makes
+    each write wait (``WAIT``, up to half of ``timeout_ms``) until that many replicas hold it,
+    else the request gets 503 (not with a cluster).
 
     ``index_key_hex`` (32 bytes) keys the blind indexes and the at-rest encryption; if absent
     it is derived from the pepper, which clients know, and a warning is logged.
@@ -97,6 +104,10 @@ class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     kind: str = "leveldb"
     path: str = "./registry_db"
     index_key_hex: Secret | None = None
+    url: str = ""
+    ca_file: str | None = None
+    timeout_ms: Annotated[int, msgspec.Meta(gt=0, le=60_000)] = 1000
+    wait_replicas: Annotated[int, msgspec.Meta(ge=0, le=16)] = 0
 
 
 class PresenceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -144,7 +155,10 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     of the request's start, or it is disconnected. ``shutdown_grace_seconds`` is how long
     in-flight requests get to finish on SIGINT/SIGTERM. At most ``max_connections`` are open,
     at most ``max_connections_per_client`` from one client address (IPv6: one /64; trusted
-    proxies are exempt); see :mod:`registryd.transport.listener`.
+    proxies are exempt); see :mod:`registryd.transport.listener`. ``workers`` > 1 serves with
+    that many processes on one socket (:mod:`registryd.workers`); it needs shared state:
+    ``[storage] kind = "redis"`` and a Redis ``[rate_limit] storage_uri`` (when rate limits or
+    proof of work are on). The connection caps are per worker.
     """
 
     max_body_bytes: Positive = 64 * KIB
@@ -154,6 +168,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     body_timeout_seconds: Positive = 10 * SECONDS
     max_connections: Positive = 1024
     max_connections_per_client: Positive = 64
+    workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
 
 
 class PrivacyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -37,6 +37,7 @@ OPERATIONS = (
     "purge_spent_nonces",
     "owned",
     "swap_owned",
+    "ping",
     "purge_tombstones",
     "import_records",
     "is_empty",

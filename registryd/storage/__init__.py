@@ -9,7 +9,7 @@ __all__ = ["Storage", "open_storage"]
 
 
 def open_storage(config: Config) -> Storage:
-    """Open the backend named by ``[storage] kind`` (``"memory"`` or ``"leveldb"``).
+    """Open the backend named by ``[storage] kind`` (``"memory"``, ``"leveldb"`` or ``"redis"``).
 
     Raises :class:`~registryd.errors.StorageError` (or its subclasses) if it cannot be opened,
     and :class:`~registryd.errors.ConfigError` on ``storage.kind`` when ``"leveldb"`` is asked
@@ -19,6 +19,17 @@ def open_storage(config: Config) -> Storage:
         from .memory import MemoryStorage
 
         return MemoryStorage(config.index_key())
+    if config.storage.kind == "redis":
+        from .redis import RedisStorage
+
+        storage = config.storage
+        return RedisStorage(
+            config.index_key(),
+            storage.url,
+            ca_file=storage.ca_file,
+            timeout_ms=storage.timeout_ms,
+            wait_replicas=storage.wait_replicas,
+        )
     from .leveldb import LevelDBStorage
 
     return LevelDBStorage(config.index_key(), config.storage.path)

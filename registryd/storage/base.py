@@ -20,9 +20,11 @@ P2   check-and-insert is atomic: of concurrent ``_insert`` / ``_insert_many`` ca
 P3   ``_insert_many``: only free blind indexes, the first of duplicates wins, one atomic write.
 P4   ``_get`` / ``_contains`` return exactly what was stored.
 P5   ``_put_presence``: an upsert that replaces the value and its expiry index entry together.
-P6   ``_get_presence``: what was put, with its expiry; expired entries until purged.
+P6   ``_get_presence``: what was put, with its expiry; expired entries until purged (with
+     ``native_expiry``, Redis: until the backend deletes them at their expiry).
 P7   ``purge_expired``: at most ``limit``, expiry <= now, oldest first, in O(expired); an
-     index entry left by an overwritten presence neither deletes nor counts.
+     index entry left by an overwritten presence neither deletes nor counts (with
+     ``native_expiry``: returns 0, the backend having deleted them at their expiry).
 P8   ``add_nodes`` / ``nodes``: deduplicated, in insertion order, at most ``max(max_nodes, 1)``.
 P9   ``_put_dnode``: upserts a node and its key index together (one host per key).
 P10  ``spend_nonce``: atomic (one of concurrent spends wins), bounded (FULL writes nothing),
@@ -119,6 +121,13 @@ class Storage(ABC):
     """
 
     kind = "abstract"
+    native_expiry = False
+    """True when the backend deletes expired presences and tombstones itself (Redis): the GC
+    loop then has nothing to do and :meth:`purge_expired` / :meth:`purge_tombstones` return 0
+    (P6, P7, P15, P18 read "until the backend expires it")."""
+    export_view = True
+    """False when :meth:`export_records` reads the live store (Redis: no snapshot), so only a
+    store whose writers are stopped, as ``storage export`` requires, exports one view (P20)."""
 
     def __init__(self, index_key: Secret) -> None:
         self._index_key = index_key
@@ -357,6 +366,11 @@ class Storage(ABC):
         """Every node as (host, pubkey, record, sealed contact), in no particular order."""
 
     # -- end of node directory ----------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """Raise :class:`StorageError` if the backend cannot answer now (``/health``); an
+        embedded backend always can."""
+        return None
 
     # -- export and import (registryd.storage.transfer) ----------------------------------------
 
