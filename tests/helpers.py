@@ -81,10 +81,10 @@ def config_text(
     )
 
 
-def skip_if_native_expiry(storage: Storage) -> None:
-    """Skip a test of presence purging (P7) on a backend that expires presences itself."""
-    if storage.native_expiry:
-        pytest.skip("the backend expires presences natively; purge_expired has nothing to do")
+IN_PROCESS_EXPIRY = pytest.mark.parametrize("backend_config", ["memory", "leveldb"], indirect=True)
+"""For tests of purging (P7, P18): they run over the backends whose purge_expired and
+purge_tombstones delete expired entries. Redis expires them natively (its purges have nothing
+to do, ``Storage.native_expiry``); its own tests check that an expired entry is never answered."""
 
 
 def backend_of(config: Config) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from registryd.config import Config
 from registryd.storage import Storage, open_storage
 from registryd.storage.records import SLOT_OPS, Owned, Swapped
 from registryd.timespec import now_ms
-from tests.helpers import Clock, app_client, backend_of, config_text, skip_if_native_expiry
+from tests.helpers import IN_PROCESS_EXPIRY, Clock, app_client, backend_of, config_text
 from tests.spec_owner import H, Owner, canonical, lookup_body, open_answer, seal_envelope, sign_hex
 
 NOW = now_ms() // 1000 * 1000  # the wall clock's: Redis expires presences by its own clock
@@ -209,6 +209,7 @@ async def test_presence_misses_are_shaped_like_hits(serve: Serve, clock: Clock) 
     assert miss.json() == {"handle": bob.handle.hex(), "envelope": None}
 
 
+@IN_PROCESS_EXPIRY
 async def test_a_tombstone_outlives_the_skew_window_then_goes(
     serve: Serve, opened: Storage, clock: Clock
 ) -> None:
@@ -218,7 +219,6 @@ async def test_a_tombstone_outlives_the_skew_window_then_goes(
         assert (await api.register(alice, 1)).status_code == 200
         assert (await api.delete(alice, clock.now_ms)).status_code == 200
         assert (await opened.owned(alice.handle)).ops is not None  # the tombstone
-        skip_if_native_expiry(opened)  # Redis expires it by its own clock: test_storage_redis
         clock.advance(299)
         assert await presence_mod.collect_tombstones(opened, clock.now_ms) == 0
         clock.advance(2)

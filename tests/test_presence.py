@@ -12,7 +12,7 @@ from registryd import presence
 from registryd.config import Config
 from registryd.identity import user_id
 from registryd.storage import Storage
-from tests.helpers import Clock, backend_of, make_app, make_config, skip_if_native_expiry
+from tests.helpers import IN_PROCESS_EXPIRY, Clock, backend_of, make_app, make_config
 from tests.vectors import ALICE_HANDLE_HEX
 
 TTL_MS = 300_000  # helpers' configs use the default [presence] ttl_seconds = 300
@@ -39,8 +39,8 @@ def test_expiry_ms(ts_ms: int, now_ms: int, ttl_seconds: int, expected: int) -> 
     assert presence.expiry_ms(ts_ms, now_ms, ttl_seconds) == expected
 
 
+@IN_PROCESS_EXPIRY
 async def test_collect_purges_in_batches(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
-    skip_if_native_expiry(storage)
     now = 1_700_000_000_000
     for i in range(2_500):
         await storage.announce(i.to_bytes(32, "big"), b"p", now - 1 - i)
@@ -66,8 +66,8 @@ async def test_collect_purges_in_batches(storage: Storage, monkeypatch: pytest.M
     assert await presence.collect(storage, now, batch=1_000) == 0
 
 
+@IN_PROCESS_EXPIRY
 async def test_collect_exact_multiple_of_batch_stops(storage: Storage) -> None:
-    skip_if_native_expiry(storage)
     now = 1_700_000_000_000
     for i in range(6):
         await storage.announce(i.to_bytes(32, "big"), b"p", now - 1)
@@ -81,10 +81,10 @@ def _gc_tasks() -> list[asyncio.Task[object]]:
     ]
 
 
+@IN_PROCESS_EXPIRY
 async def test_lifespan_gc_deletes_expired_at_startup(
     backend_config: Config, storage: Storage, clock: Clock
 ) -> None:
-    skip_if_native_expiry(storage)
     expired = [user_id(f"gone{i}") for i in range(5)]
     fresh = user_id("fresh")
     for handle in expired:
@@ -105,10 +105,10 @@ async def test_lifespan_gc_deletes_expired_at_startup(
     assert await storage.get_presence(fresh) == (b"new", clock.now_ms + TTL_MS)
 
 
+@IN_PROCESS_EXPIRY
 async def test_lifespan_without_gc_starts_no_task(
     backend_config: Config, storage: Storage, clock: Clock
 ) -> None:
-    skip_if_native_expiry(storage)
     await storage.announce(user_id("old"), b"old", clock.now_ms - 1)
     app = make_app(backend_config, storage, clock=clock)
     async with app.router.lifespan_context(app):
@@ -152,6 +152,7 @@ async def test_announce_from_the_future_is_capped_at_now(
     assert found[1] == clock.now_ms + TTL_MS
 
 
+@IN_PROCESS_EXPIRY
 async def test_announce_again_replaces_and_gc_honours_the_latest(
     api: httpx.AsyncClient, storage: Storage, clock: Clock
 ) -> None:
@@ -167,7 +168,6 @@ async def test_announce_again_replaces_and_gc_honours_the_latest(
     assert msgspec.json.decode(found[0])["addr"] == "10.0.0.2:2"
     assert found[1] == second_ts + TTL_MS
 
-    skip_if_native_expiry(storage)
     clock.advance(200)  # past the first announcement's expiry, not the second's
     assert await presence.collect(storage, clock()) == 0
     assert await storage.get_presence(handle) is not None

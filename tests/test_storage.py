@@ -57,7 +57,7 @@ from registryd.storage.leveldb_keys import IDENT, PRES, SCHEMA_KEY
 from registryd.storage.memory import MemoryStorage
 from registryd.timespec import now_ms
 from tests.conftest import config_for_backend
-from tests.helpers import INDEX_KEY_HEX, skip_if_native_expiry
+from tests.helpers import IN_PROCESS_EXPIRY, INDEX_KEY_HEX
 from tests.vectors import PEPPER_HEX
 
 plyvel = leveldb_module()  # plyvel-next on Python 3.12+, plyvel on 3.11 (the leveldb extra)
@@ -148,12 +148,12 @@ async def test_get_presence_after_announce(storage: Storage) -> None:
     assert await storage.get_presence(uid("bob")) is None
 
 
+@IN_PROCESS_EXPIRY
 async def test_announce_upsert_last_write_wins(storage: Storage) -> None:
     alice = uid("alice")
     await storage.announce(alice, b"early", NOW + 1_000)
     await storage.announce(alice, b"later", NOW + 5_000)
     assert await storage.get_presence(alice) == (b"later", NOW + 5_000)
-    skip_if_native_expiry(storage)
 
     # The first announcement's expiry has passed; its index entry must not purge the new one.
     assert await storage.purge_expired(NOW + 2_000, 100) == 0
@@ -163,20 +163,20 @@ async def test_announce_upsert_last_write_wins(storage: Storage) -> None:
     assert await storage.get_presence(alice) is None
 
 
+@IN_PROCESS_EXPIRY
 async def test_announce_upsert_to_an_earlier_expiry(storage: Storage) -> None:
     alice = uid("alice")
     await storage.announce(alice, b"long", NOW + 9_000)
     await storage.announce(alice, b"short", NOW + 1_000)
     assert await storage.get_presence(alice) == (b"short", NOW + 1_000)
-    skip_if_native_expiry(storage)
     assert await storage.purge_expired(NOW + 2_000, 100) == 1
     assert await storage.get_presence(alice) is None
     # The superseded later expiry neither resurrects nor counts as a purge.
     assert await storage.purge_expired(NOW + 10_000, 100) == 0
 
 
+@IN_PROCESS_EXPIRY
 async def test_purge_deletes_exactly_the_expired(storage: Storage) -> None:
-    skip_if_native_expiry(storage)
     expiries = {"a": NOW - 5_000, "b": NOW - 1, "c": NOW, "d": NOW + 1, "e": NOW + 5_000}
     for name, expiry in expiries.items():
         await storage.announce(uid(name), name.encode(), expiry)
@@ -188,8 +188,8 @@ async def test_purge_deletes_exactly_the_expired(storage: Storage) -> None:
         assert found == (None if expiry <= NOW else (name.encode(), expiry)), name
 
 
+@IN_PROCESS_EXPIRY
 async def test_purge_respects_limit(storage: Storage) -> None:
-    skip_if_native_expiry(storage)
     for i in range(5):
         await storage.announce(uid(f"user{i}"), b"p", NOW - 100 + i)
     await storage.announce(uid("fresh"), b"p", NOW + 100)
@@ -199,8 +199,8 @@ async def test_purge_respects_limit(storage: Storage) -> None:
     assert await storage.get_presence(uid("fresh")) == (b"p", NOW + 100)
 
 
+@IN_PROCESS_EXPIRY
 async def test_purge_oldest_first(storage: Storage) -> None:
-    skip_if_native_expiry(storage)
     for i in range(4):
         await storage.announce(uid(f"user{i}"), b"p", NOW - 1_000 * (i + 1))
     assert await storage.purge_expired(NOW, 2) == 2
@@ -208,15 +208,15 @@ async def test_purge_oldest_first(storage: Storage) -> None:
     assert remaining == [True, True, False, False]
 
 
+@IN_PROCESS_EXPIRY
 async def test_purge_limit_zero_deletes_nothing(storage: Storage) -> None:
-    skip_if_native_expiry(storage)
     await storage.announce(uid("alice"), b"p", NOW - 1)
     assert await storage.purge_expired(NOW, 0) == 0
     assert await storage.get_presence(uid("alice")) == (b"p", NOW - 1)
 
 
+@IN_PROCESS_EXPIRY
 async def test_purge_with_nothing_expired_deletes_nothing(storage: Storage) -> None:
-    skip_if_native_expiry(storage)
     assert await storage.purge_expired(NOW, 100) == 0  # empty store
     for i in range(200):
         await storage.announce(uid(f"user{i}"), b"p", NOW + 1 + i)
@@ -240,8 +240,8 @@ class _CountingDB:
             yield item
 
 
+@IN_PROCESS_EXPIRY
 async def test_purge_is_o_expired(storage: Storage) -> None:
-    skip_if_native_expiry(storage)
     for i in range(300):
         await storage.announce(uid(f"fresh{i}"), b"p", NOW + 1 + i)
     await storage.announce(uid("old"), b"p", NOW - 1)

@@ -27,7 +27,7 @@ from registryd.storage.leveldb import LevelDBStorage
 from registryd.storage.records import SLOT_IDENTITY, SLOT_OPS, SLOT_PRESENCE, Swapped
 from registryd.timespec import now_ms
 from tests.conftest import config_for_backend
-from tests.helpers import INDEX_KEY_HEX, skip_if_native_expiry
+from tests.helpers import IN_PROCESS_EXPIRY, INDEX_KEY_HEX
 
 INDEX_KEY = Secret(bytes.fromhex(INDEX_KEY_HEX))
 NOW = now_ms() + 3_600_000  # in the real future: Redis expires values by its own clock
@@ -144,8 +144,8 @@ async def test_a_full_presence_store_refuses_only_new_handles(storage: Storage) 
     assert await storage.swap_owned(owned, {SLOT_PRESENCE: (b"p", NOW)}, 2) is Swapped.DONE
 
 
+@IN_PROCESS_EXPIRY
 async def test_tombstones_expire_oldest_first_and_only_when_due(storage: Storage) -> None:
-    skip_if_native_expiry(storage)
     handles = [user_id(f"gone{i}") for i in range(4)]
     for i, handle in enumerate(handles):
         owned = await storage.owned(handle)
@@ -162,8 +162,8 @@ async def test_tombstones_expire_oldest_first_and_only_when_due(storage: Storage
     assert (await storage.owned(live)).ops == b"o"  # expiry 0 never expires
 
 
+@IN_PROCESS_EXPIRY
 async def test_a_tombstone_swapped_to_no_expiry_is_kept(storage: Storage) -> None:
-    skip_if_native_expiry(storage)
     alice = user_id("alice")
     owned = await storage.owned(alice)
     assert await storage.swap_owned(owned, {SLOT_OPS: (b"t", NOW)}, CAP) is Swapped.DONE
