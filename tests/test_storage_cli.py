@@ -20,12 +20,13 @@ import pytest
 
 from registryd.certs import DevCerts
 from registryd.cli import main
+from registryd.cli import storage as storage_cli
 from registryd.client import IdentityKeys, RegistryClient
 from registryd.errors import ServerError
 from registryd.identity import user_id
 from registryd.secret import Secret
 from registryd.storage.leveldb import LevelDBStorage
-from tests.helpers import INDEX_KEY_HEX, config_text, daemon, tls_table, write_config
+from tests.helpers import INDEX_KEY_HEX, config_text, daemon, make_config, tls_table, write_config
 from tests.vectors import PEPPER_HEX
 
 PEPPER = bytes.fromhex(PEPPER_HEX)
@@ -231,3 +232,10 @@ def test_a_memory_store_is_a_usage_error(
     code, err = refusal(capsys, ["export", "--config", str(config), "--out", "x"])
     assert code == 2
     assert 'error: [storage] kind is "memory": that store lives inside a running daemon' in err
+
+
+def test_a_redis_store_is_named_by_its_url_without_the_password() -> None:
+    cfg = make_config(kind="redis", url="redis://ops:s3cret-pass@127.0.0.1:6390/0")
+    where = storage_cli._where(cfg)
+    assert where == "redis store at redis://ops:<redacted>@127.0.0.1:6390/0"
+    assert "s3cret" not in where

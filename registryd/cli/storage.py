@@ -25,6 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .. import config
+from ..config.file import redact_url
 from ..errors import StorageError, StorageLockedError, TransferError, UsageError
 from ..storage import Storage, open_storage
 from ..storage.memory import MemoryStorage
@@ -118,6 +119,8 @@ class _Bars:
 
 
 def _where(cfg: config.Config) -> str:
+    if cfg.storage.kind == "redis":  # the URL, without a password it may hold
+        return f"redis store at {redact_url(cfg.storage.url)}"
     return f"{cfg.storage.kind} store at {cfg.storage.path}"
 
 
