@@ -168,7 +168,8 @@ class Presence(msgspec.Struct, forbid_unknown_fields=True):
     """Presence announcement (spec 3): ``addr`` ≤ 256 bytes trimmed, ``ts_ms`` Unix ms ≠ 0."""
 
     user_id: Hex64
-    addr: Annotated[str, documented(minLength=1, maxLength=MAX_ADDR_BYTES)]
+    # no maxLength: the 256-byte bound applies after trimming, and the untrimmed value is stored
+    addr: Annotated[str, documented(minLength=1, description="at most 256 UTF-8 bytes trimmed")]
     ts_ms: NonNegative
 
     def validate(self) -> None:

@@ -234,3 +234,16 @@ def test_every_served_operation_was_fuzzed_in_both_runs() -> None:
     for run in ("open", "defaults"):
         fuzzed = {key.removeprefix(f"{run} ") for key in CASES if key.startswith(f"{run} ")}
         assert fuzzed == operations, run
+
+
+async def test_a_whitespace_padded_addr_is_accepted_so_the_document_sets_no_max_length() -> None:
+    """Found by ``make fuzz``: the 256-byte bound applies to ``addr`` trimmed (spec 3), so a
+    ``maxLength`` in the document made the daemon look like it accepted schema-violating data."""
+    addr = openapi.build()["components"]["schemas"]["Presence"]["properties"]["addr"]
+    assert "maxLength" not in addr and addr["minLength"] == 1
+    config = make_config(tables="[presence]\naccept_unsigned = true\n")
+    app = make_app(config, open_storage(config))
+    body = {"user_id": "ab" * 32, "addr": "x" + "\x1d" * 300, "ts_ms": 1_700_000_000_000}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as c:
+        answer = await c.post("/announce", json=body)
+    assert answer.status_code == 200, answer.text
