@@ -20,7 +20,7 @@ from .. import signed_op, wire
 from ..encoding import decode_hex
 from ..errors import InvalidInput, Unauthorized
 from ..identity import PublicIdentity, parse_handle
-from ..ownership import Changes, Owners, SignedOp, check_identity
+from ..ownership import Changes, Owners, SignedOp
 from ..presence import expiry_ms
 from ..runtime import Runtime
 from ..storage.records import SLOT_IDENTITY, SLOT_OPS, SLOT_PRESENCE, Owned
@@ -49,13 +49,7 @@ class OwnershipApi:
         req = await read_json(request, wire.UpdateRequest, state.config.server)
         handle = parse_handle(req.handle)
         signature = decode_hex(req.signature_hex, signed_op.SIGNATURE_LEN, "signature_hex")
-        plaintext = state.keyring.open_registration(handle, req.envelope.sealed(), state.clock())
-        identity = wire.decode(plaintext, PublicIdentity)
-        if identity.handle != handle:
-            raise InvalidInput("handle does not match identity")
-        identity.validate()
-        if state.config.identity.verify_signatures:
-            check_identity(identity)
+        identity = self.public.open_identity(handle, req.envelope)
         new = identity.to_json()
         op = SignedOp(signed_op.UPDATE, handle, req.ts_ms, signed_op.digest(new), signature)
 

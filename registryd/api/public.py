@@ -94,18 +94,26 @@ class PublicApi:
         state = self.state
         req = await read_json(request, wire.RegisterRequest, state.config.server)
         handle = parse_handle(req.handle)
-        plaintext = state.keyring.open_registration(handle, req.envelope.sealed(), state.clock())
+        stored = self.open_identity(handle, req.envelope).to_json()
+        if not await state.storage.register(handle, stored):
+            if await state.storage.get_identity(handle) != stored:  # equal: idempotent
+                raise Conflict()
+        return json_response(OK)
+
+    def open_identity(self, handle: bytes, envelope: wire.Envelope) -> PublicIdentity:
+        """The PublicIdentity sealed in a registration or update ``envelope`` (wire spec §4.2)
+        for the 32-byte ``handle``, checked: its own handle, its fields and, with
+        ``[identity] verify_signatures``, its keys and signature (extensions spec §1).
+        Raises InvalidInput (400) or KeyUnavailable (503)."""
+        state = self.state
+        plaintext = state.keyring.open_registration(handle, envelope.sealed(), state.clock())
         identity = wire.decode(plaintext, PublicIdentity)
         if identity.handle != handle:
             raise InvalidInput("handle does not match identity")
         identity.validate()
         if state.config.identity.verify_signatures:
             check_identity(identity)
-        stored = identity.to_json()
-        if not await state.storage.register(handle, stored):
-            if await state.storage.get_identity(handle) != stored:  # equal: idempotent
-                raise Conflict()
-        return json_response(OK)
+        return identity
 
     async def resolve(self, request: Request) -> Response:
         return await self.sealed_lookup(request, self.state.storage.get_identity)
