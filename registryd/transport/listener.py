@@ -36,7 +36,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from hypercorn.app_wrappers import ASGIWrapper
@@ -347,3 +347,33 @@ async def serve(
         lifespan_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await lifespan_task
+
+
+@contextlib.asynccontextmanager
+async def alongside(
+    app: ASGIFramework,
+    config: HypercornConfig,
+    sock: socket.socket,
+    gate: Gate,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+) -> AsyncIterator[asyncio.Event]:
+    """While the block runs, :func:`serve` ``app`` on ``sock`` beside the public listener (the
+    peer and metrics listeners). Yields an event set once ``shutdown_trigger`` returns or this
+    listener ends; on exit, sets it, waits for the graceful stop and re-raises its error."""
+    stopping = asyncio.Event()
+
+    async def watch() -> None:
+        await shutdown_trigger()
+        stopping.set()
+
+    watcher = asyncio.create_task(watch())
+    task = asyncio.create_task(serve(app, config, sock, gate, stopping.wait))
+    task.add_done_callback(lambda _: stopping.set())
+    try:
+        yield stopping
+    finally:
+        stopping.set()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await task

@@ -11,7 +11,6 @@ has seen every route (``python -m bench.metrics_overhead`` prints it).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -88,23 +87,8 @@ async def serving_metrics(
         yield
         return
     hc, sock = served
-    stopping = asyncio.Event()
     gate = listener.Gate(MAX_CONNECTIONS, MAX_CONNECTIONS, ClientKeys(()))
-
-    async def watch() -> None:
-        await shutdown_trigger()
-        stopping.set()
-
-    watcher = asyncio.create_task(watch())
     # ASGI callables are not structurally Hypercorn's TypedDict framework type; same protocol.
-    task = asyncio.create_task(
-        listener.serve(MetricsEndpoint(registry), hc, sock, gate, stopping.wait)  # type: ignore[arg-type]
-    )
-    try:
+    endpoint = MetricsEndpoint(registry)
+    async with listener.alongside(endpoint, hc, sock, gate, shutdown_trigger):  # type: ignore[arg-type]
         yield
-    finally:
-        stopping.set()
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-        await task

@@ -14,7 +14,6 @@ local address rather than the listener's.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 import ssl
@@ -111,23 +110,7 @@ async def serving_peers(
         yield shutdown_trigger
         return
     hc, sock, gate = peers
-    stopping = asyncio.Event()
-
-    async def watch() -> None:
-        await shutdown_trigger()
-        stopping.set()
-
-    watcher = asyncio.create_task(watch())
     # Starlette's ASGI signature is not structurally Hypercorn's TypedDict one; same protocol.
-    peer = asyncio.create_task(
-        listener.serve(PeerListener(app), hc, sock, gate, stopping.wait)  # type: ignore[arg-type]
-    )
-    peer.add_done_callback(lambda _: stopping.set())
-    try:
+    peer = PeerListener(app)
+    async with listener.alongside(peer, hc, sock, gate, shutdown_trigger) as stopping:  # type: ignore[arg-type]
         yield stopping.wait
-    finally:
-        stopping.set()
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-        await peer
