@@ -101,17 +101,16 @@ def _bind_peers(config: Config, sock: socket.socket | None) -> socket.socket:
     return sock
 
 
-def _bind_metrics(config: Config, sock: socket.socket | None) -> socket.socket | None:
-    """The metrics listener's socket: ``metrics.address`` bound now, or ``sock``; None
-    without ``[metrics] address``."""
+def bind_metrics(config: Config) -> socket.socket | None:
+    """The metrics listener's socket, ``metrics.address`` bound now and logged; None without
+    ``[metrics] address``. Raises :class:`ConfigError` naming the key if it cannot bind."""
     if config.metrics.address is None:
         return None
-    if sock is None:
-        address = config.metrics.address
-        try:
-            sock = bind_socket(*parse_address(address, "metrics.address"))
-        except OSError as exc:
-            raise ConfigError("metrics.address", f"cannot listen on {address}: {exc}") from None
+    address = config.metrics.address
+    try:
+        sock = bind_socket(*parse_address(address, "metrics.address"))
+    except OSError as exc:
+        raise ConfigError("metrics.address", f"cannot listen on {address}: {exc}") from None
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
     log.info("metrics listener on %s (plain HTTP)", url)
@@ -162,6 +161,7 @@ async def serve(
     config_path: str | None = None,
     peer_sock: socket.socket | None = None,
     metrics_sock: socket.socket | None = None,
+    serve_metrics: bool = True,
 ) -> None:
     """Serve until ``shutdown_trigger`` returns (default: SIGINT or SIGTERM).
 
@@ -172,9 +172,9 @@ async def serve(
     dropping connections. ``on_ready`` receives the base URL once listening. With
     ``[peers] listen``, the peer listener (:mod:`registryd.transport.peers`) serves too, on
     ``peer_sock`` if given; with ``[metrics] address``, the metrics listener
-    (:mod:`registryd.transport.metrics`), on ``metrics_sock`` if given. Raises
-    :class:`ConfigError` and
-    :class:`~registryd.errors.StorageError`.
+    (:mod:`registryd.transport.metrics`), on ``metrics_sock`` if given (bound by the caller),
+    unless ``serve_metrics`` is False (a worker of ``[server] workers`` other than the one
+    serving it). Raises :class:`ConfigError` and :class:`~registryd.errors.StorageError`.
     """
     hc = hypercorn_config(config)
     peer_hc = peer_hypercorn_config(config, hypercorn_config(config))
@@ -197,7 +197,8 @@ async def serve(
         url = url_of(config, sock)
         if peer_hc is not None:
             peer_sock = _bind_peers(config, peer_sock)
-        metrics_sock = _bind_metrics(config, metrics_sock)
+        if metrics_sock is None and serve_metrics:
+            metrics_sock = bind_metrics(config)
         state = Runtime(config, storage, keyring, now_ms, config_path=config_path)
         app = create_app(state)
         loop = asyncio.get_running_loop()

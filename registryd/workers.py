@@ -19,6 +19,12 @@ are killed. A worker that dies on its own is logged and started again after a se
 get SIGTERM if the supervisor dies (``PR_SET_PDEATHSIG``). Each
 worker reports readiness on its stdout; once all have, the supervisor logs ``listening on``,
 calls ``on_ready`` and tells systemd (workers never do).
+
+Metrics (``[metrics] address``): the supervisor binds the metrics socket too, with the others,
+and makes a private directory for ``prometheus_client``'s multiprocess mode
+(:mod:`registryd.metrics.multiproc`), removed when it exits. Every worker writes its counts
+there; worker 0 (and whichever worker replaces it) alone inherits the metrics socket and serves
+it, summing every worker's files at each scrape.
 """
 
 from __future__ import annotations
@@ -27,14 +33,17 @@ import asyncio
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from .config import Config
+from .metrics import multiproc
 from .sdnotify import notify
-from .server import hypercorn_config, url_of
+from .server import bind_metrics, hypercorn_config, serve, url_of
 from .sockets import bind_socket, parse_address
 from .storage import open_storage
 from .transport.peers import peer_hypercorn_config
@@ -63,15 +72,28 @@ async def _check_storage(config: Config) -> None:
 
 class Supervisor:
     """Runs ``config.server.workers`` workers on sockets bound here (module docstring).
-    ``worker_args`` are passed to each worker's ``serve`` (config path, log flags)."""
+    ``worker_args`` are passed to each worker's ``serve`` (config path, log flags).
+
+    Worker 0 serves ``[metrics] address``, not the supervisor: the scrape-time gauges (key ring,
+    node directory; :mod:`registryd.metrics.state`) read a running registry's state, which a
+    worker has and the supervisor does not (it would need a key ring, reloads, a storage pool
+    and a directory listing of its own, or gauges copied into the files between scrapes, stale
+    by then). The supervisor holds the metrics socket open, so while worker 0 is restarted a
+    scrape waits in the socket's backlog (~1 s restart delay, then the worker's start) rather
+    than being refused.
+    """
 
     def __init__(self, config: Config, worker_args: Sequence[str]) -> None:
         self.config = config
         self.worker_args = list(worker_args)
         self.procs: list[asyncio.subprocess.Process] = []
         self.stopping = False
+        self.fds: list[int] = []
+        self.metrics_sock: socket.socket | None = None
+        self.metrics_dir: Path | None = None
 
     def bind(self) -> list[socket.socket]:
+        """Check, then bind the public (and peer, and metrics) sockets; returns them all."""
         hypercorn_config(self.config)  # TLS files and context: ConfigError before binding
         peer_hc = peer_hypercorn_config(self.config, hypercorn_config(self.config))
         asyncio.run(_check_storage(self.config))
@@ -80,14 +102,31 @@ class Supervisor:
             socks.append(
                 bind_socket(*parse_address(self.config.peers.listen or "", "peers.listen"))
             )
+        self.fds = [s.fileno() for s in socks]
+        self.metrics_sock = bind_metrics(self.config)
+        if self.metrics_sock is not None:
+            socks.append(self.metrics_sock)
+            self.metrics_dir = multiproc.prepare()
+            log.info(
+                "metrics: %d workers' counts summed from %s",
+                self.config.server.workers,
+                self.metrics_dir,
+            )
         for sock in socks:
             sock.set_inheritable(True)
         return socks
 
-    async def _start(self, fds: list[int]) -> asyncio.subprocess.Process:
-        env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    async def _start(self, index: int) -> asyncio.subprocess.Process:
+        drop = ("NOTIFY_SOCKET", multiproc.ENV)
+        env = {k: v for k, v in os.environ.items() if k not in drop}
         argv = [sys.executable, "-m", "registryd", "serve", *self.worker_args]
-        argv += ["--worker-fds", ",".join(map(str, fds))]
+        argv += ["--worker-fds", ",".join(map(str, self.fds))]
+        fds = list(self.fds)
+        if self.metrics_dir is not None:
+            argv += ["--metrics-dir", str(self.metrics_dir)]
+        if index == 0 and self.metrics_sock is not None:
+            fds.append(self.metrics_sock.fileno())
+            argv += ["--metrics-fd", str(fds[-1])]
         return await asyncio.create_subprocess_exec(
             *argv,
             pass_fds=fds,
@@ -104,11 +143,10 @@ class Supervisor:
         """Start the workers, wait until all are ready, then supervise until stopped."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        fds = [s.fileno() for s in socks]
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
-        self.procs = [await self._start(fds) for _ in range(self.config.server.workers)]
+        self.procs = [await self._start(i) for i in range(self.config.server.workers)]
         if not all(await asyncio.gather(*(self._ready(p) for p in self.procs))):
             log.error("a worker failed to start; stopping")
             await self._stop()
@@ -117,7 +155,7 @@ class Supervisor:
         on_ready(url)
         notify(f"READY=1\nSTATUS=listening on {url}\nMAINPID={os.getpid()}")
         log.info("registryd listening on %s (%d workers)", url, len(self.procs))
-        watchers = [asyncio.create_task(self._watch(i, fds)) for i in range(len(self.procs))]
+        watchers = [asyncio.create_task(self._watch(i)) for i in range(len(self.procs))]
         await stop.wait()
         self.stopping = True
         for task in watchers:
@@ -131,14 +169,16 @@ class Supervisor:
             if proc.returncode is None:
                 proc.send_signal(signum)
 
-    async def _watch(self, index: int, fds: list[int]) -> None:
+    async def _watch(self, index: int) -> None:
         while not self.stopping:
             code = await self.procs[index].wait()
+            if self.metrics_dir is not None:
+                multiproc.worker_exited(self.metrics_dir, self.procs[index].pid)
             if self.stopping:
                 return
             log.error("worker %d exited with %s; starting it again", index, code)
             await asyncio.sleep(RESTART_DELAY_S)
-            self.procs[index] = await self._start(fds)
+            self.procs[index] = await self._start(index)
             await self._ready(self.procs[index])
 
     async def _stop(self) -> None:
@@ -163,16 +203,39 @@ def supervise(config: Config, worker_args: Sequence[str], on_ready: Callable[[st
     finally:
         for sock in socks:
             sock.close()
+        if supervisor.metrics_dir is not None:
+            shutil.rmtree(supervisor.metrics_dir, ignore_errors=True)
 
 
-def worker_sockets(fds: str) -> tuple[socket.socket, socket.socket | None]:
-    """The listening socket (and peer socket) a worker inherited, from ``--worker-fds``."""
-    numbers = [int(fd) for fd in fds.split(",")]
-    socks = [socket.socket(fileno=fd) for fd in numbers]
-    return socks[0], socks[1] if len(socks) > 1 else None
+def serve_worker(
+    config: Config,
+    config_path: str,
+    fds: str,
+    metrics_fd: int | None,
+    metrics_dir: str | None,
+) -> None:
+    """Serve as one worker: on the listening socket (and peer socket) it inherited
+    (``--worker-fds FD[,PEER_FD]``), in multiprocess metrics mode over ``metrics_dir``
+    (``--metrics-dir``) if given, and serving the metrics socket ``metrics_fd``
+    (``--metrics-fd``, worker 0 only) if given."""
+    if metrics_dir is not None:
+        multiproc.enable(metrics_dir)  # before serve makes the Runtime and its metrics
+    socks = [socket.socket(fileno=int(fd)) for fd in fds.split(",")]
+    metrics_sock = None if metrics_fd is None else socket.socket(fileno=metrics_fd)
+    asyncio.run(
+        serve(
+            config,
+            sock=socks[0],
+            peer_sock=socks[1] if len(socks) > 1 else None,
+            metrics_sock=metrics_sock,
+            serve_metrics=metrics_sock is not None,
+            config_path=config_path,
+            on_ready=_report_ready,
+        )
+    )
 
 
-def report_ready(_url: str) -> None:
+def _report_ready(_url: str) -> None:
     """A worker's ``on_ready``: tell the supervisor on stdout."""
     sys.stdout.buffer.write(READY)
     sys.stdout.buffer.flush()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from pathlib import Path
+import shutil
+import stat
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -14,7 +15,7 @@ from registryd.metrics import Metrics, multiproc
 
 
 def worker(directory: str, refusals: int) -> None:
-    """A worker as ``[server] workers`` will run one: multiprocess mode on, then its metrics.
+    """A worker as ``[server] workers`` runs one: multiprocess mode on, then its metrics.
     Spawned, so ``prometheus_client`` was imported (and chose its value class) before."""
     import prometheus_client.values
 
@@ -28,12 +29,20 @@ def worker(directory: str, refusals: int) -> None:
     metrics.request("GET", "/health", 200, 0.0004)
 
 
-def test_two_worker_processes_are_summed_by_one_scrape(tmp_path: Path) -> None:
-    directory = tmp_path / "metrics"
-    directory.mkdir()
-    (directory / "counter_12345.db").write_bytes(b"stale")  # an earlier run's file
-    multiproc.prepare(directory)
-    assert list(directory.iterdir()) == []
+def test_two_worker_processes_are_summed_by_one_scrape() -> None:
+    directory = multiproc.prepare()
+    try:
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        assert list(directory.iterdir()) == []
+        other = multiproc.prepare()
+        other.rmdir()
+        assert other != directory  # each run a directory of its own
+        check_summed(str(directory))
+    finally:
+        shutil.rmtree(directory)
+
+
+def check_summed(directory: str) -> None:
     spawn = multiprocessing.get_context("spawn")
     workers = [spawn.Process(target=worker, args=(str(directory), n)) for n in (3, 4)]
     for process in workers:
@@ -42,9 +51,14 @@ def test_two_worker_processes_are_summed_by_one_scrape(tmp_path: Path) -> None:
         process.join(60)
         assert process.exitcode == 0
     pids = {str(p.pid) for p in workers}
-    assert {f.name.split("_")[-1].removesuffix(".db") for f in directory.iterdir()} == pids
+    files = os.listdir(directory)
+    assert {f.split("_")[-1].removesuffix(".db") for f in files} == pids
+    for process in workers:
+        assert process.pid is not None
+        multiproc.worker_exited(directory, process.pid)
+    assert sorted(os.listdir(directory)) == sorted(files)  # its counts outlive it
 
-    registry = multiproc.exposition_registry(str(directory), [])
+    registry = multiproc.exposition_registry(directory, [])
     text = generate_latest(registry).decode()
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value

@@ -36,14 +36,9 @@ def _serve(cfg: config.Config, args: argparse.Namespace) -> None:
     from ..server import serve
 
     if args.worker_fds:  # one of [server] workers, on the sockets its supervisor bound
-        from ..workers import report_ready, worker_sockets
+        from ..workers import serve_worker
 
-        sock, peer_sock = worker_sockets(args.worker_fds)
-        asyncio.run(
-            serve(
-                cfg, sock=sock, peer_sock=peer_sock, config_path=args.config, on_ready=report_ready
-            )
-        )
+        serve_worker(cfg, args.config, args.worker_fds, args.metrics_fd, args.metrics_dir)
         return
     pid_file = None if args.pid_file is None else PidFile(args.pid_file)
     if pid_file is not None:
@@ -252,6 +247,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "removed on exit; refuses to start if it names a running registryd",
     )
     p.add_argument("--worker-fds", help=argparse.SUPPRESS)  # [server] workers: the supervisor's
+    p.add_argument("--metrics-fd", type=int, help=argparse.SUPPRESS)  # worker 0's
+    p.add_argument("--metrics-dir", help=argparse.SUPPRESS)  # multiprocess metrics
     p.set_defaults(func=command(cmd_serve, labels=SERVE_LABELS, report=_log_error))
 
     p = sub.add_parser(
