@@ -227,7 +227,8 @@ class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     """``[metrics]`` (registryd only): ``address`` (``IP:port``) opens a plain-HTTP listener
     serving Prometheus metrics at ``GET /metrics`` (README "Metrics"); absent, none is opened.
     It must differ from ``address`` and ``peers.listen``: metrics are never served on the
-    public port. Changing it needs a restart.
+    public port. Changing it needs a restart. With ``[server] workers`` > 1, one scrape counts
+    every worker (:mod:`registryd.metrics.multiproc`).
     """
 
     address: str | None = None
