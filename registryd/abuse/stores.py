@@ -24,6 +24,7 @@ When Redis fails (error or ``timeout_ms``), requests are limited by an in-proces
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -169,7 +170,10 @@ class SharedRateLimiter:
         return Refusal(wait_s, self._burst, 0, wait_s, bucket, ban_started=reply[0] == 2)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        # bounded: a frozen Redis must not hold up the daemon's stop (its SIGTERM)
+        with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(self._timeout_s):
+                await self._redis.aclose()
 
 
 # -- proof of work ------------------------------------------------------------------------------
@@ -256,4 +260,7 @@ class SharedProofOfWork(ProofOfWork):
             raise PowRequired()
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        # bounded: a frozen Redis must not hold up the daemon's stop (its SIGTERM)
+        with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(self._timeout_s):
+                await self._redis.aclose()

@@ -24,6 +24,7 @@ replicas). In a cluster, :meth:`merge` spans slots, so it stores handle by handl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
@@ -416,4 +417,7 @@ class RedisStorage(Storage):
         """Close the pool; every write was acknowledged before its method returned (P13)."""
         if not self._closed:
             self._closed = True
-            await self._r.aclose()
+            # bounded: a frozen Redis must not hold up the daemon's stop (its SIGTERM)
+            with contextlib.suppress(TimeoutError, redis.RedisError, OSError):
+                async with asyncio.timeout(self._timeout_s):
+                    await self._r.aclose()
