@@ -53,6 +53,9 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.accesslog = None  # an access log would pair client IPs with handles in /check_user paths
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = config.server.shutdown_grace_seconds
+    # After the connections, the app's own shutdown (GC, prober, closing pools) gets as long
+    # again, not Hypercorn's default 60 s, so a stop takes at most twice the grace.
+    hc.shutdown_timeout = config.server.shutdown_grace_seconds
     hc.include_server_header = False
     hc.backlog = BACKLOG  # for whoever serves with this config through Hypercorn (bench floor)
     hc.h11_max_incomplete_size = MAX_HEADER_BYTES

@@ -3,13 +3,18 @@ when it is full; the config keys that set them."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import socket
+import time
 
 import pytest
 
 from registryd import config as config_mod
 from registryd.abuse.clientip import ClientKeys
 from registryd.errors import ConfigError
+from registryd.server import hypercorn_config
+from registryd.transport import listener
 from registryd.transport.listener import Gate
 from tests.helpers import NO_RATE_LIMIT, config_text
 
@@ -53,3 +58,29 @@ def test_per_client_share_above_the_cap_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as err:
         config_mod.parse(config_text(tables=NO_RATE_LIMIT + server))
     assert err.value.path == "server.max_connections_per_client"
+
+
+async def test_an_app_shutdown_that_hangs_is_given_up_after_shutdown_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The lifespan's shutdown is bounded by ``shutdown_timeout`` (the grace), not Hypercorn's
+    60 s: a stop whose app cannot finish closing (a frozen Redis) still ends, and says so."""
+    cfg = config_mod.parse(
+        config_text(tables=NO_RATE_LIMIT + "[server]\nshutdown_grace_seconds = 1\n")
+    )
+    hc = hypercorn_config(cfg)
+    assert hc.shutdown_timeout == 1
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        assert scope["type"] == "lifespan"
+        assert (await receive())["type"] == "lifespan.startup"  # type: ignore[operator]
+        await send({"type": "lifespan.startup.complete"})  # type: ignore[operator]
+        await receive()  # type: ignore[operator]  # lifespan.shutdown...
+        await asyncio.sleep(3600)  # ...never completed
+
+    sock = socket.create_server(("127.0.0.1", 0))
+    gate = Gate(limit=4, per_client=4, keys=ClientKeys([]))
+    started = time.monotonic()
+    await listener.serve(app, hc, sock, gate, lambda: asyncio.sleep(0.05))  # type: ignore[arg-type]
+    assert time.monotonic() - started < 3
+    assert "the app's shutdown did not finish within 1 s" in caplog.text

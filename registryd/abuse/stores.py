@@ -24,7 +24,6 @@ When Redis fails (error or ``timeout_ms``), requests are limited by an in-proces
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import math
@@ -39,7 +38,7 @@ from ..errors import PowRequired, StorageError
 from ..hashcash import Challenge, leading_zero_bits_ok
 from ..logs import audit
 from ..secret import Secret
-from ..storage.redis_conn import async_client
+from ..storage.redis_conn import aclose_within, async_client
 from ..storage.redis_scripts import SPEND
 from .pow import HALF_LIFE_MS, IDLE_MS, RATE_PER_COUNT, ProofOfWork, parse_proof
 from .ratelimit import ENDPOINTS, RateLimiter, Refusal
@@ -170,10 +169,7 @@ class SharedRateLimiter:
         return Refusal(wait_s, self._burst, 0, wait_s, bucket, ban_started=reply[0] == 2)
 
     async def close(self) -> None:
-        # bounded: a frozen Redis must not hold up the daemon's stop (its SIGTERM)
-        with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
-            async with asyncio.timeout(self._timeout_s):
-                await self._redis.aclose()
+        await aclose_within(self._redis, self._timeout_s)
 
 
 # -- proof of work ------------------------------------------------------------------------------
@@ -260,7 +256,4 @@ class SharedProofOfWork(ProofOfWork):
             raise PowRequired()
 
     async def close(self) -> None:
-        # bounded: a frozen Redis must not hold up the daemon's stop (its SIGTERM)
-        with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
-            async with asyncio.timeout(self._timeout_s):
-                await self._redis.aclose()
+        await aclose_within(self._redis, self._timeout_s)

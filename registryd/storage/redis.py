@@ -24,7 +24,6 @@ replicas). In a cluster, :meth:`merge` spans slots, so it stores handle by handl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import struct
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
@@ -51,7 +50,14 @@ from .records import (
     Swap,
     Swapped,
 )
-from .redis_conn import async_client, check_schema, durability_warnings, is_cluster, sync_client
+from .redis_conn import (
+    aclose_within,
+    async_client,
+    check_schema,
+    durability_warnings,
+    is_cluster,
+    sync_client,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("registryd")
@@ -417,7 +423,4 @@ class RedisStorage(Storage):
         """Close the pool; every write was acknowledged before its method returned (P13)."""
         if not self._closed:
             self._closed = True
-            # bounded: a frozen Redis must not hold up the daemon's stop (its SIGTERM)
-            with contextlib.suppress(TimeoutError, redis.RedisError, OSError):
-                async with asyncio.timeout(self._timeout_s):
-                    await self._r.aclose()
+            await aclose_within(self._r, self._timeout_s)

@@ -8,6 +8,8 @@ else the system's), ``unix:///path/redis.sock?db=0``, and ``redis+cluster://host
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -54,6 +56,15 @@ def async_client(url: str, ca_file: str | None, timeout_s: float) -> Any:
     if is_cluster(url):
         return redis.asyncio.cluster.RedisCluster.from_url(plain, **options)
     return redis.asyncio.Redis.from_url(plain, **options)
+
+
+async def aclose_within(client: Any, timeout_s: float) -> None:
+    """Close ``client``'s pool within ``timeout_s`` seconds, whatever Redis does: a frozen Redis
+    (SIGSTOP, a partition) must not hold up the daemon's stop (its SIGTERM grace). Errors and
+    the timeout are swallowed: every write was acknowledged before its method returned."""
+    with contextlib.suppress(TimeoutError, redis.RedisError, OSError):
+        async with asyncio.timeout(timeout_s):
+            await client.aclose()
 
 
 def sync_client(url: str, ca_file: str | None, timeout_s: float) -> Any:

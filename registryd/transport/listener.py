@@ -44,6 +44,7 @@ from hypercorn.asyncio.lifespan import Lifespan
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.typing import ASGIFramework, LifespanState
+from hypercorn.utils import LifespanTimeoutError
 
 from ..abuse.clientip import ClientKeys
 from .connection import CLOSE_SECONDS, Connection
@@ -323,7 +324,8 @@ async def serve(
     The ASGI lifespan runs around it (startup before the first accept, shutdown after the
     last connection). TLS comes from ``config.create_ssl_context()`` when it has a certificate;
     deadlines from ``config`` (``ssl_handshake_timeout``, ``keep_alive_timeout``,
-    ``graceful_timeout``). Raises Hypercorn's ``LifespanFailureError`` if the app's startup
+    ``graceful_timeout``, then ``shutdown_timeout`` for the app's shutdown, logged and given up
+    when it passes). Raises Hypercorn's ``LifespanFailureError`` if the app's startup
     fails; network errors are never raised.
     """
     loop = asyncio.get_running_loop()
@@ -341,7 +343,13 @@ async def serve(
             await shutdown_trigger()
         finally:
             await listener.stop(config.graceful_timeout)
-            await lifespan.wait_for_shutdown()
+            try:
+                await lifespan.wait_for_shutdown()
+            except LifespanTimeoutError:
+                log.error(
+                    "the app's shutdown did not finish within %s s; stopping without it",
+                    config.shutdown_timeout,
+                )
     finally:
         sock.close()
         lifespan_task.cancel()
