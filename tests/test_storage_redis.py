@@ -300,7 +300,8 @@ async def test_wait_replicas_acknowledges_only_replicated_writes(
         with redis_server(tmp_path / "replica", extra=replica_of) as replica:
             wait_for_replicas(primary, 1)
             with caplog.at_level(logging.WARNING, logger="registryd"):
-                store = RedisStorage(INDEX_KEY, primary.url, wait_replicas=1, timeout_ms=1000)
+                # WAIT gets half the timeout: 2 s, room for a replica's ack on a busy machine
+                store = RedisStorage(INDEX_KEY, primary.url, wait_replicas=1, timeout_ms=4000)
             assert "appendfsync" not in caplog.text
             try:
                 assert await store.register(uid("alice"), b"replicated") is True
@@ -318,7 +319,7 @@ async def test_wait_replicas_acknowledges_only_replicated_writes(
                 start = time.monotonic()
                 with pytest.raises(StorageError, match="reached 0 of 1 replicas"):
                     await store.register(uid("dave"), b"unreplicated")
-                assert time.monotonic() - start < 1.0
+                assert time.monotonic() - start < 4.0  # refused within the timeout
             finally:
                 await store.close()
 
