@@ -80,12 +80,13 @@ def server(argv: list[str], log_path: Path, timeout: float = START_TIMEOUT_S) ->
 
 @contextlib.contextmanager
 def started(
-    argv: list[str], log_path: Path, timeout: float = START_TIMEOUT_S
+    argv: list[str], log_path: Path, timeout: float = START_TIMEOUT_S, cwd: Path = REPO
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """:func:`server`, yielding the process too (for its PID)."""
+    """:func:`server`, yielding the process too (for its PID); ``cwd``: another checkout's
+    code (:mod:`bench.ab`)."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(  # noqa: S603 - argv built here from our own arguments
-            argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=_die_with_parent
+            argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, preexec_fn=_die_with_parent
         )
     try:
         yield _wait_for_url(proc, log_path, timeout), proc
