@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from registryd import config as config_mod
+from registryd import eventloop
 from registryd.server import hypercorn_config, url_of
 from registryd.sockets import bind_socket
 
@@ -50,8 +51,7 @@ def build_app() -> Starlette:
     )
 
 
-async def serve(config_path: str) -> None:
-    cfg = config_mod.load(config_path)
+async def serve(cfg: config_mod.Config) -> None:
     hc = hypercorn_config(cfg)
     sock = bind_socket(*cfg.host_port)
     url = url_of(cfg, sock)
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    asyncio.run(serve(args.config))
+    cfg = config_mod.load(args.config)
+    eventloop.run(serve(cfg), cfg.server.event_loop)  # the daemon's loop: the same floor
     return 0
 
 

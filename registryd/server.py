@@ -224,10 +224,11 @@ async def serve(
             on_ready(url)
         notify(f"READY=1\nSTATUS=listening on {url}\nMAINPID={os.getpid()}")  # systemd
         log.info(
-            "registryd listening on %s (storage=%s, active kid=%s%s)",
+            "registryd listening on %s (storage=%s, active kid=%s, event loop=%s%s)",
             url,
             storage.kind,
             _active_kid(keyring),
+            type(loop).__module__.split(".", 1)[0],  # the loop serving: "asyncio" or "uvloop"
             ", mTLS required" if hc.verify_mode == ssl.CERT_REQUIRED else "",
         )
         peers = (peer_hc, peer_sock, _gate(config)) if peer_hc and peer_sock else None

@@ -40,6 +40,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from . import eventloop
 from .config import Config
 from .metrics import multiproc
 from .sdnotify import notify
@@ -222,7 +223,7 @@ def serve_worker(
         multiproc.enable(metrics_dir)  # before serve makes the Runtime and its metrics
     socks = [socket.socket(fileno=int(fd)) for fd in fds.split(",")]
     metrics_sock = None if metrics_fd is None else socket.socket(fileno=metrics_fd)
-    asyncio.run(
+    eventloop.run(
         serve(
             config,
             sock=socks[0],
@@ -231,7 +232,8 @@ def serve_worker(
             serve_metrics=metrics_sock is not None,
             config_path=config_path,
             on_ready=_report_ready,
-        )
+        ),
+        config.server.event_loop,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -504,7 +505,22 @@ CASES: list[tuple[str, str, str, str]] = [
         "server.max_body_bytes",
         ">= 1",
     ),
+    (
+        "an event loop that is neither asyncio nor uvloop",
+        toml("", '[server]\nevent_loop = "trio"\n'),
+        "server.event_loop",
+        "invalid enum value 'trio'",
+    ),
 ]
+
+
+def test_uvloop_asked_for_and_not_installed_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # what an install without it imports
+    err = error_of(toml("", '[server]\nevent_loop = "uvloop"\n'))
+    assert err.path == "server.event_loop"
+    assert "pip install 'registryd[uvloop]'" in err.message
 
 
 @pytest.mark.parametrize(

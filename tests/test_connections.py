@@ -108,14 +108,19 @@ GRACE_S = 2
 
 
 @pytest.mark.e2e
-async def test_sigterm_under_tls_keep_alive_load(certs: DevCerts, tmp_path: Path) -> None:
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+async def test_sigterm_under_tls_keep_alive_load(
+    certs: DevCerts, tmp_path: Path, event_loop: str
+) -> None:
     """8 keep-alive clients polling /resolve, 100 clients stuck mid-body, one request in flight,
     one idle keep-alive connection; then SIGTERM. On main: exit 1 within 0.5 s (an SSL error
-    escaped Hypercorn), in-flight requests cut off with 500."""
+    escaped Hypercorn), in-flight requests cut off with 500. The same on either
+    ``[server] event_loop``."""
     path = tmp_path / "registry.toml"
-    tables = NO_RATE_LIMIT + f"[server]\nshutdown_grace_seconds = {GRACE_S}\n"
-    write_config(path, config_text(mode="tls", tls=tls_table(certs), tables=tables))
+    server = f'[server]\nshutdown_grace_seconds = {GRACE_S}\nevent_loop = "{event_loop}"\n'
+    write_config(path, config_text(mode="tls", tls=tls_table(certs), tables=NO_RATE_LIMIT + server))
     d = Daemon(path)
+    assert f"event loop={event_loop}" in d.log, d.log  # the loop actually serving
     statuses: Counter[int | str] = Counter()
     stop = asyncio.Event()
 

@@ -53,7 +53,7 @@ async def writes_for(request: bytes) -> list[bytes]:
     async with TaskGroup(asyncio.get_running_loop()) as tasks:
         protocol = protocol_for(
             None,
-            ASGIWrapper(app),
+            ASGIWrapper(app),  # type: ignore[arg-type]  # a plain ASGI callable
             hc,
             WorkerContext(None),
             tasks,

@@ -8,7 +8,6 @@ degraded.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from .. import config, logs, scaffold
+from .. import config, eventloop, logs, scaffold
 from ..config.file import redact_url
 from ..errors import ConfigError, KeyUnavailable, MissingDependency, StorageError, UsageError
 from ..keyring import KeyRing, describe_key, key_warnings
@@ -50,7 +49,9 @@ def _serve(cfg: config.Config, args: argparse.Namespace) -> None:
 
             supervise(cfg, _worker_args(args), on_ready)
         else:
-            asyncio.run(serve(cfg, config_path=args.config, on_ready=on_ready))
+            eventloop.run(
+                serve(cfg, config_path=args.config, on_ready=on_ready), cfg.server.event_loop
+            )
     finally:
         if pid_file is not None:
             pid_file.remove()

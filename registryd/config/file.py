@@ -17,6 +17,7 @@ import msgspec
 
 from .. import tomlfile
 from ..errors import ConfigError
+from ..eventloop import loop_factory
 from ..files import exposed
 from ..secret import Secret
 from ..sockets import parse_address
@@ -299,6 +300,7 @@ def _validate(cfg: Config) -> None:
     if uri != "memory://" and (problem := redis_url_problem(uri)) is not None:
         raise ConfigError("rate_limit.storage_uri", f'"memory://", or a Redis URL: {problem}')
     _validate_workers(cfg)
+    loop_factory(cfg.server.event_loop)  # uvloop installed, if asked for
     for table, hashes in (("peers", cfg.peers.token_hashes), ("admin", cfg.admin.token_hashes)):
         for i, digest in enumerate(hashes):
             if not is_argon2id(digest):

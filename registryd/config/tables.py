@@ -158,7 +158,8 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     proxies are exempt); see :mod:`registryd.transport.listener`. ``workers`` > 1 serves with
     that many processes on one socket (:mod:`registryd.workers`); it needs shared state:
     ``[storage] kind = "redis"`` and a Redis ``[rate_limit] storage_uri`` (when rate limits or
-    proof of work are on). The connection caps are per worker.
+    proof of work are on). The connection caps are per worker. ``event_loop`` is ``"asyncio"``
+    (the standard library's) or ``"uvloop"`` (the ``uvloop`` extra; :mod:`registryd.eventloop`).
     """
 
     max_body_bytes: Positive = 64 * KIB
@@ -169,6 +170,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     max_connections: Positive = 1024
     max_connections_per_client: Positive = 64
     workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
 
 
 class PrivacyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
