@@ -7,6 +7,7 @@ Its key layout is in :mod:`registryd.storage.leveldb_keys`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,12 @@ class LevelDBStorage(Storage):
         self._node_set = set(self._node_list)
         self._spent_count = sum(1 for _ in self._db.iterator(prefix=DSPENT, include_value=False))
         self._presence_count = sum(1 for _ in self._db.iterator(prefix=PRES, include_value=False))
+        # Per expiry index, a key no entry of it sorts below: a purge starts there, not at the
+        # index's start, so it does not walk the tombstones of the slices it already deleted
+        # (LevelDB keeps them until compaction: seeking from the start, the 500th slice of 1,000
+        # of 1,000,000 expired presences took 17 ms, the first 0.25 ms). Purges raise it, index
+        # writes lower it; both run under _write_lock.
+        self._floor = {EXPIRY: EXPIRY, TOMB: TOMB + bytes(8)}
 
     def __repr__(self) -> str:
         return f"LevelDBStorage(path={str(self.path)!r})"
@@ -191,7 +198,7 @@ class LevelDBStorage(Storage):
                 self._presence_count += 1
             value = BE64.pack(expires_at_ms) + sealed
             batch.put(key, value)
-            batch.put(EXPIRY + BE64.pack(expires_at_ms) + blind, b"")
+            self._index(batch, EXPIRY + BE64.pack(expires_at_ms) + blind)
             staged[key] = value
 
         await self._commit(write)
@@ -204,12 +211,8 @@ class LevelDBStorage(Storage):
 
     async def purge_expired(self, now_ms: int, limit: int) -> int:
         def purge() -> int:
-            stop = EXPIRY + BE64.pack(now_ms + 1)
-            keys: list[bytes] = []
-            for key in self._db.iterator(start=EXPIRY, stop=stop, include_value=False):
-                if len(keys) >= limit:
-                    break
-                keys.append(key)
+            keys = self._expired(EXPIRY, now_ms, limit)
+            purged = 0
             with self._db.write_batch(transaction=True) as batch:
                 for key in keys:
                     batch.delete(key)
@@ -217,12 +220,37 @@ class LevelDBStorage(Storage):
                     current = self._db.get(PRES + blind)
                     if current is not None and current[:8] == key[1:9]:
                         batch.delete(PRES + blind)
-                        self._presence_count -= 1
-            return len(keys)
+                        purged += 1
+            self._presence_count -= purged
+            self._passed(EXPIRY, keys)
+            return purged
 
         async with self._write_lock:
             purged: int = await self._in_thread(purge)
         return purged
+
+    def _index(self, batch: Any, key: bytes) -> None:
+        """Stage expiry index entry ``key`` (``x`` or ``t`` + expiry_be64 + blind), lowering
+        that index's purge floor if it sorts below it."""
+        batch.put(key, b"")
+        index = key[:1]
+        if key < self._floor[index]:
+            self._floor[index] = key
+
+    def _expired(self, index: bytes, now_ms: int, limit: int) -> list[bytes]:
+        """Up to ``limit`` keys of ``index`` with expiry <= ``now_ms``, oldest first, from its
+        floor on (in the worker thread, under ``_write_lock``)."""
+        stop = index + BE64.pack(now_ms + 1)
+        keys = self._db.iterator(start=self._floor[index], stop=stop, include_value=False)
+        try:
+            return list(itertools.islice(keys, max(limit, 0)))
+        finally:
+            keys.close()
+
+    def _passed(self, index: bytes, keys: list[bytes]) -> None:
+        """``keys``, the first of ``index`` from its floor on, are deleted: start after them."""
+        if keys:
+            self._floor[index] = keys[-1]
 
     # -- ownership (extensions spec §2) -------------------------------------------------------
 
@@ -270,16 +298,11 @@ class LevelDBStorage(Storage):
         batch.put(key, value)
         staged[key] = value
         if index is not None and (prefix == PRES or s.expires_at_ms):
-            batch.put(index + expiry + blind, b"")
+            self._index(batch, index + expiry + blind)
 
     async def purge_tombstones(self, now_ms: int, limit: int) -> int:
         def purge() -> int:
-            stop = TOMB + BE64.pack(now_ms + 1)
-            keys: list[bytes] = []
-            for key in self._db.iterator(start=TOMB + bytes(8), stop=stop, include_value=False):
-                if len(keys) >= limit:
-                    break
-                keys.append(key)
+            keys = self._expired(TOMB, now_ms, limit)
             purged = 0
             with self._db.write_batch(transaction=True, sync=True) as batch:
                 for key in keys:
@@ -288,6 +311,7 @@ class LevelDBStorage(Storage):
                     if current is not None and current[:8] == key[1:9]:
                         batch.delete(OPS + key[9:])
                         purged += 1
+            self._passed(TOMB, keys)
             return purged
 
         async with self._write_lock:
@@ -455,7 +479,7 @@ class LevelDBStorage(Storage):
                     batch.put(IDENT + key, value)
                 elif kind == PRESENCE_RECORD and expiry is not None:
                     batch.put(PRES + key, BE64.pack(expiry) + value)
-                    batch.put(EXPIRY + BE64.pack(expiry) + key, b"")
+                    self._index(batch, EXPIRY + BE64.pack(expiry) + key)
                 elif kind == DNODE_RECORD:
                     batch.put(DNODE + key, value)
                     batch.put(DKEY + value[:32], key)
@@ -468,7 +492,7 @@ class LevelDBStorage(Storage):
                 elif kind == OPS_RECORD:
                     batch.put(OPS + key, BE64.pack(expiry or 0) + value)
                     if expiry:
-                        batch.put(TOMB + BE64.pack(expiry) + key, b"")
+                        self._index(batch, TOMB + BE64.pack(expiry) + key)
             return spent
 
         self._spent_count += await self._commit(write)
