@@ -68,7 +68,7 @@ from .workload import preloaded_identity, resolve_body
 
 PROBE_INTERVAL_S = 0.005
 WARMUP_S = 2.0
-BASELINE_S = 20.0  # about as long as the GC of 1,000,000 takes here: like windows, like maxima
+BASELINE_S = 60.0  # near the ~100 s the GC of 1,000,000 takes here: maxima of like windows
 LOAD_RPS = 500
 POPULATE_BATCH = 10_000
 HEY_MAX_S = 1800

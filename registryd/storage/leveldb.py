@@ -210,47 +210,44 @@ class LevelDBStorage(Storage):
         return value[8:], BE64.unpack(value[:8])[0]
 
     async def purge_expired(self, now_ms: int, limit: int) -> int:
-        def purge() -> int:
-            keys = self._expired(EXPIRY, now_ms, limit)
-            purged = 0
-            with self._db.write_batch(transaction=True) as batch:
-                for key in keys:
-                    batch.delete(key)
-                    blind = key[9:]
-                    current = self._db.get(PRES + blind)
-                    if current is not None and current[:8] == key[1:9]:
-                        batch.delete(PRES + blind)
-                        purged += 1
-            self._presence_count -= purged
-            self._passed(EXPIRY, keys)
-            return purged
-
-        async with self._write_lock:
-            purged: int = await self._in_thread(purge)
-        return purged
+        return await self._purge(EXPIRY, PRES, now_ms, limit, sync=False)
 
     def _index(self, batch: Any, key: bytes) -> None:
         """Stage expiry index entry ``key`` (``x`` or ``t`` + expiry_be64 + blind), lowering
         that index's purge floor if it sorts below it."""
         batch.put(key, b"")
-        index = key[:1]
-        if key < self._floor[index]:
-            self._floor[index] = key
+        if key < self._floor[key[:1]]:
+            self._floor[key[:1]] = key
 
-    def _expired(self, index: bytes, now_ms: int, limit: int) -> list[bytes]:
-        """Up to ``limit`` keys of ``index`` with expiry <= ``now_ms``, oldest first, from its
-        floor on (in the worker thread, under ``_write_lock``)."""
-        stop = index + BE64.pack(now_ms + 1)
-        keys = self._db.iterator(start=self._floor[index], stop=stop, include_value=False)
-        try:
-            return list(itertools.islice(keys, max(limit, 0)))
-        finally:
-            keys.close()
+    async def _purge(self, index: bytes, prefix: bytes, now_ms: int, limit: int, sync: bool) -> int:
+        """In one batch: up to ``limit`` entries of expiry ``index`` with expiry <= ``now_ms``,
+        oldest first from its floor on, and each value under ``prefix`` + blind that still holds
+        that expiry; returns how many values (P7, P18)."""
 
-    def _passed(self, index: bytes, keys: list[bytes]) -> None:
-        """``keys``, the first of ``index`` from its floor on, are deleted: start after them."""
-        if keys:
-            self._floor[index] = keys[-1]
+        def purge() -> int:
+            stop = index + BE64.pack(now_ms + 1)
+            keys = self._db.iterator(start=self._floor[index], stop=stop, include_value=False)
+            try:
+                expired = list(itertools.islice(keys, max(limit, 0)))
+            finally:
+                keys.close()
+            purged = 0
+            with self._db.write_batch(transaction=True, sync=sync) as batch:
+                for key in expired:
+                    batch.delete(key)
+                    current = self._db.get(prefix + key[9:])
+                    if current is not None and current[:8] == key[1:9]:
+                        batch.delete(prefix + key[9:])
+                        purged += 1
+            if prefix == PRES:
+                self._presence_count -= purged
+            if expired:  # everything of the index from the floor to here is deleted
+                self._floor[index] = expired[-1]
+            return purged
+
+        async with self._write_lock:
+            purged: int = await self._in_thread(purge)
+        return purged
 
     # -- ownership (extensions spec §2) -------------------------------------------------------
 
@@ -301,22 +298,7 @@ class LevelDBStorage(Storage):
             self._index(batch, index + expiry + blind)
 
     async def purge_tombstones(self, now_ms: int, limit: int) -> int:
-        def purge() -> int:
-            keys = self._expired(TOMB, now_ms, limit)
-            purged = 0
-            with self._db.write_batch(transaction=True, sync=True) as batch:
-                for key in keys:
-                    batch.delete(key)
-                    current = self._db.get(OPS + key[9:])
-                    if current is not None and current[:8] == key[1:9]:
-                        batch.delete(OPS + key[9:])
-                        purged += 1
-            self._passed(TOMB, keys)
-            return purged
-
-        async with self._write_lock:
-            purged: int = await self._in_thread(purge)
-        return purged
+        return await self._purge(TOMB, OPS, now_ms, limit, sync=True)
 
     # -- nodes ------------------------------------------------------------------------------
 
