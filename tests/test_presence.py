@@ -174,3 +174,56 @@ async def test_announce_again_replaces_and_gc_honours_the_latest(
     clock.advance(200)
     assert await presence.collect(storage, clock()) == 1
     assert await storage.get_presence(handle) is None
+
+
+@IN_PROCESS_EXPIRY
+async def test_collect_lets_the_loop_run_between_slices(storage: Storage) -> None:
+    """GC in slices of 5: another coroutine runs between every two slices, an announce it makes
+    for a presence still queued for deletion wins, and at the end every expired presence is
+    gone and the fresh ones stay (spec 4.10; P7)."""
+    now = 1_700_000_000_000
+    expired = [user_id(f"gone{i}") for i in range(23)]
+    for i, handle in enumerate(expired):
+        await storage.announce(handle, b"old", now - 1_000 + i)  # purged oldest first
+    fresh = [user_id(f"fresh{i}") for i in range(3)]
+    for handle in fresh:
+        await storage.announce(handle, b"fresh", now + 60_000)
+    revived = expired[-1]  # the last one the slices reach
+
+    events: list[str] = []
+    purge = storage.purge_expired
+
+    async def slice_(now_ms: int, limit: int) -> int:
+        events.append("start")
+        purged = await purge(now_ms, limit)
+        events.append("end")
+        return purged
+
+    storage.purge_expired = slice_  # type: ignore[method-assign]
+    done = asyncio.Event()
+
+    async def other() -> None:
+        while not done.is_set():
+            if events[-1:] == ["end"]:
+                events.append("other")
+                if events.count("end") == 1:
+                    await storage.announce(revived, b"again", now + 60_000)
+            await asyncio.sleep(0)
+
+    running = asyncio.create_task(other())
+    try:
+        purged = await presence.collect(storage, now, batch=5)
+    finally:
+        done.set()
+        await running
+
+    assert purged == len(expired) - 1
+    starts = [i for i, event in enumerate(events) if event == "start"]
+    assert len(starts) == 5  # 22 in slices of 5: 5, 5, 5, 5, 2
+    for i in starts[1:]:
+        assert events[i - 1] == "other", events  # the loop ran something else in between
+    for handle in expired[:-1]:
+        assert await storage.get_presence(handle) is None
+    assert await storage.get_presence(revived) == (b"again", now + 60_000)
+    for handle in fresh:
+        assert await storage.get_presence(handle) == (b"fresh", now + 60_000)

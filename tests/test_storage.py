@@ -553,3 +553,20 @@ async def test_leveldb_group_commit_acknowledges_only_durable_writes(tmp_path: P
         assert all([await reopened.exists(h) for h in handles])
     finally:
         await reopened.close()
+
+
+@IN_PROCESS_EXPIRY
+async def test_purge_finds_an_entry_put_below_what_it_passed(storage: Storage) -> None:
+    """A purge resumes where the last one stopped (LevelDB: past its own deletions), yet an
+    expiry announced older than those is still found (P7)."""
+    for i in range(4):
+        await storage.announce(uid(f"user{i}"), b"p", NOW - 100 + i)
+    assert await storage.purge_expired(NOW, 2) == 2
+    await storage.announce(uid("older"), b"p", NOW - 1_000)
+    await storage.announce(uid("user0"), b"back", NOW - 500)  # a purged handle, older again
+    assert await storage.purge_expired(NOW, 2) == 2
+    assert await storage.get_presence(uid("older")) is None
+    assert await storage.get_presence(uid("user0")) is None
+    assert await storage.purge_expired(NOW, 100) == 2
+    assert all([await storage.get_presence(uid(f"user{i}")) is None for i in range(4)])
+    assert await storage.purge_expired(NOW, 100) == 0

@@ -163,6 +163,24 @@ async def test_tombstones_expire_oldest_first_and_only_when_due(storage: Storage
 
 
 @IN_PROCESS_EXPIRY
+async def test_a_tombstone_swapped_below_what_a_purge_passed_is_found(storage: Storage) -> None:
+    """A purge resumes where the last one stopped (LevelDB), yet finds an older expiry (P18)."""
+    handles = [user_id(f"gone{i}") for i in range(3)]
+    for i, handle in enumerate(handles):
+        owned = await storage.owned(handle)
+        assert (
+            await storage.swap_owned(owned, {SLOT_OPS: (b"t", NOW + 10 + i)}, CAP) is Swapped.DONE
+        )
+    assert await storage.purge_tombstones(NOW + 20, 2) == 2
+    owned = await storage.owned(handles[0])
+    assert await storage.swap_owned(owned, {SLOT_OPS: (b"t", NOW + 1)}, CAP) is Swapped.DONE
+    assert await storage.purge_tombstones(NOW + 20, 1) == 1
+    assert (await storage.owned(handles[0])).ops is None
+    assert await storage.purge_tombstones(NOW + 20, 10) == 1
+    assert (await storage.owned(handles[2])).ops is None
+
+
+@IN_PROCESS_EXPIRY
 async def test_a_tombstone_swapped_to_no_expiry_is_kept(storage: Storage) -> None:
     alice = user_id("alice")
     owned = await storage.owned(alice)

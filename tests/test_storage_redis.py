@@ -25,7 +25,7 @@ from registryd.metrics import Metrics
 from registryd.storage import open_storage
 from registryd.storage.base import SCHEMA_VERSION
 from registryd.storage.memory import MemoryStorage
-from registryd.storage.records import SLOT_OPS, Spend, Swapped
+from registryd.storage.records import SLOT_OPS, SLOT_PRESENCE, Spend, Swapped
 from registryd.storage.redis import (
     PRESENCES,
     SCHEMA_KEY,
@@ -33,6 +33,7 @@ from registryd.storage.redis import (
     identity_key,
     presence_key,
 )
+from registryd.storage.redis_scripts import INDEX_TRIM
 from registryd.storage.transfer import import_file
 from registryd.timespec import now_ms
 from tests.helpers import app_client, config_text, make_config, write_config
@@ -138,6 +139,35 @@ async def test_presences_expire_natively_and_the_gc_has_nothing_to_do(redis: Red
         assert await store.purge_expired(now_ms(), 100) == 0
         gc = presence.gc_loop(store, lambda: make_config().presence, now_ms, Metrics())
         await asyncio.wait_for(gc, 1)  # returns at once: no loop to run
+    finally:
+        await store.close()
+
+
+async def test_a_new_presence_trims_the_index_a_bounded_slice_at_a_time(
+    redis: RedisServer,
+) -> None:
+    """The presence index keeps expired entries (Redis expired their values) until presences
+    are created: each creation drops at most INDEX_TRIM of them, oldest first, and counts only
+    unexpired entries against ``max_presences`` (P17)."""
+    store = RedisStorage(INDEX_KEY, redis.url)
+    expired = 2 * INDEX_TRIM + 50
+    past = now_ms() - 60_000
+    try:
+        with redis.client() as client:
+            client.zadd(PRESENCES, {f"gone-{i:04d}": past + i for i in range(expired)})
+        for count, name in enumerate(("alice", "bob"), start=1):
+            owned = await store.owned(uid(name))
+            change = {SLOT_PRESENCE: (b"p", now_ms() + 60_000)}
+            assert await store.swap_owned(owned, change, 2) is Swapped.DONE
+            with redis.client() as client:
+                assert client.zcard(PRESENCES) == expired - count * INDEX_TRIM + count
+                oldest = client.zrange(PRESENCES, 0, 0)
+                assert oldest == [f"gone-{count * INDEX_TRIM:04d}".encode()]
+        owned = await store.owned(uid("carol"))
+        change = {SLOT_PRESENCE: (b"p", now_ms() + 60_000)}
+        assert await store.swap_owned(owned, change, 2) is Swapped.FULL  # 2 live, 50 expired
+        with redis.client() as client:
+            assert client.zcard(PRESENCES) == 2  # refused, yet it trimmed the last 50
     finally:
         await store.close()
 

@@ -1,9 +1,16 @@
-"""In-memory backend: dicts of blind index → sealed record; lost when the process stops."""
+"""In-memory backend: dicts of blind index → sealed record; lost when the process stops.
+
+Expiry indexes are sorted lists of (expiry, blind) with one entry per value, replaced with it,
+so a GC slice visits only live, expired entries (a heap with skipped stale entries would make a
+slice of N deletions visit any number of superseded ones).
+"""
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import AsyncGenerator, Sequence
+
+from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from ..secret import Secret
 from .base import Storage
@@ -34,9 +41,9 @@ class MemoryStorage(Storage):
         super().__init__(index_key)
         self._identities: dict[bytes, bytes] = {}
         self._presences: dict[bytes, tuple[int, bytes]] = {}
-        self._expiry: list[tuple[int, bytes]] = []  # heap; stale entries skipped on pop
+        self._expiry = SortedList()  # (expiry, blind) of each presence
         self._ops: dict[bytes, tuple[int, bytes]] = {}  # blind -> (expiry or 0, sealed ops)
-        self._tombstones: list[tuple[int, bytes]] = []  # heap of ops expiries, stale skipped
+        self._tombstones = SortedList()  # (expiry, blind) of each ops value with an expiry
         self._nodes: dict[str, None] = {}
         # node directory: host -> (pubkey, record, sealed contact); pubkey -> host; spent set
         self._dnodes: dict[str, tuple[bytes, bytes, bytes]] = {}
@@ -62,22 +69,18 @@ class MemoryStorage(Storage):
         return added
 
     async def _put_presence(self, blind: bytes, sealed: bytes, expires_at_ms: int) -> None:
+        old = self._presences.get(blind)
+        if old is not None:
+            self._expiry.discard((old[0], blind))
         self._presences[blind] = (expires_at_ms, sealed)
-        heapq.heappush(self._expiry, (expires_at_ms, blind))
+        self._expiry.add((expires_at_ms, blind))
 
     async def _get_presence(self, blind: bytes) -> tuple[bytes, int] | None:
         found = self._presences.get(blind)
         return None if found is None else (found[1], found[0])
 
     async def purge_expired(self, now_ms: int, limit: int) -> int:
-        purged = 0
-        while self._expiry and self._expiry[0][0] <= now_ms and purged < limit:
-            expires_at_ms, blind = heapq.heappop(self._expiry)
-            current = self._presences.get(blind)
-            if current is not None and current[0] == expires_at_ms:
-                del self._presences[blind]
-                purged += 1
-        return purged
+        return _purge(self._expiry, self._presences, now_ms, limit)
 
     # -- ownership (extensions spec §2) -------------------------------------------------------
 
@@ -105,28 +108,23 @@ class MemoryStorage(Storage):
                 else:
                     self._identities[blind] = s.new
                 continue
-            table, heap = (
+            table, index = (
                 (self._presences, self._expiry)
                 if s.slot == SLOT_PRESENCE
                 else (self._ops, self._tombstones)
             )
+            old = table.pop(blind, None)
+            if old is not None:
+                index.discard((old[0], blind))  # ops expiry 0: not indexed
             if s.new is None:
-                del table[blind]
                 continue
             table[blind] = (s.expires_at_ms, s.new)
             if s.slot == SLOT_PRESENCE or s.expires_at_ms:
-                heapq.heappush(heap, (s.expires_at_ms, blind))
+                index.add((s.expires_at_ms, blind))
         return Swapped.DONE
 
     async def purge_tombstones(self, now_ms: int, limit: int) -> int:
-        purged = 0
-        while self._tombstones and self._tombstones[0][0] <= now_ms and purged < limit:
-            expires_at_ms, blind = heapq.heappop(self._tombstones)
-            current = self._ops.get(blind)
-            if current is not None and current[0] == expires_at_ms:
-                del self._ops[blind]
-                purged += 1
-        return purged
+        return _purge(self._tombstones, self._ops, now_ms, limit)
 
     async def add_nodes(self, base_urls: Sequence[str], max_nodes: int) -> int:
         added = 0
@@ -234,7 +232,19 @@ class MemoryStorage(Storage):
             elif kind == OPS_RECORD:
                 self._ops[key] = (expiry or 0, value)
                 if expiry:
-                    heapq.heappush(self._tombstones, (expiry, key))
+                    self._tombstones.add((expiry, key))
 
     async def close(self) -> None:
         return None
+
+
+def _purge(
+    index: SortedList, table: dict[bytes, tuple[int, bytes]], now_ms: int, limit: int
+) -> int:
+    """Delete the first ``limit`` entries of ``index`` (expiry, blind) with expiry <= ``now_ms``
+    and their values in ``table``; returns how many."""
+    end = min(index.bisect_right((now_ms, b"\xff" * 33)), max(limit, 0))
+    for _, blind in index.islice(0, end):
+        del table[blind]
+    del index[:end]
+    return int(end)

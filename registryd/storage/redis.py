@@ -273,10 +273,17 @@ class RedisStorage(Storage):
         return done
 
     async def _presence_count(self) -> int:
-        """Presences held now (the index, entries past their expiry dropped first)."""
+        """Presences held now: index entries not yet expired. At most
+        :data:`~.redis_scripts.INDEX_TRIM` expired ones are dropped first, oldest first, so no
+        call holds Redis for long."""
         t = await self._call(self._r.time())
-        await self._call(self._r.zremrangebyscore(PRESENCES, "-inf", t[0] * 1000 + t[1] // 1000))
-        return int(await self._call(self._r.zcard(PRESENCES)))
+        now = t[0] * 1000 + t[1] // 1000
+        expired = int(await self._call(self._r.zcount(PRESENCES, "-inf", now)))
+        if expired:
+            trim = min(expired, lua.INDEX_TRIM)
+            await self._call(self._r.zremrangebyrank(PRESENCES, 0, trim - 1))
+        held = int(await self._call(self._r.zcard(PRESENCES)))
+        return held - int(await self._call(self._r.zcount(PRESENCES, "-inf", now)))
 
     async def purge_tombstones(self, now_ms: int, limit: int) -> int:
         """Nothing to do: Redis deletes each ops value at its expiry (``PXAT``)."""
