@@ -119,6 +119,9 @@ def config_text(
         # announce replays the reference's unsigned bodies; presences outlive the run
         "[identity]\nverify_signatures = false\n"
         "[presence]\naccept_unsigned = true\nttl_seconds = 86400\n"
+        # the preloaded nodes sit at documentation addresses the prober refuses: no probe round
+        # (one runs at start, on an empty directory) marks them offline or writes meanwhile
+        "[directory]\nprobe_interval_seconds = 86400\n"
         f'[peers]\ntoken_hashes = ["{secrets.peer_token_hash}"]\n'
         f'[envelope]\npepper_hex = "{secrets.pepper.hex()}"\n'
         f'[[envelope.keys]]\nkid_hex = "{secrets.kid.hex()}"\n'
