@@ -197,7 +197,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def endpoint_table(table_rows: Sequence[Row]) -> str:
     header = (
-        f"{'endpoint':<13} {'storage':<8} {'mode':<5} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'endpoint':<16} {'storage':<8} {'mode':<5} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'x floor':>7} {'target':>6} {'½-peak rps':>10} {'p99@½ ms':>9} {'other CPU':>9}  result"
     )
     lines = [header, "-" * len(header)]
@@ -208,7 +208,7 @@ def endpoint_table(table_rows: Sequence[Row]) -> str:
         mark = "*" if foreign >= BUSY_CORES else " "
         busy = busy or foreign >= BUSY_CORES
         lines.append(
-            f"{m.endpoint:<13} {m.storage:<8} {m.mode:<5} {m.peak.rps:>7.0f} "
+            f"{m.endpoint:<16} {m.storage:<8} {m.mode:<5} {m.peak.rps:>7.0f} "
             f"{m.peak.p50_ms:>7.2f} {m.peak.p99_ms:>7.2f} {_fmt(row.ratio, '.2f'):>7} "
             f"{_fmt(row.target, '.2f'):>6} {m.half.rps:>10.0f} {m.half.p99_ms:>9.2f} "
             f"{foreign:>8.2f}{mark}  {row.result}"
