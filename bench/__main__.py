@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--busy-retry-budget",
         type=int,
         default=d.busy_retry_budget,
-        help="repeats of disturbed runs allowed over the whole benchmark",
+        help="repeats of disturbed runs allowed per matrix run (--runs), scenarios included",
     )
     p.add_argument("--no-rate-limits", action="store_true", help="skip the rate-limit scenario")
     p.add_argument("--no-memory", action="store_true", help="skip the memory-per-identity run")

@@ -98,7 +98,8 @@ class Workspace:
             "heartbeat": HeartbeatPool(secrets, settings.nodes, settings.seed),
         }
         log(f"request files written in {time.perf_counter() - started:.1f} s")
-        retries = Retries(settings.busy_retries, settings.busy_retry_budget, log)
+        budget = settings.busy_retry_budget * settings.runs  # the budget is per matrix run
+        retries = Retries(settings.busy_retries, budget, log)
         return cls(root, settings, secrets, certs, files, pools, log, retries)
 
     def config(self, setup: Setup, data_dir: Path, name: str | None = None) -> Path:
