@@ -4,10 +4,10 @@ Four panels, one group per endpoint and one colour per (storage, mode) (a hue pe
 dark for http and light for tls); red is used for the targets only:
 
 1. peak requests/s (bars), the floors (``GET /json``, ``POST /echo``) as the first two groups;
-2. each endpoint's ratio to its floor (bars), the issue's target as a red line over its group;
+2. each endpoint's ratio to its floor (bars), the issue's target as a red line over each bar;
 3. p50 (dot) and p99 (diamond, joined to its p50) latency at peak load, linear from 0;
 4. p99 latency at half the peak rate (dots), linear from 0, the 10 ms target as a red line
-   over the groups held to it.
+   over each dot held to it.
 
 With several runs (``--runs``) the bars and dots are the medians and each run's figure is a
 small black dot. One legend serves the whole figure.
@@ -125,12 +125,13 @@ def _axis(ax: Axes, endpoints: list[str]) -> None:
     ax.grid(axis="y", alpha=0.3)
 
 
-def _targets(ax: Axes, endpoints: list[str], rows: Sequence[Row], target: Figure) -> None:
-    """A red line over each endpoint's group at each of its targets."""
-    for e, endpoint in enumerate(endpoints):
-        values = {target(row) for row in rows if row.measured.endpoint == endpoint}
-        for value in sorted(v for v in values if v is not None):
-            ax.plot([e - 0.45, e + 0.45], [value, value], color=TARGET, linewidth=1.5, zorder=4)
+def _targets(ax: Axes, rows: Sequence[Row], endpoints: list[str], target: Figure) -> None:
+    """A red line over each bar or dot at its own target (resolve's differs by storage)."""
+    series = _positions(rows, endpoints, target)
+    half = GROUP_WIDTH / max(1, len(series)) / 2
+    for _, points in series:
+        for x, _, value in points:
+            ax.plot([x - half, x + half], [value, value], color=TARGET, linewidth=2, zorder=4)
 
 
 def _legend(rows: Sequence[Row]) -> list[Artist]:
@@ -171,7 +172,7 @@ def draw(rows: Sequence[Row], checks: Sequence[Check], out: Path, title: str) ->
     _bars(ratio, rows, services, lambda r: r.ratio)
     ratio.set_title("Throughput / floor (POST: /echo; check_user, nodes: GET /json)")
     ratio.set_ylabel("x floor")
-    _targets(ratio, services, rows, lambda r: r.target)
+    _targets(ratio, rows, services, lambda r: r.target)
     ratio.axhline(1.0, color="gray", linewidth=0.8, linestyle=":")
 
     p50, p99 = (lambda r: r.measured.peak.p50_ms), (lambda r: r.measured.peak.p99_ms)
@@ -180,7 +181,7 @@ def draw(rows: Sequence[Row], checks: Sequence[Check], out: Path, title: str) ->
     latency.set_ylabel("ms")
 
     _dots(half, rows, endpoints, lambda r: r.measured.half.p99_ms)
-    _targets(half, endpoints, rows, lambda r: r.target_p99_ms)
+    _targets(half, rows, endpoints, lambda r: r.target_p99_ms)
     half.set_title("p99 latency at half the peak rate (target < 10 ms where held)")
     half.set_ylabel("ms")
 
@@ -207,7 +208,9 @@ def _row(data: dict[str, Any]) -> Row:
         LoadResult(**data["half_peak"]),
     )
     runs = tuple(_row(run) for run in data.get("runs", ()))
-    return Row(measured, data["floor_rps"], data["ratio_to_floor"], runs)
+    # the targets the file was judged by (an older run's may differ from today's)
+    target, p99 = data.get("target_ratio"), data.get("target_p99_at_half_peak_ms")
+    return Row(measured, data["floor_rps"], data["ratio_to_floor"], target, p99, runs)
 
 
 def from_json(document: dict[str, Any]) -> tuple[list[Row], list[Check]]:

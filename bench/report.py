@@ -34,12 +34,24 @@ def floor_of(endpoint: str) -> str:
 @dataclass(frozen=True)
 class Row:
     """One endpoint on one (storage, mode), with its floor's peak rps and its ``ratio`` to it
-    (None for floor rows); a median row also holds the ``runs`` it was taken from."""
+    (None for floor rows), and the targets it is held to (None: none; see
+    :func:`targeted`); a median row also holds the ``runs`` it was taken from."""
 
     measured: Measured
     floor_rps: float | None
     ratio: float | None
+    target: float | None = None
+    target_p99_ms: float | None = None
     runs: tuple[Row, ...] = ()
+
+    @classmethod
+    def targeted(cls, measured: Measured, floor_rps: float | None, ratio: float | None) -> Row:
+        """A row held to today's targets (:mod:`bench.checks`); floors are held to none."""
+        endpoint = measured.endpoint
+        if endpoint in FLOOR_ENDPOINTS:
+            return cls(measured, floor_rps, ratio)
+        target = target_ratio(endpoint, measured.storage)
+        return cls(measured, floor_rps, ratio, target, target_p99_ms(endpoint))
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -49,14 +61,6 @@ class Row:
     @property
     def is_floor(self) -> bool:
         return self.measured.endpoint in FLOOR_ENDPOINTS
-
-    @property
-    def target(self) -> float | None:
-        return None if self.is_floor else target_ratio(self.measured.endpoint, self.storage)
-
-    @property
-    def target_p99_ms(self) -> float | None:
-        return None if self.is_floor else target_p99_ms(self.measured.endpoint)
 
     @property
     def storage(self) -> str:
@@ -135,7 +139,7 @@ def rows_of(measured: Sequence[Measured]) -> list[Row]:
         floor = floors.get((m.storage, m.mode, floor_of(m.endpoint)))
         is_floor = m.endpoint in FLOOR_ENDPOINTS
         ratio = None if is_floor or not floor else m.peak.rps / floor
-        rows.append(Row(m, floor, ratio))
+        rows.append(Row.targeted(m, floor, ratio))
     return rows
 
 
@@ -187,7 +191,10 @@ def medians(runs: Sequence[Sequence[Row]]) -> list[Row]:
             half=median_load([r.measured.half for r in cell]),
         )
         floor = _median([r.floor_rps for r in cell])
-        out.append(Row(measured, floor, _median([r.ratio for r in cell]), tuple(cell)))
+        ratio = _median([r.ratio for r in cell])
+        out.append(
+            replace(cell[0], measured=measured, floor_rps=floor, ratio=ratio, runs=tuple(cell))
+        )
     return out
 
 

@@ -82,7 +82,7 @@ def test_the_issue_15_targets() -> None:
         ("update", "leveldb"): None,
     }
     for (endpoint, storage), target in cells.items():
-        row = report.Row(replace(measured(endpoint, 100), storage=storage), 1000, 0.1)
+        row = report.Row.targeted(replace(measured(endpoint, 100), storage=storage), 1000, 0.1)
         assert row.target == target, (endpoint, storage)
         report_only = endpoint in ("nodes", "heartbeat", "update")
         assert (row.target_p99_ms is None) is report_only
@@ -108,6 +108,10 @@ def test_the_chart_draws_medians_with_red_for_targets_only(tmp_path: Path) -> No
     again, _ = chart.from_json(document)
     assert [(r.key, len(r.runs)) for r in again] == [(r.key, 3) for r in rows]
     assert [r.ratio for r in again] == pytest.approx([r.ratio for r in rows])
+    assert again[1].target == 0.90  # resolve on LevelDB today
+    document["endpoints"][1]["target_ratio"] = 0.85
+    older, _ = chart.from_json(document)
+    assert older[1].target == 0.85  # a results file is drawn with the targets it was judged by
     combos = [(s, m) for s in ("memory", "leveldb", "redis", "other") for m in ("http", "tls")]
     assert chart.TARGET not in {chart.color_of(c, i) for i, c in enumerate(combos)}
     out = chart.draw(again, [], tmp_path / "chart.png", chart.title_of("now", 10, 3, 2))
