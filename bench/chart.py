@@ -120,7 +120,7 @@ def _dots(
 
 
 def _axis(ax: Axes, endpoints: list[str]) -> None:
-    ax.set_xticks(range(len(endpoints)), endpoints, rotation=20)
+    ax.set_xticks(range(len(endpoints)), endpoints, rotation=25, ha="right")
     ax.set_xlim(-0.6, len(endpoints) - 0.4)
     ax.grid(axis="y", alpha=0.3)
 

@@ -12,8 +12,8 @@ preloads N identities, then
    update (signed, :mod:`bench.signed_requests`).
 
 Each measurement is a warm-up (discarded), a ``wrk`` peak run (requests/s, p50, p99) and a run
-at a constant half of that peak (``hey -q``; the single-use requests of register, heartbeat and
-update: paced ``wrk``, see :mod:`bench.loadgen`) for the p99 at half peak. A run during which
+at a constant half of that peak (``hey -q``; register, heartbeat, update and announce: paced
+``wrk``, see :mod:`bench.loadgen`) for the p99 at half peak. A run during which
 other processes kept the machine busy (see :mod:`bench.cpu`) is repeated (``--busy-retries``
 per run, ``--busy-retry-budget`` in all) and the least disturbed kept. The floor is measured
 beside each daemon rather than once per mode, so slow drift of the machine affects both sides
@@ -40,6 +40,7 @@ from .signed_requests import HeartbeatPool, UpdatePool, nodes_requests, register
 from .workload import RegisterPool, RequestFile
 
 FLOOR_ENDPOINTS = ("floor_get", "floor_post")
+PACED = ("register", "heartbeat", "update", "announce")  # half peak: paced wrk, not hey
 Phase = str  # "warmup", "peak" or "half"
 Requests = Callable[[Phase, int], RequestFile]
 
@@ -236,8 +237,9 @@ def run_setup(ws: Workspace, setup: Setup, where: Path | None = None) -> Iterato
             took = register_nodes(url, settings.nodes, settings.seed, cafile)
             ws.log(f"{setup.label}: registered {settings.nodes} nodes in {took:.1f} s")
         for endpoint in settings.endpoints:
-            # hey repeats one request: single-use ones would measure their refusal
-            paced = endpoint in ws.pools
+            # hey repeats one request: single-use ones would measure their refusal, and one
+            # announce body repeated puts every write on one handle (non-2xx answers on LevelDB)
+            paced = endpoint in PACED
             peak, half = measure(
                 url, ws.requests(endpoint), settings, ws.root, retries=ws.retries, paced=paced
             )
