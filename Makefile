@@ -43,7 +43,8 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache registryd.egg-info
 
 # Load benchmarks (bench/, issue 5). wrk and hey come from Debian's packages, installed when
-# missing. `make bench BENCH_ARGS="--scaling"` adds the 1M-identity and GC scenarios.
+# missing. `make bench BENCH_ARGS="--scaling"` adds the 1M-identity and GC scenarios;
+# `make bench BENCH_ARGS="--runs 3"` runs the endpoint matrix 3 times and reports the medians.
 BENCH_ARGS ?=
 BENCH_TOOLS = command -v wrk >/dev/null 2>&1 && command -v hey >/dev/null 2>&1 && \
 	command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && \

@@ -2,8 +2,10 @@
 
 Scenarios (each module's docstring says exactly what it measures):
 
-- :mod:`bench.matrix`: resolve hits and misses, check_user, register, announce on every
-  (storage, mode), each beside the floor; peak rps, p50/p99, p99 at half the peak rate.
+- :mod:`bench.matrix`: resolve hits and misses, presence_resolve, check_user, register,
+  announce, nodes, heartbeat and update on every (storage, mode), each beside the floor; peak
+  rps, p50/p99, p99 at half the peak rate. ``--runs N`` runs the matrix N times and reports
+  each cell's median (ratios: the median of each run's ratio to its own floor).
 - :mod:`bench.ratelimits`: resolve with generous rate limits on vs off.
 - :mod:`bench.workers`: resolve on Redis against LevelDB (side by side), and on Redis with
   ``[server] workers = 2`` vs 1.
@@ -66,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
     p.add_argument("--identities", type=int, default=d.identities, help="preloaded identities")
+    p.add_argument(
+        "--owners", type=int, default=d.owners, help="identities with keys, updated (>= conns)"
+    )
+    p.add_argument("--nodes", type=int, default=d.nodes, help="node directory entries")
+    p.add_argument("--runs", type=int, default=d.runs, help="matrix runs; cells give the median")
     p.add_argument("--storage", type=_csv(d.storages), default=d.storages, help="memory,leveldb")
     p.add_argument("--mode", type=_csv(d.modes), default=d.modes, help="http,tls")
     p.add_argument("--endpoints", type=_csv(d.endpoints), default=d.endpoints)
@@ -92,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--busy-retry-budget",
         type=int,
         default=d.busy_retry_budget,
-        help="repeats of disturbed runs allowed over the whole benchmark",
+        help="repeats of disturbed runs allowed per matrix run (--runs), scenarios included",
     )
     p.add_argument("--no-rate-limits", action="store_true", help="skip the rate-limit scenario")
     p.add_argument("--no-memory", action="store_true", help="skip the memory-per-identity run")
@@ -111,6 +118,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return replace(
         Settings(),
         identities=args.identities,
+        owners=args.owners,
+        nodes=args.nodes,
+        runs=args.runs,
         storages=args.storage,
         modes=args.mode,
         endpoints=args.endpoints,
@@ -132,6 +142,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
         gc_presences=args.gc_presences,
         seed=args.seed,
     )
+
+
+def usage_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options together, if anything (exit 2)."""
+    if args.runs < 1:
+        return "--runs: at least 1"
+    if "update" in args.endpoints and (
+        args.owners < args.connections or args.owners % max(1, args.threads)
+    ):
+        # a handle's next update must wait for its last one's answer: no stale timestamps
+        return "--owners: at least --connections, and a multiple of --threads"
+    if {"nodes", "heartbeat"} & set(args.endpoints) and args.nodes < 1:
+        return "--nodes: at least 1 for the nodes and heartbeat endpoints"
+    return None
 
 
 def log(message: str) -> None:
@@ -228,24 +252,29 @@ def run(settings: Settings, out_dir: Path, keep_work: bool) -> tuple[int, int]:
     if load_before[0] > 0.5:
         log(f"load average {load_before[0]} before starting: other work will skew the figures")
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    measured: list[Measured] = []
+    runs: list[list[report.Row]] = []
     with workdir(keep_work) as root:
         certs = write_dev_certs(root / "certs")
         ws = Workspace.create(root, settings, certs, log)
-        for m in run_matrix(ws):
-            errors = m.peak.errors + m.half.errors
-            log(
-                f"{m.endpoint:<12} {m.storage}/{m.mode}: {m.peak.rps:7.0f} rps, "
-                f"p99 {m.peak.p99_ms:.1f} ms; at {m.half.rps:.0f} rps p99 {m.half.p99_ms:.1f} ms"
-                + (f"; {errors} errors" if errors else "")
-            )
-            measured.append(m)
+        for run_index in range(settings.runs):
+            if settings.runs > 1:
+                log(f"matrix run {run_index + 1} of {settings.runs}")
+            measured: list[Measured] = []
+            for m in run_matrix(ws, run_index):
+                errors = m.peak.errors + m.half.errors
+                log(
+                    f"{m.endpoint:<16} {m.storage}/{m.mode}: {m.peak.rps:7.0f} rps, "
+                    f"p99 {m.peak.p99_ms:.1f} ms; at {m.half.rps:.0f} rps "
+                    f"p99 {m.half.p99_ms:.1f} ms" + (f"; {errors} errors" if errors else "")
+                )
+                measured.append(m)
+            runs.append(report.rows_of(measured))
         checks = run_checks(ws)
-    table_rows = report.rows_of(measured)
+    table_rows = report.medians(runs)
     met, targets = report.tally(table_rows, checks)
     elapsed = time.time() - started
     document: dict[str, object] = {
-        "schema": 1,
+        "schema": 2,
         "started_utc": stamp,
         "elapsed_s": round(elapsed, 1),
         "settings": settings.to_json(),
@@ -257,7 +286,7 @@ def run(settings: Settings, out_dir: Path, keep_work: bool) -> tuple[int, int]:
         "targets": {"met": met, "checked": targets},
     }
     json_path = report.write_json(document, out_dir, stamp)
-    title = f"registryd bench {stamp}: N={settings.identities:,}, one worker, {_cpu_count()} CPUs"
+    title = chart.title_of(stamp, settings.identities, settings.runs, _cpu_count())
     png = chart.draw(table_rows, checks, out_dir / "latest.png", title)
     print(report.endpoint_table(table_rows))
     if checks:
@@ -275,7 +304,10 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if problem := usage_problem(args):
+        parser.error(problem)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing:

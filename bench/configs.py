@@ -96,9 +96,15 @@ def _rate_limit_table(enabled: bool) -> str:
 
 
 def config_text(
-    secrets: Secrets, setup: Setup, *, data_dir: Path, certs: DevCerts | None = None
+    secrets: Secrets,
+    setup: Setup,
+    *,
+    data_dir: Path,
+    certs: DevCerts | None = None,
+    directory: str = "probe_interval_seconds = 86400\n",
 ) -> str:
-    """The TOML config of ``setup`` (LevelDB in ``data_dir``; ``certs`` required for TLS)."""
+    """The TOML config of ``setup`` (LevelDB in ``data_dir``; ``certs`` required for TLS);
+    ``directory``: the keys of its ``[directory]`` table (:mod:`bench.prober` sets its own)."""
     tls = ""
     if setup.mode == "tls":
         if certs is None:
@@ -119,6 +125,9 @@ def config_text(
         # announce replays the reference's unsigned bodies; presences outlive the run
         "[identity]\nverify_signatures = false\n"
         "[presence]\naccept_unsigned = true\nttl_seconds = 86400\n"
+        # the preloaded nodes sit at documentation addresses the prober refuses: no probe round
+        # (one runs at start, on an empty directory) marks them offline or writes meanwhile
+        f"[directory]\n{directory}"
         f'[peers]\ntoken_hashes = ["{secrets.peer_token_hash}"]\n'
         f'[envelope]\npepper_hex = "{secrets.pepper.hex()}"\n'
         f'[[envelope.keys]]\nkid_hex = "{secrets.kid.hex()}"\n'

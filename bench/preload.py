@@ -11,22 +11,28 @@
 - Presences (both storages): one unsigned ``POST /announce`` per preloaded identity once the
   daemon runs (the config sets ``[presence] accept_unsigned`` and a day's ``ttl_seconds``, so
   they outlive the run), :data:`ANNOUNCE_CONCURRENCY` at a time.
+- Owners (``owners`` > 0, both ways): the identities with real keys that signed updates target
+  (:func:`bench.signed_requests.owner_identities`), after the ``bench-user`` ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import ssl
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
 from registryd import wire
+from registryd.identity import PublicIdentity
 from registryd.secret import Secret
 from registryd.storage.leveldb import LevelDBStorage
 
 from .configs import Secrets
+from .signed_requests import owner_identities
 from .workload import preloaded_batches, preloaded_presence
 
 LEVELDB_BATCH = 10_000
@@ -39,10 +45,17 @@ class PreloadError(RuntimeError):
     """The store did not take every identity."""
 
 
-async def _leveldb(path: Path, secrets: Secrets, count: int, seed: int) -> None:
+def _batches(count: int, owners: int, batch: int, seed: int) -> Iterator[list[PublicIdentity]]:
+    """The ``count`` preloaded identities, then the ``owners`` owners, ``batch`` at a time."""
+    owned = owner_identities(owners, seed)
+    tail = (owned[i : i + batch] for i in range(0, owners, batch))
+    return itertools.chain(preloaded_batches(count, batch, seed), tail)
+
+
+async def _leveldb(path: Path, secrets: Secrets, count: int, owners: int, seed: int) -> None:
     storage = LevelDBStorage(Secret(secrets.index_key), path)
     try:
-        for batch in preloaded_batches(count, LEVELDB_BATCH, seed):
+        for batch in _batches(count, owners, LEVELDB_BATCH, seed):
             records = [(identity.handle, identity.to_json()) for identity in batch]
             merged = await storage.merge(records)
             if merged != len(records):
@@ -51,15 +64,21 @@ async def _leveldb(path: Path, secrets: Secrets, count: int, seed: int) -> None:
         await storage.close()
 
 
-def preload_leveldb(path: Path, secrets: Secrets, count: int, seed: int) -> float:
-    """Store ``count`` identities in the LevelDB at ``path``; returns the seconds it took."""
+def preload_leveldb(
+    path: Path, secrets: Secrets, count: int, seed: int, *, owners: int = 0
+) -> float:
+    """Store ``count`` identities (and ``owners`` owners) in the LevelDB at ``path``; returns
+    the seconds it took."""
     start = time.perf_counter()
-    asyncio.run(_leveldb(path, secrets, count, seed))
+    asyncio.run(_leveldb(path, secrets, count, owners, seed))
     return time.perf_counter() - start
 
 
-def preload_sync(url: str, secrets: Secrets, count: int, seed: int, cafile: Path | None) -> float:
-    """``POST /sync`` ``count`` identities to the daemon at ``url``; returns the seconds taken."""
+def preload_sync(
+    url: str, secrets: Secrets, count: int, seed: int, cafile: Path | None, *, owners: int = 0
+) -> float:
+    """``POST /sync`` ``count`` identities (and ``owners`` owners) to the daemon at ``url``;
+    returns the seconds taken."""
     start = time.perf_counter()
     verify: ssl.SSLContext | bool = True
     if cafile is not None:
@@ -69,7 +88,7 @@ def preload_sync(url: str, secrets: Secrets, count: int, seed: int, cafile: Path
         "content-type": "application/json",
     }
     with httpx.Client(base_url=url, verify=verify, timeout=SYNC_TIMEOUT_S) as client:
-        for batch in preloaded_batches(count, SYNC_BATCH, seed):
+        for batch in _batches(count, owners, SYNC_BATCH, seed):
             body = wire.encode(wire.SyncRequest(identities=batch))
             response = client.post("/sync", content=body, headers=headers)
             if response.status_code != 200:

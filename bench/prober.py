@@ -137,10 +137,12 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     )
     assert child.stdout is not None and child.stdin is not None
     port = int(child.stdout.readline())
-    text = config_text(Secrets.generate(), Setup("leveldb", "http"), data_dir=work / "db")
-    text += (
-        f"[directory]\nprobe_interval_seconds = 1\nprobe_concurrency = {args.concurrency}\n"
+    table = (
+        f"probe_interval_seconds = 1\nprobe_concurrency = {args.concurrency}\n"
         f'probe_timeout_ms = {args.timeout_ms}\nprobe_allow_cidrs = ["{NODE_IP}/32"]\n'
+    )
+    text = config_text(
+        Secrets.generate(), Setup("leveldb", "http"), data_dir=work / "db", directory=table
     )
     config = config_mod.parse(text)
     storage = LevelDBStorage(config.index_key(), work / "db")

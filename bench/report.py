@@ -1,67 +1,66 @@
 """Results: endpoint rows held against their floor and targets, the printed table, the JSON file.
 
 Each endpoint's peak requests/s is divided by the floor measured beside it (same storage and
-mode run, same Hypercorn settings): POST endpoints by ``POST /echo``, ``check_user`` by
-``GET /json``. Targets (issue 5): resolve >= 0.85 x floor, check_user >= 0.9 x, register on
-LevelDB >= 0.6 x; every endpoint's p99 at half its peak rate < 10 ms. A row with any error
-(non-2xx answer, socket error, timeout) fails: its figures measured something else.
+mode run, same Hypercorn settings): POST endpoints by ``POST /echo``, GET endpoints
+(``check_user``, ``nodes``) by ``GET /json``. Targets: :mod:`bench.checks` (issue 15). A row
+with any error (non-2xx answer, socket error, timeout) fails: its figures measured something
+else.
+
+With several runs of the matrix (``--runs``) each cell is the median over the runs: the ratio
+is the median of each run's ratio to that run's floor, every other figure the median of the
+runs' figures, errors the sum; :attr:`Row.runs` keeps every run's row.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .checks import Check
+from .checks import Check, target_p99_ms, target_ratio
 from .cpu import BUSY_CORES
+from .loadgen import LoadResult
 from .matrix import FLOOR_ENDPOINTS, Measured
-from .settings import (
-    CHECK_USER_VS_FLOOR,
-    P99_AT_HALF_PEAK_MS,
-    REGISTER_LEVELDB_VS_FLOOR,
-    RESOLVE_VS_FLOOR,
-)
 
-GET_ENDPOINTS = ("check_user", "floor_get")
+GET_ENDPOINTS = ("check_user", "nodes", "floor_get")
 
 
 def floor_of(endpoint: str) -> str:
     return "floor_get" if endpoint in GET_ENDPOINTS else "floor_post"
 
 
-def target_ratio(endpoint: str, storage: str) -> float | None:
-    """The issue's throughput target for ``endpoint`` as a multiple of its floor, if any."""
-    if endpoint.startswith("resolve") or endpoint == "presence_resolve":
-        return RESOLVE_VS_FLOOR
-    if endpoint == "check_user":
-        return CHECK_USER_VS_FLOOR
-    if endpoint == "register" and storage == "leveldb":
-        return REGISTER_LEVELDB_VS_FLOOR
-    return None
-
-
 @dataclass(frozen=True)
 class Row:
-    """One endpoint on one (storage, mode), with its floor; ``ratio`` is None for floor rows."""
+    """One endpoint on one (storage, mode), with its floor's peak rps and its ``ratio`` to it
+    (None for floor rows), and the targets it is held to (None: none; see
+    :func:`targeted`); a median row also holds the ``runs`` it was taken from."""
 
     measured: Measured
     floor_rps: float | None
+    ratio: float | None
+    target: float | None = None
+    target_p99_ms: float | None = None
+    runs: tuple[Row, ...] = ()
+
+    @classmethod
+    def targeted(cls, measured: Measured, floor_rps: float | None, ratio: float | None) -> Row:
+        """A row held to today's targets (:mod:`bench.checks`); floors are held to none."""
+        endpoint = measured.endpoint
+        if endpoint in FLOOR_ENDPOINTS:
+            return cls(measured, floor_rps, ratio)
+        target = target_ratio(endpoint, measured.storage)
+        return cls(measured, floor_rps, ratio, target, target_p99_ms(endpoint))
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        m = self.measured
+        return m.endpoint, m.storage, m.mode
 
     @property
     def is_floor(self) -> bool:
         return self.measured.endpoint in FLOOR_ENDPOINTS
-
-    @property
-    def ratio(self) -> float | None:
-        if self.is_floor or not self.floor_rps:
-            return None
-        return self.measured.peak.rps / self.floor_rps
-
-    @property
-    def target(self) -> float | None:
-        return None if self.is_floor else target_ratio(self.measured.endpoint, self.storage)
 
     @property
     def storage(self) -> str:
@@ -76,10 +75,10 @@ class Row:
         if self.is_floor:
             return [f"errors: {self.errors}"] if self.errors else []
         out = []
-        ratio, target = self.ratio, self.target
+        ratio, target, p99 = self.ratio, self.target, self.target_p99_ms
         if target is not None and (ratio is None or ratio < target):
             out.append("ratio")
-        if self.measured.half.p99_ms >= P99_AT_HALF_PEAK_MS:
+        if p99 is not None and self.measured.half.p99_ms >= p99:
             out.append("p99")
         if self.errors:
             out.append(f"errors: {self.errors}")
@@ -90,14 +89,16 @@ class Row:
         if self.is_floor:
             return "floor" if not self.errors else f"floor, errors: {self.errors}"
         failures = self.failures()
+        if not failures and not self.targets:
+            return "report only"
         return "PASS" if not failures else "FAIL (" + ", ".join(failures) + ")"
 
     @property
     def targets(self) -> int:
-        """How many of the issue's targets this row is held to."""
+        """How many of the issues' targets this row is held to."""
         if self.is_floor:
             return 0
-        return 1 + (self.target is not None)
+        return (self.target is not None) + (self.target_p99_ms is not None)
 
     @property
     def met(self) -> int:
@@ -116,22 +117,85 @@ class Row:
                 "floor_rps": None if self.floor_rps is None else round(self.floor_rps, 1),
                 "ratio_to_floor": None if ratio is None else round(ratio, 4),
                 "target_ratio": self.target,
-                "target_p99_at_half_peak_ms": None if self.is_floor else P99_AT_HALF_PEAK_MS,
-                "pass": None if self.is_floor else not self.failures(),
+                "target_p99_at_half_peak_ms": self.target_p99_ms,
+                "pass": None if self.is_floor or not self.targets else not self.failures(),
                 "failures": self.failures(),
             }
         )
+        if self.runs:
+            out["runs"] = [run.to_json() for run in self.runs]
         return out
 
 
 def rows_of(measured: Sequence[Measured]) -> list[Row]:
-    """Each measurement with the floor measured beside it."""
+    """Each measurement of one run with the floor measured beside it."""
     floors = {
         (m.storage, m.mode, m.endpoint): m.peak.rps
         for m in measured
         if m.endpoint in FLOOR_ENDPOINTS
     }
-    return [Row(m, floors.get((m.storage, m.mode, floor_of(m.endpoint)))) for m in measured]
+    rows = []
+    for m in measured:
+        floor = floors.get((m.storage, m.mode, floor_of(m.endpoint)))
+        is_floor = m.endpoint in FLOOR_ENDPOINTS
+        ratio = None if is_floor or not floor else m.peak.rps / floor
+        rows.append(Row.targeted(m, floor, ratio))
+    return rows
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def median_load(results: Sequence[LoadResult]) -> LoadResult:
+    """The per-figure median of ``results``; ``errors`` is their sum and ``foreign_cpu`` their
+    maximum (a cell is as suspect as its most disturbed run)."""
+
+    def med(name: str) -> float:
+        return float(statistics.median(getattr(r, name) for r in results))
+
+    targets = [r.target_rps for r in results if r.target_rps is not None]
+    return LoadResult(
+        tool=results[0].tool,
+        requests=round(med("requests")),
+        duration_s=med("duration_s"),
+        rps=med("rps"),
+        p50_ms=med("p50_ms"),
+        p90_ms=med("p90_ms"),
+        p99_ms=med("p99_ms"),
+        max_ms=med("max_ms"),
+        errors=sum(r.errors for r in results),
+        connections=round(med("connections")),
+        target_rps=statistics.median(targets) if targets else None,
+        foreign_cpu=max(r.foreign_cpu for r in results),
+    )
+
+
+def medians(runs: Sequence[Sequence[Row]]) -> list[Row]:
+    """One row per cell (endpoint, storage, mode) over ``runs`` (each run's rows, in order):
+    median figures and median ratio, with every run's row kept. A single run is returned
+    as it is."""
+    if len(runs) == 1:
+        return list(runs[0])
+    cells: dict[tuple[str, str, str], list[Row]] = {}
+    for rows in runs:
+        for row in rows:
+            cells.setdefault(row.key, []).append(row)
+    out = []
+    for cell in cells.values():
+        first = cell[0].measured
+        measured = replace(
+            first,
+            peak=median_load([r.measured.peak for r in cell]),
+            half=median_load([r.measured.half for r in cell]),
+        )
+        floor = _median([r.floor_rps for r in cell])
+        ratio = _median([r.ratio for r in cell])
+        out.append(
+            replace(cell[0], measured=measured, floor_rps=floor, ratio=ratio, runs=tuple(cell))
+        )
+    return out
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -140,7 +204,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def endpoint_table(table_rows: Sequence[Row]) -> str:
     header = (
-        f"{'endpoint':<13} {'storage':<8} {'mode':<5} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'endpoint':<16} {'storage':<8} {'mode':<5} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'x floor':>7} {'target':>6} {'½-peak rps':>10} {'p99@½ ms':>9} {'other CPU':>9}  result"
     )
     lines = [header, "-" * len(header)]
@@ -151,7 +215,7 @@ def endpoint_table(table_rows: Sequence[Row]) -> str:
         mark = "*" if foreign >= BUSY_CORES else " "
         busy = busy or foreign >= BUSY_CORES
         lines.append(
-            f"{m.endpoint:<13} {m.storage:<8} {m.mode:<5} {m.peak.rps:>7.0f} "
+            f"{m.endpoint:<16} {m.storage:<8} {m.mode:<5} {m.peak.rps:>7.0f} "
             f"{m.peak.p50_ms:>7.2f} {m.peak.p99_ms:>7.2f} {_fmt(row.ratio, '.2f'):>7} "
             f"{_fmt(row.target, '.2f'):>6} {m.half.rps:>10.0f} {m.half.p99_ms:>9.2f} "
             f"{foreign:>8.2f}{mark}  {row.result}"

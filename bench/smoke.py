@@ -2,12 +2,15 @@
 
     python -m bench.smoke
 
-Runs ``python -m bench`` with 200 identities, 1-second load runs and no warm-up, plain HTTP over
-the memory and LevelDB stores, into a temporary results directory (so a real run's
-``bench/results/latest.*`` stay untouched), then checks that it exited 0, printed the table,
-wrote the JSON with a non-zero peak and half-peak rate for every endpoint and floor on both
-stores, and drew a PNG. The figures themselves are not judged: they are too short to mean
-anything. Exits 1 with the reason on any failure.
+Runs ``python -m bench`` with 200 identities, 64 owners, 20 nodes, 1-second load runs and no
+warm-up, plain HTTP over the memory, LevelDB and Redis stores, into a temporary results directory
+(so a real run's ``bench/results/latest.*`` stay untouched), then checks that it exited 0,
+printed the table, wrote the JSON with a non-zero peak and half-peak rate for every endpoint
+(the new ones too: nodes, heartbeat, update) and floor on every store, that the half-peak runs
+of the single-use requests (register, heartbeat, update) got no error (so each was valid and
+unique: the half-peak slice always holds more than the run sends), and drew a PNG. The figures
+themselves are not judged: they are too short to mean anything. Exits 1 with the reason on any
+failure.
 """
 
 from __future__ import annotations
@@ -25,10 +28,15 @@ from .procs import REPO, python_module
 from .settings import Settings
 
 STORAGES = ("memory", "leveldb", "redis")
-TIMEOUT_S = 150.0  # a healthy run takes ~65 s; a loaded machine can double that
+SINGLE_USE = ("register", "heartbeat", "update")
+TIMEOUT_S = 200.0  # a healthy run takes ~90 s; a loaded machine can double that
 ARGS = (
     "--identities",
     "200",
+    "--owners",
+    "64",
+    "--nodes",
+    "20",
     "--duration",
     "1",
     "--warmup",
@@ -69,6 +77,8 @@ def check(stdout: str, out_dir: Path) -> list[str]:
                 raise SmokeFailed(f"no result for {endpoint} on {storage}")
             if not row["peak"]["rps"] > 0 or not row["half_peak"]["rps"] > 0:
                 raise SmokeFailed(f"zero requests/s for {endpoint} on {storage}: {row}")
+            if endpoint in SINGLE_USE and row["half_peak"]["errors"]:
+                raise SmokeFailed(f"refused {endpoint} requests on {storage}: {row['half_peak']}")
     for check_ in document["checks"]:
         if check_["pass"] is None:
             raise SmokeFailed(f"check {check_['name']} has no verdict")
@@ -77,6 +87,7 @@ def check(stdout: str, out_dir: Path) -> list[str]:
         raise SmokeFailed(f"no chart at {png}")
     return [
         f"{len(expected) * len(STORAGES)} results with non-zero rps",
+        f"no error at half peak for {', '.join(SINGLE_USE)}",
         f"{len(document['checks'])} scenario checks",
         f"chart {png.stat().st_size} bytes",
     ]

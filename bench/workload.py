@@ -13,7 +13,8 @@ encryption keys, 64-byte signature, random bytes: the server does not verify sig
 - register: one envelope per line for a fresh handle ``bench-reg-{i}``, each a signed identity of
   its own keys sealed to the server's active envelope key with a fresh ephemeral key, exactly as
   ``registryd.client`` does; single-use, so each run gets its own slice;
-- announce: random preloaded ``user_id`` with varying ``addr`` and ``ts_ms`` (the last minute).
+- announce: random preloaded ``user_id`` with varying ``addr`` and ``ts_ms`` (the last minute);
+- nodes, heartbeat, update: :mod:`bench.signed_requests`.
 """
 
 from __future__ import annotations
@@ -86,7 +87,10 @@ def _line(method: str, path: str, body: bytes = b"") -> bytes:
     return method.encode() + b"\t" + path.encode() + b"\t" + body + b"\n"
 
 
-def _write(endpoint: str, out: Path, lines: Sequence[tuple[str, str, bytes]]) -> RequestFile:
+def write_requests(
+    endpoint: str, out: Path, lines: Sequence[tuple[str, str, bytes]]
+) -> RequestFile:
+    """Write ``lines`` (method, path, body) as the request file ``out`` of ``endpoint``."""
     with open(out, "wb") as f:
         for method, path, body in lines:
             f.write(_line(method, path, body))
@@ -124,7 +128,7 @@ def resolve_requests(
         else:
             handle = _handle_hex(ABSENT, rng.getrandbits(64))
         rows.append(("POST", path, resolve_body(handle, rng.choice(requesters))))
-    return _write(endpoint or ("resolve_hit" if hits else "resolve_miss"), out, rows)
+    return write_requests(endpoint or ("resolve_hit" if hits else "resolve_miss"), out, rows)
 
 
 def check_user_requests(out: Path, *, identities: int, lines: int, seed: int) -> RequestFile:
@@ -136,7 +140,7 @@ def check_user_requests(out: Path, *, identities: int, lines: int, seed: int) ->
         else:
             handle = _handle_hex(ABSENT, rng.getrandbits(64))
         rows.append(("GET", f"/check_user/{handle}", b""))
-    return _write("check_user", out, rows)
+    return write_requests("check_user", out, rows)
 
 
 def preloaded_presence(i: int) -> bytes:
@@ -158,19 +162,25 @@ def announce_requests(out: Path, *, identities: int, lines: int, seed: int) -> R
             ts_ms=now - rng.randrange(60_000),
         )
         rows.append(("POST", "/announce", wire.encode(presence)))
-    return _write("announce", out, rows)
+    return write_requests("announce", out, rows)
 
 
-def register_body(i: int, secrets: Secrets) -> bytes:
-    """A ``/register`` body for ``bench-reg-{i}``: its own signed identity, sealed to the
-    server's active key with a fresh ephemeral key (as ``registryd.client`` does)."""
-    identity = IdentityKeys.generate().identity(REGISTERED.format(i), created_at_ms=CREATED_AT_MS)
+def sealed_to_server(identity: PublicIdentity, secrets: Secrets) -> wire.Envelope:
+    """``identity`` sealed to the server's active key with a fresh ephemeral key, as
+    ``registryd.client`` seals a registration or an update (wire spec §4.2)."""
     handle = identity.handle
     private, public = x25519_keypair()
     key = shared_key(secrets.pepper, handle, private, secrets.server_public)
     nonce, ciphertext = seal(key, handle, identity.to_json())
-    envelope = wire.Envelope.build(secrets.kid, public, nonce, ciphertext)
-    return wire.encode(wire.RegisterRequest(handle.hex(), envelope))
+    return wire.Envelope.build(secrets.kid, public, nonce, ciphertext)
+
+
+def register_body(i: int, secrets: Secrets) -> bytes:
+    """A ``/register`` body for ``bench-reg-{i}``: its own signed identity, sealed to the
+    server's active key (:func:`sealed_to_server`)."""
+    identity = IdentityKeys.generate().identity(REGISTERED.format(i), created_at_ms=CREATED_AT_MS)
+    envelope = sealed_to_server(identity, secrets)
+    return wire.encode(wire.RegisterRequest(identity.handle.hex(), envelope))
 
 
 class RegisterPool:
@@ -197,12 +207,12 @@ class RegisterPool:
         self.bodies.extend(register_body(i, self._secrets) for i in range(len(self.bodies), end))
         rows = [("POST", "/register", body) for body in self.bodies[self._next : end]]
         self._next = end
-        return _write("register", out, rows)
+        return write_requests("register", out, rows)
 
 
 def floor_requests(out_dir: Path, post_body: bytes) -> tuple[RequestFile, RequestFile]:
     """The floor's request files: ``GET /json`` and ``POST /echo`` with ``post_body`` (a resolve
     body, so the echo carries a payload of the size resolve requests carry)."""
-    get = _write("floor_get", out_dir / "floor_get.tsv", [("GET", "/json", b"")])
-    post = _write("floor_post", out_dir / "floor_post.tsv", [("POST", "/echo", post_body)])
+    get = write_requests("floor_get", out_dir / "floor_get.tsv", [("GET", "/json", b"")])
+    post = write_requests("floor_post", out_dir / "floor_post.tsv", [("POST", "/echo", post_body)])
     return get, post
