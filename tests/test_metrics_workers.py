@@ -66,6 +66,16 @@ def per_worker(directory: Path) -> dict[int, float]:
     return counted
 
 
+def settled(directory: Path, expected: int) -> dict[int, float]:
+    """Each worker's count once they add up to ``expected`` (at most 5 s): a request is counted
+    when its handler returns, a moment after the client has read the answer."""
+    deadline = time.monotonic() + 5
+    while sum((counted := per_worker(directory)).values()) != expected:
+        assert time.monotonic() < deadline, (counted, expected)
+        time.sleep(0.02)
+    return counted
+
+
 def spread(url: str, certs: DevCerts, transport: Recording, directory: Path) -> int:
     """``GET /health`` over fresh connections, 8 at a time, until both workers have served
     some (at most 40 rounds); returns how many were sent. Each is counted in ``transport``."""
@@ -98,7 +108,7 @@ def test_two_workers_are_counted_as_one_registry(
     transport = Recording(certs.ca)
     spread(d.url, certs, transport, directory)
     forbidden = exercise(d.url, transport)
-    counted = per_worker(directory)
+    counted = settled(directory, sum(transport.seen.values()))
     assert set(counted) == set(workers) and all(counted.values())  # both served requests
 
     families = scrape(metrics_url)
@@ -133,7 +143,7 @@ def test_a_killed_worker_0_keeps_its_counts_and_its_successor_serves_the_scrape(
     transport = Recording(certs.ca)
     sent = spread(d.url, certs, transport, directory)
     first = worker_0(d)
-    assert sum(per_worker(directory).values()) == sent
+    settled(directory, sent)
     os.kill(first, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while first in children(d.proc.pid) or len(children(d.proc.pid)) < 2:
