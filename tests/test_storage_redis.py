@@ -370,7 +370,9 @@ async def test_an_export_imports_into_redis_and_reads_back_the_same(redis: Redis
         assert await target.nodes() == NODES
         assert await target.directory_host_of_key(bytes([2]) * 32) == "n2.example"
         with redis.client() as client:  # imported presences expire natively, and are counted
-            assert 0 < client.pttl(presence_key(target.blind(uid("alice")))) <= LIVE - now_ms()
+            # Redis counts from its cached clock, which may trail ours by a millisecond or two
+            ttl = client.pttl(presence_key(target.blind(uid("alice"))))
+            assert 0 < ttl <= LIVE - now_ms() + 5
             assert client.zcard(PRESENCES) == 1
     finally:
         await target.close()
