@@ -4,8 +4,10 @@ Serves the same store with two daemons side by side, one running the code of ano
 (``--before DIR``, e.g. a ``git worktree`` of main, with its own ``.venv``) and one running this
 tree, and compares their peak throughput on one endpoint with A B B A wrk runs
 (:func:`bench.compare.abba`), the floor measured beside them. Prints rps, the ratio after/before
-and each side's ratio to the floor; exits 0. LevelDB is preloaded once and copied, so both sides
-serve the same 10,000 (``--identities``) identities.
+and each side's ratio to the floor, and each side's CPU time per request (µs, the server process
+tree's user + system time over its runs divided by the requests wrk completed: unlike rps, hardly
+moved by other work on a shared machine) and its ratio after/before; exits 0. LevelDB is
+preloaded once and copied, so both sides serve the same 10,000 (``--identities``) identities.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from registryd.certs import write_dev_certs
 
 from . import procs
-from .compare import abba, mean_rps
+from .compare import abba, cpu_us_per_request, mean_rps
 from .configs import Setup
 from .matrix import Workspace
 from .preload import preload_leveldb, preload_sync
@@ -49,30 +51,45 @@ def main(argv: list[str] | None = None) -> int:
         if args.storage == "leveldb":
             preload_leveldb(root / "db-a", ws.secrets, settings.identities, settings.seed)
             shutil.copytree(root / "db-a", root / "db-b")
-        urls = {}
+        urls, pids = {}, {}
         for side, python, cwd in (
             ("before", str(before_python), args.before.resolve()),
             ("after", sys.executable, procs.REPO),
         ):
             config = ws.config(setup, root / ("db-a" if side == "before" else "db-b"), side)
             argv = [python, *procs.daemon_argv(config)[1:]]
-            urls[side], _ = up.enter_context(procs.started(argv, root / f"{side}.log", cwd=cwd))
+            urls[side], proc = up.enter_context(procs.started(argv, root / f"{side}.log", cwd=cwd))
+            pids[side] = proc.pid
             if args.storage == "memory":
                 cafile = ws.certs.ca if args.mode == "tls" else None
                 preload_sync(urls[side], ws.secrets, settings.identities, settings.seed, cafile)
-        floor, _ = up.enter_context(
+        floor, floor_proc = up.enter_context(
             procs.started(procs.floor_argv(config), root / "floor.log")  # the last config
         )
         file = ws.files[args.endpoint]
         floor_file = ws.files["floor_get" if args.endpoint == "check_user" else "floor_post"]
-        before, after = abba((urls["before"], file), (urls["after"], file), settings, ws.retries)
-        floor_runs, _ = abba((floor, floor_file), (floor, floor_file), settings, ws.retries)
-    rps = {"before": mean_rps(before), "after": mean_rps(after), "floor": mean_rps(floor_runs)}
+        before, after = abba(
+            (urls["before"], file),
+            (urls["after"], file),
+            settings,
+            ws.retries,
+            pids=(pids["before"], pids["after"]),
+        )
+        floor_pids = (floor_proc.pid, floor_proc.pid)
+        floor_runs, _ = abba(
+            (floor, floor_file), (floor, floor_file), settings, ws.retries, pids=floor_pids
+        )
+    sides = {"before": before, "after": after, "floor": floor_runs}
+    rps = {side: mean_rps(runs) for side, runs in sides.items()}
+    cpu = {side: cpu_us_per_request(runs) for side, runs in sides.items()}
     print(f"{args.endpoint} {args.storage}/{args.mode}, A B B A, {args.duration:g} s runs:")
-    for side in ("before", "after"):
-        print(f"  {side:6}  {rps[side]:7.0f} rps  ({rps[side] / rps['floor']:.2f}x the floor)")
-    print(f"  floor   {rps['floor']:7.0f} rps")
-    print(f"  after / before: {rps['after'] / rps['before']:.3f}x")
+    for side in ("before", "after", "floor"):
+        print(
+            f"  {side:6}  {rps[side]:7.0f} rps  ({rps[side] / rps['floor']:.2f}x the floor)"
+            f"  {cpu[side]:6.1f} us CPU/request"
+        )
+    print(f"  after / before: {rps['after'] / rps['before']:.3f}x rps,")
+    print(f"                  {cpu['after'] / cpu['before']:.3f}x CPU/request")
     return 0
 
 

@@ -7,22 +7,30 @@ restart between sides, and the A B B A order cancels a linear drift of the machi
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 
 from . import loadgen
 from .checks import Check, at_least
+from .cpu import TICKS_PER_S, tree_ticks
 from .loadgen import LoadResult, Retries
 from .settings import Settings
 from .workload import RequestFile
 
 
 def abba(
-    a: tuple[str, RequestFile], b: tuple[str, RequestFile], settings: Settings, retries: Retries
+    a: tuple[str, RequestFile],
+    b: tuple[str, RequestFile],
+    settings: Settings,
+    retries: Retries,
+    pids: tuple[int, int] | None = None,
 ) -> tuple[list[LoadResult], list[LoadResult]]:
     """Warm up both, then peak runs in the order A, B, B, A (each repeated while the machine
     was busy with other work, see :class:`bench.loadgen.Retries`); returns (A's runs,
-    B's runs)."""
+    B's runs). With ``pids`` (A's server, B's server), each run's ``server_cpu_s`` is the CPU
+    time that server's process tree spent during it (``/proc``, clock ticks of 10 ms)."""
     runs: dict[str, list[LoadResult]] = {"a": [], "b": []}
     sides = {"a": a, "b": b}
+    pid_of = {"a": pids[0], "b": pids[1]} if pids is not None else {}
     for side in ("a", "b") if settings.warmup_s > 0 else ():
         url, requests = sides[side]
         loadgen.wrk_peak(
@@ -35,14 +43,20 @@ def abba(
     for side in ("a", "b", "b", "a"):
         url, requests = sides[side]
 
-        def peak_run(url: str = url, requests: RequestFile = requests) -> LoadResult:
-            return loadgen.wrk_peak(
+        def peak_run(
+            url: str = url, requests: RequestFile = requests, pid: int | None = pid_of.get(side)
+        ) -> LoadResult:
+            ticks = tree_ticks(pid) if pid is not None else 0
+            result = loadgen.wrk_peak(
                 url,
                 requests,
                 duration_s=settings.duration_s,
                 connections=settings.connections,
                 threads=settings.threads,
             )
+            if pid is None:
+                return result
+            return replace(result, server_cpu_s=(tree_ticks(pid) - ticks) / TICKS_PER_S)
 
         runs[side].append(retries.least_disturbed(peak_run))
     return runs["a"], runs["b"]
@@ -50,6 +64,13 @@ def abba(
 
 def mean_rps(runs: list[LoadResult]) -> float:
     return statistics.fmean(run.rps for run in runs)
+
+
+def cpu_us_per_request(runs: list[LoadResult]) -> float:
+    """The server's CPU time per request over ``runs`` (total CPU / total requests), in µs;
+    the runs must have been measured with ``pids`` (:func:`abba`)."""
+    cpu = sum(run.server_cpu_s or 0.0 for run in runs)
+    return cpu * 1e6 / max(1, sum(run.requests for run in runs))
 
 
 def ratio_check(

@@ -46,7 +46,9 @@ class LoadError(RuntimeError):
 class LoadResult:
     """One load run: ``rps`` achieved; latencies in ms; ``errors`` counts non-2xx answers,
     socket errors and timeouts; ``foreign_cpu`` is how many cores other work on the machine
-    kept busy meanwhile (:mod:`bench.cpu`): well above 0, the figures are low."""
+    kept busy meanwhile (:mod:`bench.cpu`): well above 0, the figures are low; ``server_cpu_s``
+    is the CPU time (user + system, s) the server's processes spent during the run, when
+    measured (:func:`bench.compare.abba` with ``pids``)."""
 
     tool: str
     requests: int
@@ -60,6 +62,14 @@ class LoadResult:
     connections: int
     target_rps: float | None = None
     foreign_cpu: float = 0.0
+    server_cpu_s: float | None = None
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        """The server's CPU time per completed request, in µs (None if not measured)."""
+        if self.server_cpu_s is None or self.requests <= 0:
+            return None
+        return self.server_cpu_s * 1e6 / self.requests
 
     def to_json(self) -> dict[str, object]:
         return {key: _rounded(value) for key, value in asdict(self).items()}
