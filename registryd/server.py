@@ -17,8 +17,10 @@ import os
 import signal
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from wsgiref.handlers import format_date_time
 
 from hypercorn.config import Config as HypercornConfig
 
@@ -47,9 +49,33 @@ def _require_file(path: str, key: str) -> None:
         raise ConfigError(key, f"file not found: {path}")
 
 
+class ServingConfig(HypercornConfig):
+    """Hypercorn's config, with its response headers (``date``, and ``server``/``alt-svc``
+    when set) built once a second per protocol instead of once per response: Hypercorn formats
+    the ``date`` header anew for every answer (``wsgiref`` ``format_date_time``, ~1.1 µs).
+    The value is byte-identical: that format has whole seconds, from the same clock."""
+
+    _second = -1
+    _headers: dict[str, list[tuple[bytes, bytes]]]
+
+    def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
+        """A fresh list each call (callers may extend it); ``date`` is ``time.time()``'s."""
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._headers = now, {}
+        headers = self._headers.get(protocol)
+        if headers is None:
+            headers = [(n, v) for n, v in super().response_headers(protocol) if n != b"date"]
+            if self.include_date_header:
+                headers.insert(0, (b"date", format_date_time(now).encode("ascii")))
+            self._headers[protocol] = headers
+        return list(headers)
+
+
 def hypercorn_config(config: Config) -> HypercornConfig:
-    """The Hypercorn config for ``config``; raises :class:`ConfigError` if TLS cannot be set up."""
-    hc = HypercornConfig()
+    """The Hypercorn config for ``config`` (a :class:`ServingConfig`); raises
+    :class:`ConfigError` if TLS cannot be set up."""
+    hc = ServingConfig()
     hc.accesslog = None  # an access log would pair client IPs with handles in /check_user paths
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = config.server.shutdown_grace_seconds

@@ -8,11 +8,14 @@ import signal
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from wsgiref.handlers import format_date_time
 
 import httpx
 import pytest
+from hypercorn.config import Config as HypercornConfig
 
 from registryd import config as config_mod
 from registryd.certs import DevCerts
@@ -20,7 +23,7 @@ from registryd.client import AsyncRegistryClient, IdentityKeys, RegistryClient
 from registryd.config import Config
 from registryd.errors import ConfigError, ServerError, TransportError
 from registryd.identity import user_id
-from registryd.server import serve
+from registryd.server import ServingConfig, serve
 from tests.helpers import (
     INDEX_KEY_HEX,
     Daemon,
@@ -299,3 +302,29 @@ def test_daemon_serves_ipv6_loopback(certs: DevCerts, tmp_path: Path) -> None:
         assert d.url.startswith("https://[::1]:")
         with RegistryClient(d.url, PEPPER, cafile=str(certs.ca)) as client:
             assert client.check_user("alice") is False
+
+
+def test_response_headers_match_hypercorns_and_follow_the_clock() -> None:
+    """The once-a-second ``date`` (:class:`ServingConfig`) is byte-identical to Hypercorn's
+    per-response one, for every protocol and with the ``server`` header on, and moves on with
+    the clock."""
+    ours, theirs = ServingConfig(), HypercornConfig()
+    for include_server in (False, True):
+        ours.include_server_header = theirs.include_server_header = include_server
+        ours._second = -1  # the settings changed: drop what was built under the old ones
+        for protocol in ("h11", "h2", "h3"):
+            for _ in range(5):  # the two calls may straddle a second boundary: again then
+                before, mine, hypercorns = (
+                    time.time(),
+                    ours.response_headers(protocol),
+                    (theirs.response_headers(protocol)),
+                )
+                if int(before) == int(time.time()):
+                    break
+            assert mine == hypercorns
+    first = ours.response_headers("h11")
+    first.append((b"x", b"y"))  # a caller extending its list does not touch the cache
+    assert ours.response_headers("h11") != first
+    time.sleep(1.05 - time.time() % 1)
+    assert ours.response_headers("h11")[0] != first[0]
+    assert ours.response_headers("h11")[0][1] == format_date_time(time.time()).encode()
