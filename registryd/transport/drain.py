@@ -96,7 +96,8 @@ class DrainMiddleware:
         http2 = scope.get("http_version") == "2"
 
         async def send_settled(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            # The body read to its end (most answers) on HTTP/1.1: nothing to settle or strip.
+            if message["type"] == "http.response.start" and not (body.done and not http2):
                 headers = list(message.get("headers", ()))
                 closing = any(
                     name.lower() == b"connection" and b"close" in value.lower()
