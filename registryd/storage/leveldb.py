@@ -7,8 +7,9 @@ Its key layout is in :mod:`registryd.storage.leveldb_keys`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,11 +118,18 @@ class LevelDBStorage(Storage):
                 f"{self.path} has schema_version {version!r}; this build reads {SCHEMA_VERSION!r}"
             )
 
-    async def _in_thread(self, fn: Any, *args: Any) -> Any:
+    @staticmethod
+    @contextlib.contextmanager
+    def _errors() -> Iterator[None]:
+        """A LevelDB failure becomes :class:`StorageError`, naming only its class."""
         try:
-            return await anyio.to_thread.run_sync(fn, *args)
+            yield
         except plyvel.Error as exc:
             raise StorageError(f"LevelDB error: {exc.__class__.__name__}") from exc
+
+    async def _in_thread(self, fn: Any, *args: Any) -> Any:
+        with self._errors():
+            return await anyio.to_thread.run_sync(fn, *args)
 
     # -- identities -------------------------------------------------------------------------
 
@@ -175,7 +183,7 @@ class LevelDBStorage(Storage):
 
     def _apply(self, writes: list[Write]) -> list[Any]:
         staged: dict[bytes, bytes] = {}
-        with self._db.write_batch(transaction=True, sync=True) as batch:
+        with self._errors(), self._db.write_batch(transaction=True, sync=True) as batch:
             return [write(batch, staged) for write in writes]
 
     async def _commit_queued(self) -> None:
@@ -185,8 +193,6 @@ class LevelDBStorage(Storage):
                 async with self._write_lock:
                     results = self._apply([w for w, _ in writes])
             except Exception as exc:  # handed to every writer waiting on this batch
-                if isinstance(exc, plyvel.Error):
-                    exc = StorageError(f"LevelDB error: {exc.__class__.__name__}")
                 for _, done in writes:
                     if not done.done():
                         done.set_exception(exc)
