@@ -7,6 +7,7 @@ restart between sides, and the A B B A order cancels a linear drift of the machi
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import replace
 
 from . import loadgen
@@ -46,20 +47,27 @@ def abba(
         def peak_run(
             url: str = url, requests: RequestFile = requests, pid: int | None = pid_of.get(side)
         ) -> LoadResult:
-            ticks = tree_ticks(pid) if pid is not None else 0
-            result = loadgen.wrk_peak(
-                url,
-                requests,
-                duration_s=settings.duration_s,
-                connections=settings.connections,
-                threads=settings.threads,
-            )
-            if pid is None:
-                return result
-            return replace(result, server_cpu_s=(tree_ticks(pid) - ticks) / TICKS_PER_S)
+            def run() -> LoadResult:
+                return loadgen.wrk_peak(
+                    url,
+                    requests,
+                    duration_s=settings.duration_s,
+                    connections=settings.connections,
+                    threads=settings.threads,
+                )
+
+            return run() if pid is None else with_server_cpu(pid, run)
 
         runs[side].append(retries.least_disturbed(peak_run))
     return runs["a"], runs["b"]
+
+
+def with_server_cpu(pid: int, run: Callable[[], LoadResult]) -> LoadResult:
+    """``run()``'s result with ``server_cpu_s``: the CPU time the process tree of ``pid`` spent
+    meanwhile (``/proc``, clock ticks of 10 ms)."""
+    ticks = tree_ticks(pid)
+    result = run()
+    return replace(result, server_cpu_s=(tree_ticks(pid) - ticks) / TICKS_PER_S)
 
 
 def mean_rps(runs: list[LoadResult]) -> float:

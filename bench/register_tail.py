@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from registryd.certs import write_dev_certs
 
 from . import loadgen, procs
+from .compare import with_server_cpu
 from .configs import Setup
-from .cpu import TICKS_PER_S, ForeignCpu, tree_ticks
+from .cpu import ForeignCpu
 from .matrix import Workspace
 from .settings import Settings
 
@@ -68,22 +71,28 @@ def main(argv: list[str] | None = None) -> int:
             rows = []
             for kind in ("rate", "peak"):
                 phase = f"{kind}-{side}-{i}"
-                others, ticks = ForeignCpu(), tree_ticks(proc.pid)
+                run: Callable[[], loadgen.LoadResult]
                 if kind == "rate":
                     count = round(args.seconds * args.rate * 1.5) + 100
-                    result = loadgen.wrk_paced(
-                        url, requests(phase, count), rate=args.rate, duration_s=args.seconds
+                    run = functools.partial(
+                        loadgen.wrk_paced,
+                        url,
+                        requests(phase, count),
+                        rate=args.rate,
+                        duration_s=args.seconds,
                     )
                 else:
-                    result = loadgen.wrk_peak(
+                    run = functools.partial(
+                        loadgen.wrk_peak,
                         url,
                         requests(phase, round(args.seconds * 4000)),
                         duration_s=args.seconds,
                         connections=32,
                         threads=1,
                     )
-                cpu_s = (tree_ticks(proc.pid) - ticks) / TICKS_PER_S
-                rows.append((result, cpu_s / max(result.requests, 1) * 1e6, others.cores()))
+                others = ForeignCpu()
+                result = with_server_cpu(proc.pid, run)
+                rows.append((result, result.cpu_us_per_request or 0.0, others.cores()))
             (rate, rate_us, o1), (peak, peak_us, o2) = rows
             errors = rate.errors + peak.errors
             print(
