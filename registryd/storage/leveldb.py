@@ -7,9 +7,8 @@ Its key layout is in :mod:`registryd.storage.leveldb_keys`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +56,10 @@ _SLOT_KEY = {SLOT_IDENTITY: IDENT, SLOT_OPS: OPS}  # else PRES
 _GONE = b""  # a staged delete of a node directory key (their values are never empty)
 Write = Callable[[Any, dict[bytes, bytes]], Any]  # (write batch, staged puts) -> result
 EXPORT_CHUNK = 2_000  # records read per thread hop while exporting
+
+
+def _storage_error(exc: Exception) -> StorageError:  # its class only, never its text
+    return StorageError(f"LevelDB error: {type(exc).__name__}")
 
 
 class LevelDBStorage(Storage):
@@ -118,18 +121,11 @@ class LevelDBStorage(Storage):
                 f"{self.path} has schema_version {version!r}; this build reads {SCHEMA_VERSION!r}"
             )
 
-    @staticmethod
-    @contextlib.contextmanager
-    def _errors() -> Iterator[None]:
-        """A LevelDB failure becomes :class:`StorageError`, naming only its class."""
-        try:
-            yield
-        except plyvel.Error as exc:
-            raise StorageError(f"LevelDB error: {exc.__class__.__name__}") from exc
-
     async def _in_thread(self, fn: Any, *args: Any) -> Any:
-        with self._errors():
+        try:
             return await anyio.to_thread.run_sync(fn, *args)
+        except plyvel.Error as exc:
+            raise _storage_error(exc) from exc
 
     # -- identities -------------------------------------------------------------------------
 
@@ -168,12 +164,8 @@ class LevelDBStorage(Storage):
         stays atomic across the batch. A separate task commits, so a cancelled request cannot
         strand the writes queued behind it.
 
-        The batch is written and synced on the event loop's thread, not in a worker thread
-        (issue 15): the sync costs ~0.2-0.3 ms, but each hop to a thread and back waited for
-        the GIL behind the busy loop (up to the 5 ms switch interval each way; traced: p50
-        2.2 ms, p99 7 ms per hop at peak). ``python -m bench.register_tail``, register at a
-        paced 1,200 rps, quiet machine: p50 6.3-7.0 -> 2.3 ms, p99 10.2-12.1 -> 6.3-8.1 ms;
-        peak within 3 %. A lower ``sys.setswitchinterval`` (0.5 ms) instead changed nothing.
+        The batch is written and synced on the event loop's thread: hops to a worker thread
+        waited for the GIL (README, Performance; ``python -m bench.register_tail``).
         """
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queued.append((write, done))
@@ -183,7 +175,7 @@ class LevelDBStorage(Storage):
 
     def _apply(self, writes: list[Write]) -> list[Any]:
         staged: dict[bytes, bytes] = {}
-        with self._errors(), self._db.write_batch(transaction=True, sync=True) as batch:
+        with self._db.write_batch(transaction=True, sync=True) as batch:
             return [write(batch, staged) for write in writes]
 
     async def _commit_queued(self) -> None:
@@ -193,6 +185,8 @@ class LevelDBStorage(Storage):
                 async with self._write_lock:
                     results = self._apply([w for w, _ in writes])
             except Exception as exc:  # handed to every writer waiting on this batch
+                if isinstance(exc, plyvel.Error):
+                    exc = _storage_error(exc)
                 for _, done in writes:
                     if not done.done():
                         done.set_exception(exc)
