@@ -14,7 +14,7 @@ import httpx
 import matplotlib.image
 import pytest
 
-from bench import chart, report
+from bench import chart, readme, report
 from bench.__main__ import build_parser, usage_problem
 from bench.configs import Secrets, Setup, write_config
 from bench.loadgen import LoadResult
@@ -117,6 +117,20 @@ def test_the_chart_draws_medians_with_red_for_targets_only(tmp_path: Path) -> No
     out = chart.draw(again, [], tmp_path / "chart.png", chart.title_of("now", 10, 3, 2))
     height, width, _ = matplotlib.image.imread(out).shape
     assert (width, height) == (1600, 1050)
+
+
+def test_the_readme_tables_hold_the_median_cells_and_mark_the_misses() -> None:
+    rows = report.medians([one_run(1000, 950), one_run(2000, 1000), one_run(1000, 800)])
+    document = {"endpoints": [row.to_json() for row in rows], "checks": []}
+    lines = readme.endpoint_table(document).splitlines()
+    assert lines[0] == "| endpoint | leveldb/http | target |"
+    # medians: of the rps (800, 950, 1000) and of each run's own ratio (0.95, 0.50, 0.80)
+    assert lines[2] == "| floor_post | 1000 · 4.0 ms | floor |"
+    x = readme.TIMES
+    assert lines[3] == f"| resolve_hit | **950 (0.80{x}) · 4.0 ms** | ≥ 0.90{x}, p99 < 10 ms |"
+    passing = report.rows_of([measured("floor_post", 1000), measured("resolve_hit", 950)])
+    cell = readme.endpoint_table({"endpoints": [r.to_json() for r in passing], "checks": []})
+    assert f"| 950 (0.95{x}) · 4.0 ms |" in cell  # a met target is not marked
 
 
 @pytest.mark.e2e
