@@ -7,6 +7,7 @@ The figures of ``make bench`` mean nothing unless every request it sends does wh
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,14 +20,15 @@ from bench.__main__ import build_parser, usage_problem
 from bench.configs import Secrets, Setup, write_config
 from bench.loadgen import LoadResult
 from bench.matrix import Measured
-from bench.preload import preload_sync
-from bench.procs import daemon_argv, server
+from bench.preload import preload_leveldb, preload_sync
+from bench.procs import daemon_argv, python_module, server
 from bench.signed_requests import (
     HeartbeatPool,
     UpdatePool,
     node_host,
     register_nodes,
 )
+from bench.workload import resolve_requests
 
 JSON = {"content-type": "application/json"}  # as bench/requests.lua sends
 LOAD = LoadResult("wrk", 1000, 1.0, 1000.0, 5.0, 8.0, 9.0, 12.0, 0, 32)
@@ -163,3 +165,49 @@ def test_updates_and_heartbeats_are_valid_and_single_use(tmp_path: Path) -> None
                 assert answer.status_code == refused, answer.text
             updated = client.get("/api/nodes").json()["nodes"]
             assert {n["status"] for n in updated} == {"online"}
+
+
+@pytest.mark.e2e
+def test_the_bare_resolve_answers_what_the_daemon_answers(tmp_path: Path) -> None:
+    """``bench.bare`` bounds resolve only if it does a resolve's whole protocol work: for the
+    same requests (hits and misses) it answers 200 with the daemon's fields, kid and envelope
+    lengths, the same key, a fresh nonce each time."""
+    secrets = Secrets.generate()
+    setup = Setup("leveldb", "http")
+    preload_leveldb(tmp_path / "db-a", secrets, 20, 7)
+    shutil.copytree(tmp_path / "db-a", tmp_path / "db-b")
+    bare_config = write_config(
+        tmp_path / "a.toml", secrets, setup, data_dir=tmp_path / "db-a", certs=None
+    )
+    daemon_config = write_config(
+        tmp_path / "b.toml", secrets, setup, data_dir=tmp_path / "db-b", certs=None
+    )
+    bodies = []
+    for hits in (True, False):
+        requests = resolve_requests(
+            tmp_path / f"r{hits}.tsv", hits=hits, identities=20, lines=5, seed=7
+        )
+        bodies += [line.split(b"\t")[2] for line in requests.file.read_bytes().splitlines()]
+    bare_argv = python_module("bench.bare", "serve", "--config", str(bare_config))
+    with (
+        server(bare_argv, tmp_path / "bare.log") as bare_url,
+        server(daemon_argv(daemon_config), tmp_path / "daemon.log") as daemon_url,
+    ):
+        answers = []
+        for url in (bare_url, daemon_url):
+            with httpx.Client(base_url=url) as client:
+                answers.append([client.post("/resolve", content=b, headers=JSON) for b in bodies])
+    for bare, daemon in zip(*answers, strict=True):
+        assert (bare.status_code, daemon.status_code) == (200, 200)
+        mine, theirs = bare.json(), daemon.json()
+        assert mine.keys() == theirs.keys()
+        assert mine["handle"] == theirs["handle"]
+        envelope, expected = mine["envelope"], theirs["envelope"]
+        assert envelope.keys() == expected.keys()
+        assert (envelope["kid"], envelope["sender_pubkey"]) == (
+            expected["kid"],
+            expected["sender_pubkey"],
+        )
+        assert envelope["nonce"] != expected["nonce"]
+        for field in envelope:
+            assert len(envelope[field]) == len(expected[field]), field
