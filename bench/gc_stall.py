@@ -11,9 +11,10 @@ In one process and one event loop:
    synced write each, ~1 ms here, which would take a quarter of an hour for 1,000,000. The
    layout is checked afterwards: ``get_presence`` must find them, and GC must remove exactly N.
    One identity is registered, the one the load resolves.
-2. The real app (``registryd.app.create_app`` over that storage, its own GC task off) is served
-   by Hypercorn with ``registryd.server.hypercorn_config`` on 127.0.0.1:0, and ``hey`` drives
-   resolve load at it: ``POST /resolve`` hits (a stored identity, sealed to the requester's
+2. The real app (``registryd.app.create_app`` over that storage, its own GC task off), its heap
+   settled as the daemon's is (:func:`registryd.server.settle_heap`), is served by Hypercorn
+   with ``registryd.server.hypercorn_config`` on 127.0.0.1:0, and ``hey`` drives resolve load at
+   it: ``POST /resolve`` hits (a stored identity, sealed to the requester's
    X25519 key: the full resolve path), ``--rps`` requests/s at a constant rate.
 3. A loop-lag probe runs beside it: a task that sleeps 5 ms and records how late it wakes. The
    longest lateness is the longest time the event loop could not run anything: no request was
@@ -54,7 +55,7 @@ from registryd.identity import user_id
 from registryd.keystore import load_keyring
 from registryd.presence import collect
 from registryd.runtime import Runtime
-from registryd.server import hypercorn_config, url_of
+from registryd.server import hypercorn_config, settle_heap, url_of
 from registryd.sockets import bind_socket
 from registryd.storage.base import PRESENCE
 from registryd.storage.leveldb import LevelDBStorage
@@ -204,6 +205,7 @@ async def measure(presences: int, rps: float, baseline_s: float, work: Path) -> 
         hc.bind = [f"fd://{sock.detach()}"]
         stop = asyncio.Event()
         app = create_app(Runtime(cfg, storage, load_keyring(cfg.envelope)), run_gc=False)
+        settle_heap()  # as registryd.server.serve does before it serves
         server = asyncio.create_task(
             hypercorn_serve(app, hc, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
         )
