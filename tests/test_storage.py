@@ -248,9 +248,9 @@ async def test_purge_is_o_expired(storage: Storage) -> None:
 
     if isinstance(storage, LevelDBStorage):
         counting = _CountingDB(storage._db)
-        storage._db = counting
+        storage._db = storage._expiry._db = counting
         assert await storage.purge_expired(NOW, 1_000) == 1
-        storage._db = counting._db
+        storage._db = storage._expiry._db = counting._db
         assert counting.yielded == 1  # the fresh entries were never visited
     else:
         assert isinstance(storage, MemoryStorage)
