@@ -18,19 +18,15 @@ prints each one's mean rps, server CPU µs per request, and the ratios to the fl
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import functools
 import logging
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
-
-from hypercorn.asyncio import serve as hypercorn_serve
 
 from registryd import config as config_mod
 from registryd import eventloop, wire
@@ -38,18 +34,14 @@ from registryd.certs import write_dev_certs
 from registryd.encoding import decode_hex
 from registryd.envelope import padded
 from registryd.keystore import load_keyring
-from registryd.server import hypercorn_config, url_of
-from registryd.sockets import bind_socket
 from registryd.storage import open_storage
 
-from . import loadgen, procs
+from . import floor, loadgen, procs
 from .compare import cpu_us_per_request, with_server_cpu
 from .configs import Setup
 from .matrix import Workspace
 from .preload import preload_leveldb
 from .settings import Settings
-
-log = logging.getLogger("bench.bare")
 
 
 def build_app(cfg: config_mod.Config) -> Any:
@@ -86,19 +78,6 @@ def build_app(cfg: config_mod.Config) -> Any:
         await send({"type": "http.response.body", "body": out})
 
     return app
-
-
-async def serve(cfg: config_mod.Config) -> None:
-    hc = hypercorn_config(cfg)
-    sock = bind_socket(*cfg.host_port)
-    url = url_of(cfg, sock)
-    hc.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns the descriptor from here on
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    log.info("bare resolve listening on %s", url)
-    await hypercorn_serve(build_app(cfg), hc, shutdown_trigger=stop.wait)
 
 
 def compare(duration_s: float, identities: int) -> dict[str, tuple[float, float]]:
@@ -156,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
     if args.command == "serve":
         cfg = config_mod.load(args.config)
-        eventloop.run(serve(cfg), cfg.server.event_loop)
+        eventloop.run(floor.serve(cfg, build_app(cfg), "bare resolve"), cfg.server.event_loop)
         return 0
     figures = compare(args.duration, args.identities)
     floor_rps, floor_cpu = figures["floor"]

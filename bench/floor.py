@@ -18,6 +18,7 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import Any
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from starlette.applications import Starlette
@@ -51,7 +52,9 @@ def build_app() -> Starlette:
     )
 
 
-async def serve(cfg: config_mod.Config) -> None:
+async def serve(cfg: config_mod.Config, app: Any = None, name: str = "floor") -> None:
+    """Serve ``app`` (default: the floor app) as the floor is served, until SIGINT or SIGTERM;
+    logs ``<name> listening on URL``."""
     hc = hypercorn_config(cfg)
     sock = bind_socket(*cfg.host_port)
     url = url_of(cfg, sock)
@@ -60,9 +63,9 @@ async def serve(cfg: config_mod.Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    log.info("floor listening on %s", url)
+    log.info("%s listening on %s", name, url)
     # Starlette's ASGI signature is not structurally Hypercorn's TypedDict one; same protocol.
-    await hypercorn_serve(build_app(), hc, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    await hypercorn_serve(app or build_app(), hc, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
