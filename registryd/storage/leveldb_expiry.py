@@ -29,8 +29,9 @@ class ExpiryIndexes:
     def __init__(self, db: Any) -> None:
         self._db = db
         self._floor = {EXPIRY: EXPIRY, TOMB: TOMB + bytes(8)}
-        self._cursors: dict[bytes, tuple[int, bytes, Any]] = {}  # (now_ms, floor, iterator)
-        self._taken: dict[bytes, tuple[int, Any, bool]] = {}  # (now_ms, iterator, pass over)
+        # (now_ms, the floor the iterator stands at — None until its last slice is deleted —,
+        # iterator)
+        self._cursors: dict[bytes, tuple[int, bytes | None, Any]] = {}
 
     def stage(self, batch: Any, key: bytes) -> None:
         """Stage index entry ``key`` (index byte + expiry_be64 + blind) in ``batch``, lowering
@@ -44,30 +45,29 @@ class ExpiryIndexes:
         floor on. An entry is as of the pass's start (its iterator's snapshot): check it
         against the live value before deleting what it points to. Once they are deleted, call
         :meth:`deleted`; if not (the write failed), the next slice reads them again."""
-        stale = self._taken.pop(index, None)
-        if stale is not None:
-            stale[1].close()
         keys = self._cursor(index, now_ms)
         expired = list(itertools.islice(keys, max(limit, 0)))
-        self._taken[index] = (now_ms, keys, len(expired) < limit)
+        if len(expired) < limit:  # the pass has seen every entry expired at now_ms
+            keys.close()
+        else:
+            self._cursors[index] = (now_ms, None, keys)
         return expired
 
     def deleted(self, index: bytes, expired: list[bytes]) -> None:
         """``expired`` (the last :meth:`expired` of ``index``) are deleted: the floor rises to
-        the last of them, and the iterator waits for the pass's next slice."""
-        now_ms, keys, over = self._taken.pop(index)
-        if expired:
-            self._floor[index] = expired[-1]
-        if over or not expired:
-            keys.close()
-        else:
-            self._cursors[index] = (now_ms, expired[-1], keys)
+        the last of them, where the pass's iterator then stands for its next slice."""
+        if not expired:
+            return
+        self._floor[index] = expired[-1]
+        cursor = self._cursors.get(index)
+        if cursor is not None:
+            self._cursors[index] = (cursor[0], expired[-1], cursor[2])
 
     def _cursor(self, index: bytes, now_ms: int) -> Any:
         cursor = self._cursors.pop(index, None)
         if cursor is not None and cursor[:2] == (now_ms, self._floor[index]):
             return cursor[2]
-        if cursor is not None:  # another pass, or an index write below the floor
+        if cursor is not None:  # another pass, a failed slice, or an index write below the floor
             cursor[2].close()
         stop = index + BE64.pack(now_ms + 1)
         return self._db.iterator(start=self._floor[index], stop=stop, include_value=False)
