@@ -28,9 +28,9 @@ def _cell(row: dict[str, Any]) -> str:
 
 def _target(rows: list[dict[str, Any]]) -> str:
     ratios = sorted({r["target_ratio"] for r in rows if r["target_ratio"] is not None})
-    p99s = sorted({r["target_p99_at_half_peak_ms"] for r in rows if r["pass"] is not None})
+    p99s = sorted({r["target_p99_at_half_peak_ms"] for r in rows if r["pass"] is not None} - {None})
     parts = ["/".join(f"≥ {t:.2f}{TIMES}" for t in ratios)] if ratios else []
-    if p99s and p99s[0] is not None:
+    if p99s:
         parts.append(f"p99 < {p99s[0]:g} ms")
     return ", ".join(parts) or ("floor" if rows[0]["endpoint"].startswith("floor") else "—")
 
@@ -43,9 +43,10 @@ def endpoint_table(doc: dict[str, Any]) -> str:
     head = ["endpoint", *(f"{s}/{m}" for s, m in combos), "target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in names:
-        mine = [cells[(name, s, m)] for s, m in combos if (name, s, m) in cells]
-        out = [_cell(cells[(name, s, m)]) if (name, s, m) in cells else "" for s, m in combos]
-        lines.append("| " + " | ".join([name, *out, _target(mine)]) + " |")
+        mine = [cells.get((name, s, m)) for s, m in combos]
+        out = ["" if row is None else _cell(row) for row in mine]
+        target = _target([row for row in mine if row is not None])
+        lines.append("| " + " | ".join([name, *out, target]) + " |")
     return "\n".join(lines)
 
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = doc["settings"].get("runs", 1)
     print(
         f"Run {doc['started_utc']} (commit {doc['environment']['git_commit'][:7]}, "
-        f"{runs} run{'s' if runs != 1 else ''} of the matrix, medians), "
+        f"{runs} run{'s' if runs != 1 else ''} of the matrix{', medians' if runs > 1 else ''}), "
         f"{targets['met']} of {targets['checked']} targets met.\n"
     )
     print(endpoint_table(doc) + "\n")
